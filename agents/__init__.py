@@ -1,0 +1,1 @@
+"""hiergym.agents: agents that act in hiergym environments (see docs/agents.md)."""

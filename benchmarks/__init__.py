@@ -1,0 +1,1 @@
+"""hiergym.benchmarks: fixed task splits, throughput and learning benchmarks."""

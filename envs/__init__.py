@@ -1,0 +1,1 @@
+"""hiergym.envs: Gymnasium-compatible multi-turn text environments (see docs/environments.md)."""

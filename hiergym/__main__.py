@@ -1,0 +1,5 @@
+import sys
+
+from hiergym.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""Registration of every hiergym environment under the ``hiergym/`` namespace.
+
+Each environment is one :class:`EnvEntry` in :data:`ENVIRONMENTS`: its id, where it lives, its episode limit,
+and the one-line description and key arguments that ``hiergym list`` prints. Entry points are strings, so
+registering imports nothing heavy; the module loads on the first ``gymnasium.make``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    id: str
+    entry_point: str
+    max_episode_steps: int | None
+    description: str
+    #: Key constructor arguments and their defaults, shown by ``hiergym list``.
+    arguments: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+ENVIRONMENTS: tuple[EnvEntry, ...] = (
+    EnvEntry(
+        id="hiergym/Sokoban-v0",
+        entry_point="hiergym.envs.sokoban:SokobanEnv",
+        max_episode_steps=100,
+        description="Push every box onto a target; procedurally generated, always solvable rooms.",
+        arguments={"dim_room": (6, 6), "num_boxes": 1, "max_steps": 100},
+    ),
+)
+
+
+def register_all() -> None:
+    """Register every entry of :data:`ENVIRONMENTS` (idempotent)."""
+    for entry in ENVIRONMENTS:
+        if entry.id in gym.registry:
+            continue
+        gym.register(
+            id=entry.id,
+            entry_point=entry.entry_point,
+            max_episode_steps=entry.max_episode_steps,
+            kwargs=dict(entry.kwargs),
+            disable_env_checker=True,
+        )
+
+
+def env_ids() -> list[str]:
+    return [entry.id for entry in ENVIRONMENTS]
+
+
+class UnknownEnvironmentError(ValueError):
+    """An environment id that is not registered; the message suggests the closest ids."""
+
+
+def resolve_env_id(name: str) -> str:
+    """The registered id for ``name``; accepts the full id, the id without ``hiergym/``, any case.
+
+    Raises :class:`UnknownEnvironmentError` naming the closest registered ids.
+    """
+    import difflib
+
+    ids = env_ids()
+    by_lower = {i.lower(): i for i in ids}
+    by_lower.update({i.split("/", 1)[1].lower(): i for i in ids})
+    key = name.strip().lower()
+    if key in by_lower:
+        return by_lower[key]
+    if name in gym.registry:  # any other Gymnasium env is the user's to use
+        return name
+    close = difflib.get_close_matches(key, list(by_lower), n=3, cutoff=0.4)
+    hint = ", ".join(dict.fromkeys(by_lower[c] for c in close)) or ", ".join(ids)
+    raise UnknownEnvironmentError(
+        f"unknown environment {name!r}; did you mean: {hint}? (`hiergym list` shows every id)"
+    )
+
+
+def parse_env_args(pairs: list[str] | None) -> dict[str, Any]:
+    """Parse ``k=v`` strings (values read as YAML: ``num_boxes=2``, ``dim_room=[7,7]``) into kwargs."""
+    import yaml
+
+    kwargs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"environment argument {pair!r} is not of the form key=value (e.g. num_boxes=2)")
+        try:
+            kwargs[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"cannot read the value of environment argument {pair!r}: {exc}") from None
+    return kwargs

@@ -1,0 +1,1 @@
+"""hiergym.training: group rollouts, advantage estimators and the hierarchical trainer (see docs/training.md)."""
