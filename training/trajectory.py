@@ -16,6 +16,7 @@ extra rollouts. :class:`StepBatch` is the columnar (NumPy) view of a list of rec
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,18 @@ import numpy as np
 
 LEVELS = ("executor", "planner")
 EXECUTOR, PLANNER = 0, 1
+
+
+def anchor_hash(state_key: str) -> int:
+    """A stable non-negative 63-bit code of a state key: equal keys, equal codes (in every process)."""
+    return int.from_bytes(hashlib.blake2b(state_key.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def _anchor_codes(anchors: Sequence[str] | Sequence[int] | np.ndarray) -> np.ndarray:
+    values = np.asarray(anchors)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    return np.fromiter((anchor_hash(str(a)) for a in values), dtype=np.int64, count=len(values))
 
 
 @dataclass
@@ -50,7 +63,10 @@ class StepRecord:
 
 @dataclass
 class StepBatch:
-    """One row per record; every field a NumPy array of equal length (ragged token data as lists).
+    """One row per record; every field a NumPy array of equal length.
+
+    ``anchor`` holds :func:`anchor_hash` codes of the state keys (int64), so grouping a million rows is a
+    vectorised integer operation; the texts and token data stay in ``records``.
 
     Rows of one trajectory are contiguous and ordered by ``(step, level)`` with a planner row before the
     executor row of the same step; :meth:`from_records` sorts them so.
@@ -87,7 +103,7 @@ class StepBatch:
             step=np.array([r.step for r in rows], dtype=np.int64),
             level=np.array([LEVELS.index(r.level) for r in rows], dtype=np.int8),
             segment=np.array([r.segment for r in rows], dtype=np.int64),
-            anchor=np.array([r.anchor for r in rows], dtype=object),
+            anchor=_anchor_codes([r.anchor for r in rows]),
             reward=np.array([r.reward for r in rows], dtype=np.float64),
             done=np.array([r.done for r in rows], dtype=bool),
             invalid=np.array([r.invalid for r in rows], dtype=bool),
@@ -103,7 +119,7 @@ class StepBatch:
         traj_id: Sequence[int] | np.ndarray,
         step: Sequence[int] | np.ndarray,
         reward: Sequence[float] | np.ndarray,
-        anchor: Sequence[str] | np.ndarray | None = None,
+        anchor: Sequence[str] | Sequence[int] | np.ndarray | None = None,
         level: Sequence[int] | np.ndarray | None = None,
         segment: Sequence[int] | np.ndarray | None = None,
         done: Sequence[bool] | np.ndarray | None = None,
@@ -112,8 +128,9 @@ class StepBatch:
     ) -> StepBatch:
         """Build a batch straight from columns (rows must already be contiguous per trajectory, in step order).
 
-        Missing columns default to: anchor = unique per row, level = executor, segment = 0, done = last row
-        of each trajectory, invalid = False, value = NaN.
+        ``anchor`` may be state-key strings (hashed with :func:`anchor_hash`) or integer codes. Missing columns
+        default to: anchor = unique per row (no two rows share a state), level = executor, segment = 0,
+        done = last row of each trajectory, invalid = False, value = NaN.
         """
         traj = np.asarray(traj_id, dtype=np.int64)
         n = traj.shape[0]
@@ -128,15 +145,9 @@ class StepBatch:
             step=np.asarray(step, dtype=np.int64),
             level=np.zeros(n, np.int8) if level is None else np.asarray(level, dtype=np.int8),
             segment=np.zeros(n, np.int64) if segment is None else np.asarray(segment, dtype=np.int64),
-            anchor=(np.array([f"#row{i}" for i in range(n)], dtype=object) if anchor is None
-                    else np.asarray(anchor, dtype=object)),
+            anchor=-np.arange(1, n + 1, dtype=np.int64) if anchor is None else _anchor_codes(anchor),
             reward=np.asarray(reward, dtype=np.float64),
             done=done_arr,
             invalid=np.zeros(n, bool) if invalid is None else np.asarray(invalid, dtype=bool),
             value=np.full(n, np.nan) if value is None else np.asarray(value, dtype=np.float64),
         )
-
-    def anchor_codes(self) -> np.ndarray:
-        """Integer code per row, equal for equal anchors (for vectorised grouping)."""
-        _, codes = np.unique(self.anchor.astype(str), return_inverse=True)
-        return codes.astype(np.int64)

@@ -1,0 +1,360 @@
+"""Advantage estimators: pure functions ``name(batch: StepBatch, **options) -> np.ndarray``.
+
+Every estimator returns one advantage per row of the batch (planner and executor rows alike), is vectorised
+with NumPy (no Python loop over rows; the only loops run over step positions or history levels), and is
+registered by name in :data:`ESTIMATORS`, so ``compute_advantages("gigpo", batch, gamma=0.9)`` works.
+``docs/training.md`` gives each formula and its paper.
+
+Shared conventions:
+- A *group* is the G rollouts of one task from the same seed (``batch.group_id``).
+- Group-relative terms compare a value with the mean of its group (and divide by the group's standard
+  deviation when ``normalize="std"``; the unbiased estimate, as ``torch.std``). A value alone in its group
+  carries no relative information and gets advantage 0.
+- Returns-to-go are discounted per *environment step*: planner rows carry no reward and take the
+  return-to-go of the environment step they precede.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from hiergym.training.trajectory import EXECUTOR, PLANNER, StepBatch
+
+Estimator = Callable[..., np.ndarray]
+ESTIMATORS: dict[str, Estimator] = {}
+NORMALIZE_CHOICES = ("mean", "std")
+EPS = 1e-6
+
+
+def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
+    def decorate(fn: Estimator) -> Estimator:
+        ESTIMATORS[name] = fn
+        return fn
+
+    return decorate
+
+
+def compute_advantages(name: str, batch: StepBatch, **options) -> np.ndarray:
+    """Run the estimator registered as ``name``; a clear error names the registered ones."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {name!r}; choose one of {', '.join(sorted(ESTIMATORS))}")
+    return ESTIMATORS[name](batch, **options)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _check_normalize(normalize: str) -> None:
+    if normalize not in NORMALIZE_CHOICES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
+
+
+def factorize(*columns: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense codes 0..n-1 for the distinct tuples of integer columns (rows with equal tuples share a code)."""
+    codes = np.zeros(len(columns[0]), np.int64)
+    num_codes = 1
+    for column in columns:
+        _, column_codes = np.unique(column, return_inverse=True)
+        # Both factors are dense, so the product stays below len(rows) ** 2: no int64 overflow.
+        combined = codes * (int(column_codes.max(initial=0)) + 1) + column_codes.reshape(-1)
+        _, codes = np.unique(combined, return_inverse=True)
+        codes = codes.reshape(-1).astype(np.int64)
+        num_codes = int(codes.max(initial=-1)) + 1
+    return codes, num_codes
+
+
+def group_relative(values: np.ndarray, codes: np.ndarray, num_codes: int, normalize: str = "mean",
+                   eps: float = EPS, mask: np.ndarray | None = None) -> np.ndarray:
+    """``values`` minus the mean of their code's members (divided by its std for ``normalize="std"``).
+
+    Only rows where ``mask`` holds are members (statistics and results); others get 0. Members alone in
+    their code get 0.
+    """
+    _check_normalize(normalize)
+    member = np.ones(values.shape[0], bool) if mask is None else mask
+    weights = member.astype(np.float64)
+    counts = np.bincount(codes, weights=weights, minlength=num_codes)
+    sums = np.bincount(codes, weights=values * weights, minlength=num_codes)
+    mean = sums / np.maximum(counts, 1)
+    centered = (values - mean[codes]) * weights
+    if normalize == "std":
+        squares = np.bincount(codes, weights=centered**2, minlength=num_codes)
+        std = np.sqrt(squares / np.maximum(counts - 1, 1))
+        centered = centered / (std[codes] + eps)
+    centered[counts[codes] < 2] = 0.0
+    return centered
+
+
+class _Layout:
+    """Where each row sits in a dense (trajectory x step) grid of executor rows."""
+
+    def __init__(self, batch: StepBatch):
+        self.traj, self.num_traj = factorize(batch.traj_id)
+        self.executor = batch.level == EXECUTOR
+        first_step = np.full(self.num_traj, np.iinfo(np.int64).max)
+        np.minimum.at(first_step, self.traj, batch.step)
+        self.col = batch.step - first_step[self.traj]
+        self.width = int(self.col.max()) + 1 if self.col.size else 0
+        # The group of each trajectory (every row of a trajectory has the same group).
+        self.traj_group = np.zeros(self.num_traj, np.int64)
+        self.traj_group[self.traj] = batch.group_id
+
+    def grid(self, values: np.ndarray, fill: float = 0.0, dtype=np.float64) -> np.ndarray:
+        """Scatter executor-row ``values`` into the grid."""
+        grid = np.full((self.num_traj, self.width), fill, dtype=dtype)
+        ex = self.executor
+        grid[self.traj[ex], self.col[ex]] = values[ex]
+        return grid
+
+    def gather(self, grid: np.ndarray) -> np.ndarray:
+        """Each row's cell (planner rows read the cell of the step they precede)."""
+        return grid[self.traj, self.col]
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float, cut: np.ndarray | None = None) -> np.ndarray:
+    """Reverse discounted cumulative sum along axis 1 of a (trajectories x steps) grid.
+
+    ``cut[:, t]`` True stops the sum after step t (a segment boundary): G_t = r_t there.
+    """
+    returns = np.zeros_like(rewards)
+    running = np.zeros(rewards.shape[0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        if cut is not None:
+            running = np.where(cut[:, t], 0.0, running)
+        running = rewards[:, t] + gamma * running
+        returns[:, t] = running
+    return returns
+
+
+def trajectory_returns(batch: StepBatch, layout: _Layout | None = None) -> np.ndarray:
+    """Undiscounted return R of each trajectory (indexed by the layout's trajectory code)."""
+    layout = layout or _Layout(batch)
+    return np.bincount(layout.traj, weights=batch.reward, minlength=layout.num_traj)
+
+
+def _episode_term(batch: StepBatch, layout: _Layout, normalize: str, episode_stats: str = "trajectory") -> np.ndarray:
+    returns = trajectory_returns(batch, layout)
+    if episode_stats == "trajectory":
+        per_traj = group_relative(returns, layout.traj_group, int(layout.traj_group.max()) + 1, normalize)
+        return per_traj[layout.traj]
+    if episode_stats == "step":  # verl-agent: statistics over step rows, so long trajectories weigh more
+        codes, n = factorize(batch.group_id)
+        relative = group_relative(returns[layout.traj], codes, n, normalize, mask=layout.executor)
+        per_traj = np.zeros(layout.num_traj)
+        per_traj[layout.traj[layout.executor]] = relative[layout.executor]
+        return per_traj[layout.traj]
+    raise ValueError(f"episode_stats must be 'trajectory' or 'step', got {episode_stats!r}")
+
+
+def _anchor_term(batch: StepBatch, values: np.ndarray, keys: tuple[np.ndarray, ...], normalize: str) -> np.ndarray:
+    """``values`` relative to the rows of the same group and level with equal ``keys``."""
+    codes, n = factorize(batch.group_id, batch.level.astype(np.int64), *keys)
+    return group_relative(values, codes, n, normalize)
+
+
+# ------------------------------------------------------------------------------------------ estimators
+@register_estimator("grpo")
+def grpo(batch: StepBatch, normalize: str = "std", eps: float = EPS) -> np.ndarray:
+    """GRPO / Flow-GRPO: (R_i - mean_group R) / std_group R, broadcast to every row of trajectory i."""
+    _check_normalize(normalize)
+    layout = _Layout(batch)
+    returns = trajectory_returns(batch, layout)
+    per_traj = group_relative(returns, layout.traj_group, int(layout.traj_group.max()) + 1, normalize, eps)
+    return per_traj[layout.traj]
+
+
+@register_estimator("rloo")
+def rloo(batch: StepBatch) -> np.ndarray:
+    """REINFORCE leave-one-out: R_i - mean_{j != i} R_j over the group's trajectories."""
+    layout = _Layout(batch)
+    returns = trajectory_returns(batch, layout)
+    num_groups = int(layout.traj_group.max()) + 1
+    counts = np.bincount(layout.traj_group, minlength=num_groups)[layout.traj_group]
+    sums = np.bincount(layout.traj_group, weights=returns, minlength=num_groups)[layout.traj_group]
+    others = np.maximum(counts - 1, 1)
+    per_traj = np.where(counts > 1, returns - (sums - returns) / others, 0.0)
+    return per_traj[layout.traj]
+
+
+@register_estimator("gigpo")
+def gigpo(batch: StepBatch, gamma: float = 0.95, step_weight: float = 1.0, normalize: str = "mean",
+          episode_stats: str = "trajectory") -> np.ndarray:
+    """GiGPO: A = A_E + w * A_S.
+
+    A_E: the episode-level group-relative return (``episode_stats="step"`` takes the statistics over step
+    rows as verl-agent does). A_S: the discounted return-to-go G_t minus the mean of G over the step's
+    *anchor group* — rows of the same group and level with an equal anchor state, across and within
+    trajectories — (divided by its std for ``normalize="std"``); 0 for a row alone in its anchor group.
+    """
+    _check_normalize(normalize)
+    layout = _Layout(batch)
+    episode = _episode_term(batch, layout, normalize, episode_stats)
+    returns_to_go = layout.gather(discounted_returns(layout.grid(batch.reward), gamma))
+    step = _anchor_term(batch, returns_to_go, (batch.anchor,), normalize)
+    return episode + step_weight * step
+
+
+def history_signatures(batch: StepBatch, depth: int, layout: _Layout | None = None) -> list[np.ndarray]:
+    """Per row, codes of (anchor_t, anchor_{t-1}, ..., anchor_{t-k}) for k = 0..depth, within the trajectory.
+
+    Steps before the start of the trajectory read as a distinct START state, so a step near the start only
+    matches steps equally near the start.
+    """
+    layout = layout or _Layout(batch)
+    start = np.iinfo(np.int64).min
+    anchors = layout.grid(batch.anchor, fill=start, dtype=np.int64)
+    signature = anchors.copy()
+    signatures = [layout.gather(signature)]
+    for k in range(1, depth + 1):
+        lagged = np.full_like(anchors, start)
+        lagged[:, k:] = anchors[:, :-k]
+        flat, _ = factorize(signature.reshape(-1), lagged.reshape(-1))
+        signature = flat.reshape(anchors.shape)
+        signatures.append(layout.gather(signature))
+    return signatures
+
+
+@register_estimator("hgpo")
+def hgpo(batch: StepBatch, depth: int = 2, gamma: float = 0.95, step_weight: float = 1.0,
+         normalize: str = "mean", weight_power: float = 1.0) -> np.ndarray:
+    """HGPO: A = A_E + w * sum_k lambda_k A_k over the hierarchy of history-consistent groups.
+
+    Level k groups rows of the same group and level whose anchor and k preceding anchors agree (k = 0 is
+    GiGPO's anchor group). A_k is G_t relative to the level-k group. Only non-singleton levels count; their
+    weights lambda_k are proportional to (k + 1) ** weight_power and normalised to sum to 1, favouring the
+    more consistent (longer-history) groups while falling back on larger groups where the long-history one
+    is a singleton. A row with no non-singleton level gets A_S = 0.
+    """
+    _check_normalize(normalize)
+    layout = _Layout(batch)
+    episode = _episode_term(batch, layout, normalize)
+    returns_to_go = layout.gather(discounted_returns(layout.grid(batch.reward), gamma))
+    weighted = np.zeros(len(batch))
+    total_weight = np.zeros(len(batch))
+    for k, signature in enumerate(history_signatures(batch, depth, layout)):
+        codes, n = factorize(batch.group_id, batch.level.astype(np.int64), signature)
+        level_advantage = group_relative(returns_to_go, codes, n, normalize)
+        shared = np.bincount(codes, minlength=n)[codes] >= 2
+        weight = shared * float(k + 1) ** weight_power
+        weighted += weight * level_advantage
+        total_weight += weight
+    step = np.divide(weighted, total_weight, out=np.zeros_like(weighted), where=total_weight > 0)
+    return episode + step_weight * step
+
+
+def _segment_layout(batch: StepBatch, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Grid of segment ids per executor cell, and the cut mask (True on the last step of a segment)."""
+    segments = layout.grid(batch.segment.astype(np.float64), fill=-1.0)
+    cut = np.zeros(segments.shape, bool)
+    cut[:, :-1] = segments[:, :-1] != segments[:, 1:]
+    cut[:, -1] = True
+    return segments, cut
+
+
+def _segment_table(batch: StepBatch, layout: _Layout) -> tuple[np.ndarray, np.ndarray, int]:
+    """Dense code per row for (trajectory, segment), the segment's position in its trajectory, #codes.
+
+    Segments are numbered consecutively within a trajectory (the trajectory contract), so the position is
+    the segment id minus the trajectory's first one.
+    """
+    codes, n = factorize(layout.traj, batch.segment)
+    first_segment = np.full(layout.num_traj, np.iinfo(np.int64).max)
+    np.minimum.at(first_segment, layout.traj, batch.segment)
+    return codes, batch.segment - first_segment[layout.traj], n
+
+
+@register_estimator("hiper")
+def hiper(batch: StepBatch, form: str = "relative", gamma: float = 0.95, planner_gamma: float = 1.0,
+          lam: float = 0.95, step_weight: float = 1.0, normalize: str = "mean") -> np.ndarray:
+    """Hierarchical advantage estimation for planner/executor agents (HiPER; HiMAC's critic-free form).
+
+    Segment returns: R_seg = the rewards of a subgoal segment's environment steps. The planner acts on a
+    segment-level MDP (one decision per segment); the executor acts on steps inside its segment.
+
+    ``form="relative"`` (critic-free, HiMAC-style), with A_E the episode-level group-relative return:
+      planner row  A = A_E + w * rel_anchor(G^plan),  G^plan_s = sum_{j>=s} planner_gamma^(j-s) R_seg_j
+      executor row A = A_E + w * rel_anchor(G^in),    G^in_t = discounted return-to-go cut at the segment end
+    where rel_anchor compares with rows of the same group, level and anchor state (0 when alone).
+
+    ``form="value"`` (GAE at both levels; needs ``batch.value`` on every row):
+      planner:  delta_s = R_seg_s + planner_gamma * V(next planner row) - V(planner row), GAE over segments
+      executor: delta_t = r_t + gamma * V_next - V_t, where V_next is the next executor row's value inside the
+                segment and, at the segment's last step, the next segment's planner value (0 at the end);
+                GAE(lam) accumulated within the segment only.
+    """
+    _check_normalize(normalize)
+    layout = _Layout(batch)
+    is_planner = batch.level == PLANNER
+    segment_code, segment_rank, num_segments = _segment_table(batch, layout)
+    segment_returns = np.bincount(segment_code, weights=batch.reward, minlength=num_segments)
+    # Segment grid: trajectories x segment rank.
+    seg_traj = np.zeros(num_segments, np.int64)
+    seg_traj[segment_code] = layout.traj
+    seg_pos = np.zeros(num_segments, np.int64)
+    seg_pos[segment_code] = segment_rank
+    seg_grid_shape = (layout.num_traj, int(seg_pos.max()) + 1 if num_segments else 0)
+    seg_rewards = np.zeros(seg_grid_shape)
+    seg_rewards[seg_traj, seg_pos] = segment_returns
+    _, cut = _segment_layout(batch, layout)
+
+    if form == "relative":
+        episode = _episode_term(batch, layout, normalize)
+        plan_returns = discounted_returns(seg_rewards, planner_gamma)[seg_traj, seg_pos][segment_code]
+        inner_returns = layout.gather(discounted_returns(layout.grid(batch.reward), gamma, cut))
+        values = np.where(is_planner, plan_returns, inner_returns)
+        return episode + step_weight * _anchor_term(batch, values, (batch.anchor,), normalize)
+
+    if form != "value":
+        raise ValueError(f"form must be 'relative' or 'value', got {form!r}")
+    if np.isnan(batch.value).any():
+        raise ValueError("hiper(form='value') needs a value estimate on every row (StepRecord.value)")
+    advantages = np.zeros(len(batch))
+    # Planner level: GAE over the segment sequence of each trajectory.
+    planner_values = np.zeros(seg_grid_shape)
+    planner_rows = np.flatnonzero(is_planner)
+    planner_values[seg_traj[segment_code[planner_rows]], seg_pos[segment_code[planner_rows]]] = \
+        batch.value[planner_rows]
+    next_planner = np.zeros(seg_grid_shape)
+    next_planner[:, :-1] = planner_values[:, 1:]
+    deltas = seg_rewards + planner_gamma * next_planner - planner_values
+    planner_gae = discounted_returns(deltas, planner_gamma * lam)
+    advantages[planner_rows] = planner_gae[seg_traj[segment_code[planner_rows]],
+                                           seg_pos[segment_code[planner_rows]]]
+    # Executor level: GAE inside each segment, bootstrapped on the next segment's planner value.
+    values = layout.grid(batch.value)
+    next_values = np.zeros_like(values)
+    next_values[:, :-1] = values[:, 1:]
+    executor_rows = np.flatnonzero(~is_planner)
+    seg_of_cell = np.zeros(values.shape, np.int64)
+    seg_of_cell[layout.traj[executor_rows], layout.col[executor_rows]] = seg_pos[segment_code[executor_rows]]
+    following = np.zeros(seg_grid_shape)
+    following[:, :-1] = planner_values[:, 1:]
+    boundary_value = following[np.arange(values.shape[0])[:, None], seg_of_cell]
+    next_values = np.where(cut, boundary_value, next_values)
+    deltas = layout.grid(batch.reward) + gamma * next_values - values
+    executor_gae = discounted_returns(deltas, gamma * lam, cut)
+    advantages[executor_rows] = layout.gather(executor_gae)[executor_rows]
+    return advantages
+
+
+@register_estimator("gae")
+def gae(batch: StepBatch, gamma: float = 0.99, lam: float = 0.95) -> np.ndarray:
+    """PPO's generalised advantage estimation over environment steps with a value head.
+
+    delta_t = r_t + gamma * V_{t+1} - V_t (V after the last step is 0), A_t = sum_l (gamma * lam)^l delta_{t+l}.
+    Planner rows (if any) take the advantage of the step they precede. Needs ``batch.value``.
+    """
+    executor = batch.level == EXECUTOR
+    if np.isnan(batch.value[executor]).any():
+        raise ValueError("gae needs a value estimate on every executor row (StepRecord.value)")
+    layout = _Layout(batch)
+    values = layout.grid(batch.value)
+    next_values = np.zeros_like(values)
+    next_values[:, :-1] = values[:, 1:]
+    deltas = layout.grid(batch.reward) + gamma * next_values - values
+    return layout.gather(discounted_returns(deltas, gamma * lam))
+
+
+def value_targets(batch: StepBatch, advantages: np.ndarray) -> np.ndarray:
+    """Critic regression targets: advantage + value (the lambda-return for GAE-style advantages)."""
+    return advantages + np.nan_to_num(batch.value)
