@@ -1,0 +1,385 @@
+"""A causal-LM policy: batched sampling with token ids and behaviour log-probs, and differentiable
+log-probs of given responses (what the trainer's loss needs).
+
+:class:`CausalLMPolicy` wraps any Hugging Face causal LM and its tokenizer:
+
+- :meth:`CausalLMPolicy.generate` samples responses for a batch of prompts (left padding, micro-batches of
+  similar length, optional stop strings) and returns :class:`~hiergym.agents.base.Completion` objects with
+  the prompt and response token ids and the behaviour log-probs ``log softmax(logits / T)`` of the sampled
+  tokens at the temperature ``T`` used (``T = 1`` when greedy), before top-p truncation.
+- :meth:`CausalLMPolicy.sequence_logprobs` recomputes those log-probs for given (prompt, response) token ids,
+  *with* gradients, under the current weights (and optionally the per-token entropy).
+- Prompts are wrapped in the tokenizer's chat template when it has one (instruct models); otherwise (the
+  built-in ``tiny`` model) the prompt text is used as is.
+
+Loading: :meth:`from_pretrained` takes a local directory or a model id already in the local Hugging Face cache
+(``local_files_only=True``: nothing is ever downloaded); :meth:`tiny` builds the built-in tiny model. On CUDA the
+weights are bf16 (when supported), on CPU float32.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hiergym.agents.base import Completion
+
+#: File that marks a directory saved by :meth:`CausalLMPolicy.save` (model + tokenizer + this note).
+POLICY_NOTE = "hiergym_policy.json"
+
+
+class ModelNotAvailableError(FileNotFoundError):
+    """A model path or id that is not on disk / not in the local cache (hiergym never downloads)."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-shard progress bars (the harness and trainer draw their own)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class _StopOnStrings:
+    """Stopping criterion: marks a row finished once its *generated* text contains a stop string.
+
+    Records, per row, the sequence length at which it matched, so the response can be cut exactly there
+    (rows that finished are padded by ``generate`` afterwards).
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int, batch_size: int):
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_length = prompt_length
+        # A stop string of n bytes spans at most n + 1 tokens of any tokenizer (tokens are >= 1 byte, and the
+        # match may start inside a token).
+        self.window = max((len(s.encode()) for s in self.stops), default=0) + 2
+        self.stopped_at: list[int | None] = [None] * batch_size
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        length = input_ids.shape[1]
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        start = max(self.prompt_length, length - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=False)
+        for row, tail in enumerate(tails):
+            if self.stopped_at[row] is not None:
+                done[row] = True
+            elif any(stop in tail for stop in self.stops):
+                self.stopped_at[row] = length
+                done[row] = True
+        return done
+
+
+class CausalLMPolicy:
+    """A Hugging Face causal LM + tokenizer as a batched text policy (see the module docstring).
+
+    Args:
+        model: a ``transformers`` causal LM (``AutoModelForCausalLM``-like).
+        tokenizer: its tokenizer; a pad token is set to EOS when missing, padding goes on the left.
+        use_chat_template: wrap prompts in the tokenizer's chat template; default: when it has one.
+        system_prompt: system message for chat templates (ignored without one).
+        max_prompt_tokens: prompts longer than this are cut from the left (the start of a long history goes
+            first); default: the model's context size minus room for the response.
+        batch_size: prompts per forward pass in :meth:`generate`.
+        name: a label for reports (``tiny``, the model path, ...).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        use_chat_template: bool | None = None,
+        system_prompt: str | None = None,
+        max_prompt_tokens: int | None = None,
+        batch_size: int = 32,
+        name: str = "",
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.use_chat_template = (
+            bool(getattr(tokenizer, "chat_template", None)) if use_chat_template is None else use_chat_template
+        )
+        self.system_prompt = system_prompt
+        self.batch_size = batch_size
+        context = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
+        self.max_prompt_tokens = max_prompt_tokens or max(64, context - 512)
+        self.name = name or str(getattr(model.config, "_name_or_path", "")) or type(model).__name__
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos_ids = {tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos])
+        self.eos_token_ids = sorted(i for i in eos_ids if i is not None)
+
+    # ------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = "auto",
+        dtype: torch.dtype | str | None = None,
+        gguf_file: str | None = None,
+        **kwargs: Any,
+    ) -> CausalLMPolicy:
+        """Load a local directory or a model id from the local Hugging Face cache; never downloads.
+
+        Raises :class:`ModelNotAvailableError` with the fix when the model is not on disk.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        target = str(path_or_id)
+        device = resolve_device(device)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        dtype = dtype or default_dtype(device)
+        load = {"local_files_only": True}
+        if gguf_file:
+            load["gguf_file"] = gguf_file
+        try:
+            with _quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(target, **load)
+                model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **load)
+        except OSError as exc:
+            where = "directory" if Path(target).exists() else "model id"
+            raise ModelNotAvailableError(
+                f"cannot load the Hugging Face model {target!r} ({where}) without downloading: {exc}. "
+                "hiergym loads models offline only: pass a local directory with config.json, the weights and "
+                "the tokenizer, or an id already in the local cache (download it beforehand with "
+                "`huggingface-cli download ID`)"
+            ) from None
+        model.to(device)
+        model.eval()
+        return cls(model, tokenizer, name=target, **kwargs)
+
+    @classmethod
+    def tiny(
+        cls,
+        checkpoint: str | os.PathLike[str] | None = None,
+        *,
+        seed: int = 0,
+        device: str | torch.device | None = "cpu",
+        **kwargs: Any,
+    ) -> CausalLMPolicy:
+        """The built-in tiny model: fresh (seeded) without ``checkpoint``, else loaded from that directory."""
+        if checkpoint:
+            if not (Path(checkpoint) / "config.json").exists():
+                raise ModelNotAvailableError(
+                    f"no tiny checkpoint at {str(checkpoint)!r} (expected a directory with config.json, saved by "
+                    "CausalLMPolicy.save or `hiergym train`)"
+                )
+            return cls.from_pretrained(checkpoint, device=device, dtype=torch.float32, **kwargs)
+        from hiergym.agents.tiny import build_byte_tokenizer, build_tiny_model
+
+        model = build_tiny_model(seed=seed).to(resolve_device(device))
+        model.eval()
+        return cls(model, build_byte_tokenizer(), name="tiny", **kwargs)
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Save model and tokenizer so that :meth:`from_pretrained` (or ``tiny:DIR``) loads them back."""
+        import json
+
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        with _quiet_transformers():
+            self.model.save_pretrained(path)
+            self.tokenizer.save_pretrained(path)
+        (path / POLICY_NOTE).write_text(json.dumps({"name": self.name}) + "\n")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------------------------------ prompts
+    def format_prompt(self, prompt: str | list[dict[str, str]]) -> str:
+        """The text the model sees: the chat template applied (if used), else the prompt itself."""
+        if not self.use_chat_template:
+            if isinstance(prompt, list):
+                return "\n\n".join(m["content"] for m in prompt)
+            return prompt
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        if self.system_prompt and messages[0].get("role") != "system":
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode_prompt(self, prompt: str | list[dict[str, str]]) -> list[int]:
+        """Token ids of a prompt as :meth:`generate` feeds them (template applied, cut from the left)."""
+        text = self.format_prompt(prompt)
+        # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
+        ids = self.tokenizer(text, add_special_tokens=not self.use_chat_template)["input_ids"]
+        if len(ids) > self.max_prompt_tokens:
+            ids = ids[-self.max_prompt_tokens:]
+        return list(ids)
+
+    # --------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str | list[dict[str, str]]],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> list[Completion]:
+        """Sample one response per prompt; ``temperature=0`` is greedy.
+
+        ``stop``: strings that end a response (kept in the text and tokens, e.g. ``"</action>"``); a response
+        also ends at EOS (its id is kept in ``response_token_ids`` so training teaches the model to stop, but
+        not in the text). ``seed`` seeds torch's global generator for reproducible sampling.
+        """
+        if seed is not None:
+            torch.manual_seed(seed)
+        encoded = [self.encode_prompt(p) for p in prompts]
+        texts = [self.format_prompt(p) for p in prompts]
+        results: list[Completion | None] = [None] * len(prompts)
+        # Sorting by length keeps padding (wasted compute) low inside each micro-batch.
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            outs = self._generate_batch([encoded[i] for i in rows], max_new_tokens, temperature, top_p, top_k,
+                                        list(stop or []))
+            for i, (response_ids, logprobs, reason) in zip(rows, outs, strict=True):
+                results[i] = Completion(
+                    prompt_text=texts[i],
+                    response_text=self._decode_response(response_ids),
+                    prompt_token_ids=encoded[i],
+                    response_token_ids=response_ids,
+                    response_logprobs=logprobs,
+                    finish_reason=reason,
+                )
+        return [r for r in results if r is not None]
+
+    def _decode_response(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([i for i in ids if i not in self.eos_token_ids], skip_special_tokens=True)
+
+    def _generate_batch(
+        self, encoded: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, top_k: int,
+        stops: list[str],
+    ) -> list[tuple[list[int], list[float], str]]:
+        from transformers import StoppingCriteriaList
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids):] = 1
+        device = self.device
+        criterion = _StopOnStrings(self.tokenizer, stops, width, len(encoded)) if stops else None
+        sample = temperature > 0
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k} if sample \
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=self.eos_token_ids,
+                stopping_criteria=StoppingCriteriaList([criterion]) if criterion else None,
+                output_logits=True,
+                return_dict_in_generate=True,
+                **sampling,
+            )
+        finally:
+            self.model.train(was_training)
+        new_tokens = out.sequences[:, width:]
+        scale = temperature if sample else 1.0
+        # One step at a time keeps memory at one (batch x vocab) float32 matrix however long the response.
+        step_logprobs = torch.stack([
+            torch.log_softmax(logits.float() / scale, dim=-1).gather(1, new_tokens[:, t:t + 1]).squeeze(1)
+            for t, logits in enumerate(out.logits)
+        ], dim=1) if out.logits else torch.zeros((len(encoded), 0))
+        tokens, logprobs = new_tokens.tolist(), step_logprobs.tolist()
+        results = []
+        eos = set(self.eos_token_ids)
+        for row in range(len(encoded)):
+            stopped = criterion.stopped_at[row] if criterion else None
+            if stopped is not None:
+                end, reason = stopped - width, "stop"
+            else:
+                end = next((t + 1 for t, tok in enumerate(tokens[row]) if tok in eos), None)
+                reason = "stop" if end is not None else "length"
+                end = end if end is not None else len(tokens[row])
+            results.append((tokens[row][:end], logprobs[row][:end], reason))
+        return results
+
+    # ------------------------------------------------------------------------------------ training side
+    def sequence_logprobs(
+        self,
+        prompt_ids_list: Sequence[Sequence[int]],
+        response_ids_list: Sequence[Sequence[int]],
+        *,
+        temperature: float = 1.0,
+        return_entropy: bool = False,
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Log-probs of each response's tokens given its prompt, under the current weights, with gradients.
+
+        Returns one 1-D float32 tensor per pair (length = response length), and with ``return_entropy`` also
+        the per-token entropies of the same (temperature-scaled) distributions. Use the temperature the
+        responses were sampled at (``Generation.temperature``; 1.0 for greedy) so that the ratio to the
+        recorded behaviour log-probs is 1 for unchanged weights.
+        """
+        if len(prompt_ids_list) != len(response_ids_list):
+            raise ValueError("prompt_ids_list and response_ids_list must have the same length")
+        pad = self.tokenizer.pad_token_id
+        lengths = [len(p) + len(r) for p, r in zip(prompt_ids_list, response_ids_list, strict=True)]
+        width = max(lengths, default=0)
+        device = self.device
+        if width == 0:
+            empty = [torch.zeros(0, device=device) for _ in prompt_ids_list]
+            return (empty, list(empty)) if return_entropy else empty
+        # Right padding: positions need no adjustment and every row's response sits after its prompt.
+        input_ids = torch.full((len(lengths), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(lengths), width), dtype=torch.long)
+        for row, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list, strict=True)):
+            seq = list(p) + list(r)
+            input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention[row, :len(seq)] = 1
+        logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        logprobs, entropies = [], []
+        for row, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list, strict=True)):
+            if not r:
+                logprobs.append(logits.new_zeros(0, dtype=torch.float32))
+                entropies.append(logits.new_zeros(0, dtype=torch.float32))
+                continue
+            # The logits at position t predict token t + 1: the response tokens are predicted from P-1 .. P+R-2.
+            step = torch.log_softmax(logits[row, len(p) - 1:len(p) + len(r) - 1].float() / temperature, dim=-1)
+            target = torch.tensor(list(r), dtype=torch.long, device=device).unsqueeze(1)
+            logprobs.append(step.gather(1, target).squeeze(1))
+            if return_entropy:
+                entropies.append(-(step.exp() * step).sum(-1))
+        return (logprobs, entropies) if return_entropy else logprobs
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())

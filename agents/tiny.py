@@ -1,0 +1,88 @@
+"""The built-in ``tiny`` model: a small Llama-architecture transformer with a byte-level tokenizer, built
+entirely in code (no download), trainable from scratch on a CPU.
+
+- Tokenizer: one token per byte (256) plus ``<pad>``, ``<bos>``, ``<eos>``; byte ``b`` has id ``b + 3``. It is
+  a Hugging Face ``tokenizers`` byte-level model wrapped as a fast tokenizer, so it saves and loads with the
+  checkpoint (``save_pretrained`` / ``AutoTokenizer.from_pretrained``) and needs no vocabulary file.
+- Model: ``LlamaForCausalLM`` from :class:`TinyModelConfig` (4 layers, width 128, tied embeddings; about 0.8M
+  parameters), so the trainer treats it exactly like any Hugging Face causal LM.
+
+``tiny`` (no checkpoint) is a randomly initialised model (seeded); ``tiny:DIR`` loads a trained one saved with
+:meth:`hiergym.agents.policy.CausalLMPolicy.save`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+BYTE_OFFSET = len(SPECIAL_TOKENS)
+VOCAB_SIZE = BYTE_OFFSET + 256
+
+
+@dataclass
+class TinyModelConfig:
+    """Architecture of the built-in tiny model (a Llama config with small sizes)."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    #: Longest prompt + response in bytes; prompts beyond it are cut from the left.
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+
+
+def build_byte_tokenizer():
+    """The byte-level fast tokenizer (``<bos>`` prepended, no merges: one token per byte)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_to_char = bytes_to_unicode()
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for byte in range(256):
+        vocab[byte_to_char[byte]] = BYTE_OFFSET + byte
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    # use_regex=False: no word splitting, so every byte of the text is one token, spaces included.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", BOS_ID)]
+    )
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        model_max_length=TinyModelConfig.max_position_embeddings,
+    )
+    fast.padding_side = "left"
+    return fast
+
+
+def build_tiny_model(config: TinyModelConfig | None = None, seed: int = 0, **overrides: Any):
+    """A freshly initialised tiny ``LlamaForCausalLM`` (deterministic for a given seed)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = asdict(config or TinyModelConfig())
+    cfg.update(overrides)
+    llama_config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        pad_token_id=PAD_ID,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        attention_bias=False,
+        **cfg,
+    )
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(llama_config)
+    model.generation_config.pad_token_id = PAD_ID
+    model.generation_config.eos_token_id = EOS_ID
+    model.generation_config.bos_token_id = BOS_ID
+    return model
