@@ -1,0 +1,109 @@
+"""The token-level clipped policy-gradient loss (PPO/GRPO family), every term named once.
+
+Inputs are padded ``[batch, tokens]`` tensors of the generated (response) tokens with a 0/1 ``mask``:
+``logprobs`` under the current policy (with grad), ``old_logprobs`` under the behaviour policy that
+sampled them, and ``advantages`` per sequence ``[batch]`` or per token ``[batch, tokens]``.
+
+    ratio      = exp(logprobs - old_logprobs)
+    pg_token   = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))       (PPO clip)
+    dual clip  : for A < 0, pg_token = min(pg_token, -A * dual_clip)                  (dual-clip PPO)
+    kl_token   = k1: logprobs - ref_logprobs ;  k3: exp(ref - logp) - (ref - logp) - 1 (Schulman's k3)
+    loss       = agg(pg_token) + kl_coef * agg(kl_token) - entropy_coef * agg(entropy_token)
+
+``clip_high`` > ``clip_low`` is DAPO's clip-higher. ``aggregation``: ``"token-mean"`` averages over every
+unmasked token of the batch; ``"seq-mean"`` averages tokens within each sequence, then sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+AGGREGATIONS = ("token-mean", "seq-mean")
+KL_ESTIMATORS = ("k1", "k3")
+
+
+@dataclass
+class PolicyLoss:
+    loss: torch.Tensor
+    pg_loss: torch.Tensor
+    kl: torch.Tensor
+    entropy: torch.Tensor
+    clip_fraction: torch.Tensor
+    approx_kl: torch.Tensor
+
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor, aggregation: str = "token-mean") -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    if aggregation == "token-mean":
+        return (values * mask).sum() / mask.sum().clamp_min(1.0)
+    if aggregation == "seq-mean":
+        per_sequence = (values * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+        has_tokens = (mask.sum(-1) > 0).to(values.dtype)
+        return (per_sequence * has_tokens).sum() / has_tokens.sum().clamp_min(1.0)
+    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from samples of the policy."""
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k3":
+        return torch.exp(log_ratio) - log_ratio - 1.0
+    raise ValueError(f"kl estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float | None = None,
+    dual_clip: float | None = None,
+    aggregation: str = "token-mean",
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+) -> PolicyLoss:
+    if advantages.dim() == 1:
+        advantages = advantages[:, None].expand_as(logprobs)
+    advantages = advantages.to(logprobs.dtype)
+    clip_high = clip_low if clip_high is None else clip_high
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    pg_token = torch.maximum(unclipped, clipped)
+    if dual_clip is not None:
+        if dual_clip <= 1.0:
+            raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+        pg_token = torch.where(advantages < 0, torch.minimum(pg_token, -advantages * dual_clip), pg_token)
+    pg_loss = aggregate(pg_token, mask, aggregation)
+
+    zero = logprobs.new_zeros(())
+    kl = aggregate(kl_penalty(logprobs, ref_logprobs, kl_estimator), mask, aggregation) \
+        if ref_logprobs is not None else zero
+    entropy_term = aggregate(entropy, mask, aggregation) if entropy is not None else zero
+    loss = pg_loss + kl_coef * kl - entropy_coef * entropy_term
+
+    with torch.no_grad():
+        clip_fraction = aggregate((clipped > unclipped).to(logprobs.dtype), mask, "token-mean")
+        approx_kl = aggregate(0.5 * log_ratio.pow(2), mask, "token-mean")
+    return PolicyLoss(loss=loss, pg_loss=pg_loss, kl=kl, entropy=entropy_term,
+                      clip_fraction=clip_fraction, approx_kl=approx_kl)
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor,
+               clip: float | None = 0.2) -> torch.Tensor:
+    """PPO's (optionally clipped) value regression, averaged over rows."""
+    unclipped = (values - targets).pow(2)
+    if clip is None:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * torch.maximum(unclipped, (clipped_values - targets).pow(2)).mean()
