@@ -32,6 +32,13 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         description="Push every box onto a target; procedurally generated, always solvable rooms.",
         arguments={"dim_room": (6, 6), "num_boxes": 1, "max_steps": 100},
     ),
+    EnvEntry(
+        id="hiergym/ToolQA-v0",
+        entry_point="hiergym.envs.toolqa:ToolQAEnv",
+        max_episode_steps=20,
+        description="Answer 1-4 hop questions about a generated encyclopedia with search, lookup and a calculator.",
+        arguments={"hops": (1, 2, 3, 4), "top_k": 3, "max_steps": 20},
+    ),
 )
 
 
