@@ -1,0 +1,213 @@
+"""The optimisation steps: the clipped policy-gradient update over recorded generations, behaviour cloning,
+and the value head of the value-based estimators.
+
+Each generation of a rollout (planner or executor) is one *sequence*: its prompt tokens, its sampled
+response tokens, their behaviour log-probs, and the advantage of its row. The update recomputes the
+log-probs under the current weights and minimises :func:`hiergym.training.loss.clipped_policy_loss`, over
+several epochs of shuffled micro-batches with gradient accumulation and gradient clipping.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hiergym.training.loss import clipped_policy_loss, value_loss
+
+
+@dataclass
+class TrainSequence:
+    prompt_ids: list[int]
+    response_ids: list[int]
+    old_logprobs: list[float]
+    advantage: float
+    level: str = "executor"
+    #: Temperature the response was sampled at (log-probs are recomputed at the same one).
+    temperature: float = 1.0
+    #: Critic targets for value-based estimators (NaN when unused).
+    value_target: float = float("nan")
+    old_value: float = float("nan")
+
+
+class ValueHead(torch.nn.Module):
+    """A scalar value of the prompt (the state the decision is made in), read from the LM's last hidden
+    state at the prompt's final token."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+        device = self.linear.weight.device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+            mask[row, : len(p)] = 1
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=device)
+        hidden = out.hidden_states[-1][torch.arange(len(prompts), device=device), last]
+        return self.linear(hidden.float()).squeeze(-1)
+
+
+def _padded(rows: Sequence[Sequence[float]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(r) for r in rows), default=0)
+    values = torch.zeros((len(rows), width), dtype=torch.float32)
+    mask = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        if len(r):
+            values[i, : len(r)] = torch.tensor(list(r), dtype=torch.float32)
+            mask[i, : len(r)] = 1.0
+    return values.to(device), mask.to(device)
+
+
+def _stack_padded(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+    out = tensors[0].new_zeros((len(tensors), width)) if tensors else torch.zeros((0, width))
+    for i, t in enumerate(tensors):
+        out[i, : t.shape[0]] = t
+    return out
+
+
+def policy_update(
+    policy,
+    optimizer: torch.optim.Optimizer,
+    sequences: Sequence[TrainSequence],
+    *,
+    epochs: int = 1,
+    mini_batches: int = 1,
+    micro_batch_size: int = 32,
+    clip_low: float = 0.2,
+    clip_high: float | None = None,
+    dual_clip: float | None = None,
+    aggregation: str = "token-mean",
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    reference=None,
+    entropy_coef: float = 0.0,
+    max_grad_norm: float = 1.0,
+    value_head: ValueHead | None = None,
+    value_coef: float = 0.5,
+    rng: random.Random | None = None,
+) -> dict[str, float]:
+    """One PPO-style update on a finished batch of generations. Returns averaged metrics.
+
+    Each epoch shuffles the sequences and splits them into ``mini_batches`` optimizer steps; each step
+    accumulates gradients over micro-batches of ``micro_batch_size`` sequences.
+    """
+    usable = [s for s in sequences if s.response_ids]
+    if not usable:
+        return {"pg_loss": 0.0, "sequences": 0}
+    rng = rng or random.Random(0)
+    total_tokens = sum(len(s.response_ids) for s in usable)
+    model = policy.model
+    model.train()
+    metrics: dict[str, list[float]] = {k: [] for k in ("loss", "pg_loss", "kl", "entropy", "clip_fraction",
+                                                        "approx_kl", "grad_norm", "value_loss")}
+    for _ in range(epochs):
+        order = list(range(len(usable)))
+        rng.shuffle(order)
+        for mini in np.array_split(np.array(order), max(1, min(mini_batches, len(order)))):
+            _accumulate_and_step(
+                policy, optimizer, [usable[i] for i in mini], metrics, micro_batch_size=micro_batch_size,
+                aggregation=aggregation, loss_options=dict(clip_low=clip_low, clip_high=clip_high,
+                dual_clip=dual_clip, aggregation=aggregation, kl_coef=kl_coef, kl_estimator=kl_estimator,
+                entropy_coef=entropy_coef), reference=reference, value_head=value_head, value_coef=value_coef,
+                max_grad_norm=max_grad_norm)
+    model.eval()
+    summary = {k: float(np.mean(v)) for k, v in metrics.items() if v}
+    summary["sequences"] = len(usable)
+    summary["tokens"] = total_tokens
+    return summary
+
+
+def _accumulate_and_step(policy, optimizer, batch: list[TrainSequence], metrics: dict[str, list[float]], *,
+                         micro_batch_size: int, aggregation: str, loss_options: dict, reference,
+                         value_head: ValueHead | None, value_coef: float, max_grad_norm: float) -> None:
+    """One optimizer step on ``batch``, accumulated over micro-batches."""
+    device = policy.device
+    model = policy.model
+    total_tokens = sum(len(s.response_ids) for s in batch)
+    optimizer.zero_grad(set_to_none=True)
+    for start in range(0, len(batch), micro_batch_size):
+        chunk = batch[start:start + micro_batch_size]
+        # Every micro-batch's share of the batch, so accumulated gradients equal the full-batch gradient.
+        share = (sum(len(s.response_ids) for s in chunk) / total_tokens if aggregation == "token-mean"
+                 else len(chunk) / len(batch))
+        prompts = [s.prompt_ids for s in chunk]
+        responses = [s.response_ids for s in chunk]
+        temperature = chunk[0].temperature
+        logps, entropies = policy.sequence_logprobs(prompts, responses, temperature=temperature,
+                                                    return_entropy=True)
+        width = max(len(r) for r in responses)
+        logprobs = _stack_padded(logps, width)
+        entropy = _stack_padded(entropies, width)
+        old, mask = _padded([s.old_logprobs for s in chunk], device)
+        advantages = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=device)
+        ref_logprobs = None
+        if reference is not None and loss_options["kl_coef"] > 0:
+            with torch.no_grad():
+                ref_logprobs = _stack_padded(reference.sequence_logprobs(prompts, responses,
+                                                                         temperature=temperature), width)
+        out = clipped_policy_loss(logprobs, old, advantages, mask, ref_logprobs=ref_logprobs,
+                                  entropy=entropy, **loss_options)
+        loss = out.loss
+        if value_head is not None:
+            values = value_head(model, prompts, policy.tokenizer.pad_token_id)
+            targets = torch.tensor([s.value_target for s in chunk], dtype=torch.float32, device=device)
+            old_values = torch.tensor([s.old_value for s in chunk], dtype=torch.float32, device=device)
+            v_loss = value_loss(values, old_values, targets)
+            loss = loss + value_coef * v_loss
+            metrics["value_loss"].append(float(v_loss))
+        (loss * share).backward()
+        for key in ("loss", "pg_loss", "kl", "entropy", "clip_fraction", "approx_kl"):
+            metrics[key].append(float(getattr(out, key)))
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    metrics["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)))
+    optimizer.step()
+
+
+def behaviour_cloning(
+    policy,
+    demonstrations: Sequence[tuple[list[int], list[int]]],
+    *,
+    steps: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+    progress=None,
+) -> list[float]:
+    """Supervised fine-tuning on (prompt ids, response ids) pairs: minimise the response tokens' NLL.
+
+    Returns the loss of every step. ``progress`` (optional) is called with (step, loss).
+    """
+    if not demonstrations:
+        raise ValueError("behaviour cloning needs at least one demonstration")
+    rng = random.Random(seed)
+    parameters = [p for p in policy.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / steps))
+    policy.model.train()
+    losses = []
+    for step in range(steps):
+        batch = [demonstrations[rng.randrange(len(demonstrations))] for _ in range(batch_size)]
+        logps = policy.sequence_logprobs([p for p, _ in batch], [r for _, r in batch])
+        tokens = sum(len(lp) for lp in logps)
+        loss = -torch.cat(logps).sum() / max(tokens, 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss))
+        if progress is not None:
+            progress(step, float(loss))
+    policy.model.eval()
+    return losses
