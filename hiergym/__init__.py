@@ -11,4 +11,20 @@ from hiergym.version import __version__
 
 register_all()
 
-__all__ = ["ENVIRONMENTS", "__version__", "env_ids", "register_all"]
+#: Public names loaded on first use (``import hiergym`` stays light): name -> module that defines it.
+_LAZY_ATTRIBUTES = {
+    "make_group_vec": "hiergym.envs.vector",
+    "GroupVecEnv": "hiergym.envs.vector",
+    "StepOutput": "hiergym.envs.vector",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_ATTRIBUTES:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'hiergym' has no attribute {name!r}")
+
+
+__all__ = ["ENVIRONMENTS", "GroupVecEnv", "StepOutput", "__version__", "env_ids", "make_group_vec", "register_all"]
