@@ -33,8 +33,9 @@ TOOL_HELP = (
 _TOOL_CALL = re.compile(r"^(search|lookup|calculate|answer)\[(.*)\]$")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
-    "a an and are as at be by for from how in is it its many much of on or than that the this to was were "
-    "what when where which who whom why with".split()
+    # Prepositions stay: "founded by" and "founded in" are different facts.
+    "a an and are as be how is it its many much of or than that the this to was were what when where which "
+    "who whom why".split()
 )
 
 
