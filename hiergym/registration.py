@@ -39,6 +39,27 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         description="Answer 1-4 hop questions about a generated encyclopedia with search, lookup and a calculator.",
         arguments={"hops": (1, 2, 3, 4), "top_k": 3, "max_steps": 20},
     ),
+    EnvEntry(
+        id="hiergym/TicTacToe-v0",
+        entry_point="hiergym.envs.multiagent.single_agent:TicTacToeEnv",
+        max_episode_steps=30,
+        description="Tic-tac-toe against a fixed opponent (view of the PettingZoo game multiagent.tictactoe_v0).",
+        arguments={"opponent": "random", "seat": None},
+    ),
+    EnvEntry(
+        id="hiergym/KuhnPoker-v0",
+        entry_point="hiergym.envs.multiagent.single_agent:KuhnPokerEnv",
+        max_episode_steps=60,
+        description="A match of Kuhn poker hands against a fixed opponent (view of multiagent.kuhn_poker_v0).",
+        arguments={"opponent": "random", "seat": None, "num_hands": 10},
+    ),
+    EnvEntry(
+        id="hiergym/Negotiation-v0",
+        entry_point="hiergym.envs.multiagent.single_agent:NegotiationEnv",
+        max_episode_steps=40,
+        description="Divide a pool of items with private values against a scripted negotiator (multiagent.negotiation_v0).",
+        arguments={"opponent": "expert", "seat": None, "max_turns": 10},
+    ),
 )
 
 
