@@ -60,6 +60,13 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         description="Divide a pool of items with private values against a scripted negotiator (multiagent.negotiation_v0).",
         arguments={"opponent": "expert", "seat": None, "max_turns": 10},
     ),
+    EnvEntry(
+        id="hiergym/WebShop-v0",
+        entry_point="hiergym.envs.webshop.env:WebShopEnv",
+        max_episode_steps=15,
+        description="Search a product catalog and buy what the instruction asks for (WebShop's pages and reward).",
+        arguments={"num_products": 10_000, "catalog_seed": 0, "data_dir": None, "human_goals": True},
+    ),
 )
 
 

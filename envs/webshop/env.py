@@ -1,0 +1,376 @@
+"""``hiergym/WebShop-v0``: WebShop's shopping task, with its pages, actions and reward, offline and fast.
+
+The agent reads an instruction ("i need a clip-in hair extension which is natural looking with color: black,
+and size: 18 inch, and price lower than 50.00 dollars"), searches a catalog, opens products, reads their
+description, features and reviews, picks options and buys one product.
+
+Observation
+    WebShop's text mode: the visible texts of the current page joined by ``" [SEP] "`` (see
+    :mod:`hiergym.envs.webshop.pages` for every page's layout). Printable ASCII, at most 65,536 characters.
+Action
+    WebShop's syntax: ``search[<query>]`` on the search page, ``click[<clickable>]`` with one of the page's
+    clickables: ``back to search``, ``next >``, ``< prev``, a product's asin (``b0...``), an option value,
+    ``description``, ``features``, ``reviews``, ``buy now``. Case and surrounding spaces are forgiven.
+    ``info["admissible_actions"]`` lists every ``click[...]`` the page accepts, plus the literal
+    ``search[<query>]`` when the search box is present (replace ``<query>`` by the words to search);
+    ``info["available_actions"]`` is WebShop's own ``get_available_actions()`` dict
+    (``{"has_search_bar": bool, "clickables": [...]}``).
+    An action that is not one of these (an unknown button, ``click[search]``, a malformed ``search[``, an
+    empty query, a search away from the search page, anything that is not text) changes nothing: the same
+    page is observed again, as in WebShop, and ``info["action_valid"]`` is False.
+Reward
+    0 on every step but the purchase; ``click[buy now]`` gives WebShop's reward for the purchased product, its
+    price and the selected options (:func:`hiergym.envs.webshop.reward.get_reward`), in [0, 1].
+    ``info["won"]`` is True when the reward is 1 (WebShop's success).
+Episode end
+    Terminates on ``buy now``; truncated at ``max_episode_steps=15`` by the registered TimeLimit.
+Arguments
+    ``num_products`` (10,000) and ``catalog_seed`` (0): the generated catalog; ``data_dir``: a folder with
+    WebShop's own ``items_shuffle*.json`` / ``items_ins_v2*.json`` / ``items_human_ins.json`` (default: the
+    ``WEBSHOP_DATA`` environment variable; unset means the generated catalog), in which case ``num_products``
+    keeps the first N products as WebShop's ``num_products`` does (None: all); ``human_goals`` (True): WebShop's
+    human instructions, or its synthetic ones; ``cache_dir``: where catalogs and search indices are cached
+    (default ``$HIERGYM_CACHE/webshop`` or ``~/.cache/hiergym/webshop``).
+Reset options
+    ``split`` (``train`` / ``eval_in`` / ``eval_out``) and ``task_id`` as in the contract; ``eval_out`` goals
+    target product types never targeted in ``train`` (generated catalog) or WebShop's validation goals (real
+    data). ``info["goal"]`` holds the goal: ``asin`` (the target), ``attributes``, ``goal_options``,
+    ``price_upper``, ``instruction_text``, ``query``, ``category``, ``product_category``, ``name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from hiergym.envs.core import make_info, normalize_action, select_task, text_action_space, text_observation_space
+from hiergym.envs.webshop import pages as pg
+from hiergym.envs.webshop.catalog import GENERATOR_VERSION, Catalog, GeneratedCatalog, WebShopDataCatalog
+from hiergym.envs.webshop.goals import GeneratedGoals, WebShopDataGoals
+from hiergym.envs.webshop.reward import EXACT_MATCH_OPTS, fuzzy_score, get_reward, goal_option_values, normalize_color
+from hiergym.envs.webshop.search import INDEX_VERSION, SearchIndex
+
+ENV_ID = "hiergym/WebShop-v0"
+SEARCH_PLACEHOLDER = "search[<query>]"
+MAX_OBSERVATION_CHARS = 65536
+_ACTION = re.compile(r"(.+)\[(.+)\]")  # WebShop's parse_action
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("HIERGYM_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "hiergym") / "webshop"
+
+
+@dataclass
+class Shop:
+    """A catalog, its search index and its goals: everything the env reads, shared by every env instance."""
+
+    catalog: Catalog
+    index: SearchIndex
+    goals: GeneratedGoals | WebShopDataGoals
+
+    def search(self, query: str) -> list[int]:
+        return self.index.search(query)
+
+
+def _atomic_build(final: Path, build: Any) -> None:
+    """Build into a temporary folder beside ``final`` and move it in place, so readers never see half a cache."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished first: keep theirs
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@lru_cache(maxsize=4)
+def load_shop(catalog_seed: int = 0, num_products: int | None = 10_000, data_dir: str | None = None,
+              human_goals: bool = True, cache_dir: str | None = None) -> Shop:
+    """The shop for these arguments, from the in-process cache, the disk cache, or built (and cached)."""
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if data_dir is not None:
+        catalog = WebShopDataCatalog(data_dir, num_products=num_products, human_goals=human_goals)
+        key = hashlib.sha1(f"{catalog.fingerprint()}|{num_products}|{INDEX_VERSION}".encode()).hexdigest()[:16]
+        folder = cache / f"webshop-data-{key}"
+        if not SearchIndex.exists(folder / "index"):
+            _atomic_build(folder, lambda tmp: SearchIndex.build(catalog.documents()).save(tmp / "index"))
+        return Shop(catalog, SearchIndex.load(folder / "index"), WebShopDataGoals(catalog, human_goals))
+
+    if num_products is None or num_products < 1:
+        raise ValueError(f"num_products must be a positive number of products, got {num_products!r}")
+    folder = cache / f"generated-v{GENERATOR_VERSION}.{INDEX_VERSION}-seed{catalog_seed}-n{num_products}"
+    if not (folder / "catalog.npz").is_file() or not SearchIndex.exists(folder / "index"):
+        def build(tmp: Path) -> None:
+            generated = GeneratedCatalog.generate(catalog_seed, num_products)
+            generated.save(tmp / "catalog.npz")
+            SearchIndex.build(generated.documents()).save(tmp / "index")
+        _atomic_build(folder, build)
+    catalog = GeneratedCatalog.load(folder / "catalog.npz")
+    return Shop(catalog, SearchIndex.load(folder / "index"), GeneratedGoals(catalog))
+
+
+class WebShopEnv(gym.Env):
+    __doc__ = __doc__
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, *, num_products: int | None = 10_000, catalog_seed: int = 0,
+                 data_dir: str | os.PathLike | None = None, human_goals: bool = True,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; choose 'ansi' or None")
+        self.render_mode = render_mode
+        data_dir = data_dir if data_dir is not None else os.environ.get("WEBSHOP_DATA") or None
+        if data_dir is None and num_products is None:
+            num_products = 10_000
+        self.shop = load_shop(int(catalog_seed), None if num_products is None else int(num_products),
+                              None if data_dir is None else str(data_dir), bool(human_goals),
+                              None if cache_dir is None else str(cache_dir))
+        self.catalog = self.shop.catalog
+        self.observation_space = text_observation_space(MAX_OBSERVATION_CHARS)
+        self.action_space = text_action_space()
+        self._goal: dict[str, Any] = {}
+        self._goal_id = 0
+        self._goal_key = ""
+        self._state = pg.PageState()
+        self._elements: list[pg.Element] = []
+        self._clickables: dict[str, str | None] = {}
+        self._won = False
+        self._last_reward_info: dict[str, Any] | None = None
+        self._expert_cache: tuple[str, list[tuple[int, dict[str, str]]]] | None = None
+
+    # -- gymnasium API -------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        split, task_id, task_rng = select_task(ENV_ID, self.np_random, options)
+        self._goal_id, goal = self.shop.goals.goal(split, task_id, task_rng)
+        goal["instruction_text"] = pg.to_ascii(goal["instruction_text"])
+        self._goal = goal
+        self._goal_key = hashlib.sha1(json.dumps(goal, sort_keys=True).encode()).hexdigest()[:16]
+        self._won = False
+        self._last_reward_info = None
+        self._set_state(pg.PageState())
+        return self._observation(), self._info(action_valid=True)
+
+    def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._state.kind == "done":  # stepping past the purchase: nothing more can happen
+            return self._observation(), 0.0, True, False, self._info(action_valid=False)
+        parsed = self._parse(action)
+        if parsed is None:
+            return self._observation(), 0.0, False, False, self._info(action_valid=False)
+        name, arg = parsed
+        reward = 0.0
+        if name == "search":
+            self._search(arg)
+        else:
+            reward = self._click(arg)
+        terminated = self._state.kind == "done"
+        return self._observation(), reward, terminated, False, self._info(action_valid=True)
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self._observation()
+        return None
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def _parse(self, action: Any) -> tuple[str, str] | None:
+        """``(name, argument)`` of a valid action on the current page, else None (WebShop's rules)."""
+        text = normalize_action(action)
+        if text is None:
+            return None
+        match = _ACTION.match(text)
+        if match is None:
+            return None
+        name, arg = match.group(1).strip(), match.group(2).strip()
+        if name == "search":
+            return (name, arg) if arg and self._state.kind == "search" else None
+        if name == "click" and arg in self._clickables and arg != "search":
+            return name, arg
+        return None
+
+    def _search(self, query: str, page: int = 1) -> None:
+        keywords = tuple(query.split(" "))
+        results = tuple(self.shop.search(" ".join(keywords)))
+        self._set_state(pg.PageState("results", keywords, page, results))
+
+    def _click(self, clickable: str) -> float:
+        state = self._state
+        back, nxt, prev = pg.BACK_TO_SEARCH.lower(), pg.NEXT_PAGE.lower(), pg.PREV_PAGE.lower()
+        if clickable == pg.END_BUTTON.lower():
+            return self._buy()
+        if clickable == back:
+            self._set_state(pg.PageState())
+        elif clickable == nxt and state.kind == "results":
+            self._set_state(pg.PageState("results", state.keywords, state.page + 1, state.results))
+        elif clickable == prev and state.kind == "results":
+            self._set_state(pg.PageState("results", state.keywords, state.page - 1, state.results))
+        elif clickable == prev and state.kind == "sub":
+            self._set_state(pg.PageState("item", state.keywords, state.page, state.results, state.item,
+                                         dict(state.options)))
+        elif clickable == prev and state.kind == "item":
+            # WebShop re-runs the search: back on the results page, the options are forgotten
+            self._set_state(pg.PageState("results", state.keywords, state.page, state.results))
+        elif clickable in (s.lower() for s in pg.SUB_PAGES):
+            self._set_state(pg.PageState("sub", state.keywords, state.page, state.results, state.item,
+                                         dict(state.options), clickable))
+        elif state.kind == "results":  # a product link
+            index = self.catalog.index_of(clickable)
+            self._set_state(pg.PageState("item", state.keywords, state.page, state.results, index, {}))
+        else:  # an option value on the item page
+            options = dict(state.options)
+            options[self._clickables[clickable]] = clickable
+            self._set_state(pg.PageState("item", state.keywords, state.page, state.results, state.item, options))
+        return 0.0
+
+    def _buy(self) -> float:
+        state = self._state
+        product = self.catalog.product(state.item)
+        reward, info = get_reward(product, self._goal, product.price, state.options)
+        self._last_reward_info = {**info, "asin": product.asin, "options": dict(state.options),
+                                  "price": product.price}
+        self._won = reward >= 1.0 - 1e-9
+        done = state.copy()
+        done.kind, done.reward = "done", reward
+        self._set_state(done)
+        return reward
+
+    # -- observation and info --------------------------------------------------------------------------
+    def _set_state(self, state: pg.PageState) -> None:
+        self._state = state
+        self._elements = pg.page_elements(state, self.catalog, self._goal.get("instruction_text", ""))
+        self._clickables = pg.clickables(self._elements)
+
+    def _observation(self) -> str:
+        return pg.observation_text(self._elements)[:MAX_OBSERVATION_CHARS]
+
+    def admissible_actions(self) -> list[str]:
+        actions = [SEARCH_PLACEHOLDER] if self._state.kind == "search" else []
+        return actions + [f"click[{c}]" for c in self._clickables if c != "search"]
+
+    def available_actions(self) -> dict[str, Any]:
+        """WebShop's ``get_available_actions()``: whether a search box is shown, and the clickables."""
+        return {"has_search_bar": self._state.kind == "search", "clickables": list(self._clickables)}
+
+    def state_key(self) -> str:
+        s = self._state
+        item = self.catalog.asin(s.item) if s.item is not None else "-"
+        options = ",".join(f"{k}={v}" for k, v in sorted(s.options.items()))
+        return (f"goal={self._goal_key}|page={s.kind}|query={' '.join(s.keywords)}|n={s.page}|item={item}"
+                f"|options={options}|sub={s.sub_page or '-'}")
+
+    def _info(self, action_valid: bool) -> dict[str, Any]:
+        extra: dict[str, Any] = {"goal": self._goal, "available_actions": self.available_actions(),
+                                 "page": self._state.kind}
+        if self._last_reward_info is not None:
+            extra["reward_info"] = self._last_reward_info
+        return make_info(task=self._goal.get("instruction_text", ""), admissible_actions=self.admissible_actions(),
+                         won=self._won, action_valid=action_valid, state_key=self.state_key(), **extra)
+
+    # -- expert ------------------------------------------------------------------------------------------
+    def _option_choice(self, index: int) -> dict[str, str]:
+        """Option values to select on product ``index`` for the goal: per option, one matching a goal option."""
+        goal_options = [normalize_color(o) for o in goal_option_values(self._goal)]
+        choice: dict[str, str] = {}
+        for name, values in self.catalog.product(index).options.items():
+            for value in values:
+                v = normalize_color(value)
+                exact = name.lower() in EXACT_MATCH_OPTS
+                if (v in goal_options) if exact else any(fuzzy_score(g, v) > 85 for g in goal_options):
+                    choice[name] = value
+                    break
+        return choice
+
+    def _winning_purchases(self) -> list[tuple[int, dict[str, str]]]:
+        """Products (target first, then those a search for the target's title finds) that score 1, with options."""
+        if self._expert_cache is not None and self._expert_cache[0] == self._goal_key:
+            return self._expert_cache[1]
+        target = self.catalog.index_of(self._goal["asin"])
+        candidates = [target] if target is not None else []
+        if target is not None:
+            candidates += [i for i in self.shop.search(_query_for(self.catalog.product(target).title))
+                           if i != target]
+        winners = []
+        for index in candidates:
+            choice = self._option_choice(index)
+            product = self.catalog.product(index)
+            reward, _ = get_reward(product, self._goal, product.price, choice)
+            if reward >= 1.0 - 1e-9 and self._clicks_select(index, choice):
+                winners.append((index, choice))
+        self._expert_cache = (self._goal_key, winners)
+        return winners
+
+    def _clicks_select(self, index: int, choice: dict[str, str]) -> bool:
+        """Whether clicking the chosen values sets those options (a value shared by two options sets the last)."""
+        owner: dict[str, str] = {}
+        for name, values in self.catalog.product(index).options.items():
+            for value in values:
+                owner[value] = name
+        return all(owner.get(value) == name for name, value in choice.items())
+
+    def _finish_on_item(self, index: int, choice: dict[str, str], current: dict[str, str]) -> list[str] | None:
+        """Clicks that complete a purchase of ``index`` from its item page, or None if it would not score 1."""
+        product = self.catalog.product(index)
+        final = {**current, **choice}
+        reward, _ = get_reward(product, self._goal, product.price, final)
+        if reward < 1.0 - 1e-9:
+            return None
+        return [f"click[{value}]" for name, value in choice.items() if current.get(name) != value] + ["click[buy now]"]
+
+    def expert_plan(self) -> list[str] | None:
+        """Actions that buy a product with reward 1 from the current state, or None if none is known.
+
+        Finishes on the current item page when its product can score 1; otherwise clicks a winning product on
+        the current results page; otherwise goes back to search, searches for a winning product's title and
+        pages to it. Candidates are the goal's target and the products a search for its title returns.
+        """
+        state = self._state
+        if state.kind == "done":
+            return None
+        winners = self._winning_purchases()
+        if not winners:
+            return None
+        by_index = dict(winners)
+        if state.kind in ("item", "sub") and state.item in by_index:
+            finish = self._finish_on_item(state.item, by_index[state.item], state.options)
+            if finish is not None:
+                return (["click[< prev]"] if state.kind == "sub" else []) + finish
+        if state.kind == "results":
+            start = (state.page - 1) * pg.PRODUCT_WINDOW
+            for index in state.results[start:start + pg.PRODUCT_WINDOW]:
+                if index in by_index:
+                    finish = self._finish_on_item(index, by_index[index], {})
+                    if finish is not None:
+                        return [f"click[{self.catalog.asin(index).lower()}]"] + finish
+        prefix = [] if state.kind == "search" else ["click[back to search]"]
+        for index, choice in winners:
+            query = _query_for(self.catalog.product(index).title)
+            results = self.shop.search(query)
+            if index not in results:
+                continue
+            finish = self._finish_on_item(index, choice, {})
+            if finish is None:
+                continue
+            pages = results.index(index) // pg.PRODUCT_WINDOW
+            return (prefix + [f"search[{query}]"] + ["click[next >]"] * pages
+                    + [f"click[{self.catalog.asin(index).lower()}]"] + finish)
+        return None
+
+
+def _query_for(title: str) -> str:
+    """A search query for a title: its words, lower-cased, without the brackets the action syntax uses."""
+    words = re.sub(r"[^a-z0-9 ]+", " ", pg.to_ascii(title).lower()).split()
+    return " ".join(words[:30]) or "product"
