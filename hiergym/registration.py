@@ -67,6 +67,13 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         description="Search a product catalog and buy what the instruction asks for (WebShop's pages and reward).",
         arguments={"num_products": 10_000, "catalog_seed": 0, "data_dir": None, "human_goals": True},
     ),
+    EnvEntry(
+        id="hiergym/HouseholdCoop-v0",
+        entry_point="hiergym.envs.multiagent.single_agent:HouseholdCoopEnv",
+        max_episode_steps=60,
+        description="ALFWorld-style two-agent household task with a scripted teammate (multiagent.household_coop_v0).",
+        arguments={"opponent": "expert", "seat": None, "max_rounds": 30, "goal_visibility": "shared"},
+    ),
 )
 
 

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 
 from hiergym.envs.core import NOTHING_HAPPENS, select_task, text_action_space, text_observation_space
-from hiergym.envs.multiagent import kuhn_poker_v0, negotiation_v0, players, tictactoe_v0
+from hiergym.envs.multiagent import household_coop_v0, kuhn_poker_v0, negotiation_v0, players, tictactoe_v0
 
 
 # ---------------------------------------------------------------------------------------- opponents
@@ -164,6 +164,9 @@ class TwoPlayerGameEnv(gym.Env):
 
     def _prepare_opponent(self, seed: int) -> None:
         other = self.other_seat
+        bind = getattr(self.opponent.agent, "bind_game", None)
+        if callable(bind):  # a privileged scripted player reads the true game
+            bind(self.game)
         self.opponent.start(self.game.task(other), self.game_env.infos[other], seed)
 
     def step(self, action: Any):
@@ -340,3 +343,30 @@ class NegotiationEnv(TwoPlayerGameEnv):
                 return [negotiation_v0.ACCEPT]
         # nothing acceptable yet: hold out with the agent's best division and let time pass
         return by_value[:1]
+
+
+class HouseholdCoopEnv(TwoPlayerGameEnv):
+    """The cooperative household task with a scripted teammate (``hiergym/HouseholdCoop-v0``).
+
+    Observation, action and world as in :mod:`hiergym.envs.multiagent.household_coop_v0`; each step is one
+    round (the agent's action and the teammate's). The agent's impossible commands are rejected ("Nothing
+    happens.", no round passes). Reward +1 when the joint goal holds. ``won``: the joint goal holds. Truncated
+    after ``max_rounds`` rounds. Default teammate ``"expert"`` (privileged: it does its own part of the goal,
+    then helps); with ``"random"`` the agent must do everything. Arguments: ``opponent`` (the teammate),
+    ``seat``, ``max_rounds`` (default 30), ``goal_visibility`` (``"shared"``/``"split"``), ``render_mode``.
+    """
+
+    game_module = household_coop_v0
+    env_id = "hiergym/HouseholdCoop-v0"
+    default_opponent = "expert"
+
+    def __init__(self, opponent: Any = None, seat: str | None = None, render_mode: str | None = None,
+                 max_rounds: int = 30, goal_visibility: str = "shared"):
+        super().__init__(opponent=opponent, seat=seat, render_mode=render_mode, max_rounds=max_rounds,
+                         goal_visibility=goal_visibility)
+
+    def _expert_line(self) -> list[str]:
+        expert = household_coop_v0.HouseholdExpert()
+        expert.bind_game(self.game)
+        action = expert.act(self._observation(), self._info())
+        return [action]

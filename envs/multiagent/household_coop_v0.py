@@ -1,0 +1,272 @@
+"""A cooperative two-agent household task in ALFWorld-style text, as a PettingZoo AEC and Parallel env.
+
+Two agents share a kitchen (cabinets, drawers, fridge, microwave, sinkbasin, coffeemachine, ...) and a joint
+goal of two parts, e.g. "put a clean apple in fridge 1 and put a mug in coffeemachine 1". Each agent sees
+only the receptacle it stands at and what it carries (objects in closed receptacles stay hidden until
+opened), carries at most one object, and can talk to its teammate with ``say[...]``. The episode succeeds
+only when the whole joint goal holds. The world lives in :mod:`hiergym.envs.multiagent.household_world`.
+
+    from hiergym.envs.multiagent import household_coop_v0
+    env = household_coop_v0.parallel_env(max_rounds=30)
+
+**Turns**: simultaneous. Each round both agents choose an action; the round resolves ``player_0``'s action
+first, then ``player_1``'s (so if both grab the same apple, ``player_0`` gets it). The AEC env asks
+``player_0`` then ``player_1`` and resolves the round after the second.
+
+**Observation** (text): what your last action did, what your teammate said, what you saw your teammate do at
+your location, then your view (``You are facing the countertop 1. On the countertop 1, you see a apple 1.``,
+what you carry) and the task.
+
+**Action** (text): ALFWorld commands (``go to X``, ``open X``, ``close X``, ``take O from X``, ``put O in/on X``,
+``clean O with sinkbasin 1``, ``heat O with microwave 1``, ``cool O with fridge 1``, ``examine X``, ``look``,
+``inventory``), ``wait``, and ``say[message]`` (up to 300 characters, delivered to the teammate next round).
+``admissible_actions`` lists all but ``say``.
+
+**Illegal moves do nothing**: an impossible or malformed command answers "Nothing happens." to its sender
+and uses up its round.
+
+**Reward**: +1 to both agents when the joint goal holds; 0 otherwise.
+
+**Episode end**: termination when the joint goal holds; truncation after ``max_rounds`` rounds.
+
+**Goal visibility**: with ``goal_visibility="shared"`` (default) both agents are told the whole goal, and
+either may do either part; the suggested division of labour (``info["my_part"]``) gives part ``i`` to
+``player_i``, and working in parallel halves the time. With ``"split"`` each agent is told only its own part:
+neither can succeed alone, so they must both work (or talk).
+
+**Info** per agent: the contract keys, ``to_move``, ``agent``, ``location``, ``holding``, ``my_part``,
+``round``, ``max_rounds``.
+
+**Tasks**: random kitchens (2-4 cabinets, 1-3 drawers, shelves, distractor objects) and goals over
+(object, state, target) combinations; a fixed fifth of those combinations is held out of ``train`` and
+``eval_in`` and appears in every ``eval_out`` goal.
+
+**Arguments**: ``max_rounds`` (default 30), ``goal_visibility`` (``"shared"``/``"split"``), ``render_mode``,
+``max_cycles``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from pettingzoo.utils import wrappers
+
+from hiergym.envs.core import NOTHING_HAPPENS, normalize_action
+from hiergym.envs.multiagent import players as players_module
+from hiergym.envs.multiagent.base import (
+    PASS,
+    Event,
+    TextGame,
+    TextGameAECEnv,
+    TextGameParallelEnv,
+    is_illegal,
+)
+from hiergym.envs.multiagent.household_world import (
+    GoalPart,
+    HouseholdWorld,
+    expert_commands,
+    generate_world,
+)
+
+MAX_SAY_CHARS = 300
+WAIT = "wait"
+VISIBILITIES = ("shared", "split")
+_SAY = re.compile(r"^say\s*\[(.*)\]$")
+
+
+class HouseholdCoopGame(TextGame):
+    name = "household_coop_v0"
+    illegal_move = PASS
+
+    def __init__(self, max_rounds: int = 30, goal_visibility: str = "shared") -> None:
+        if not isinstance(max_rounds, int) or max_rounds < 1:
+            raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
+        if goal_visibility not in VISIBILITIES:
+            raise ValueError(f"goal_visibility must be one of {VISIBILITIES}, got {goal_visibility!r}")
+        self.max_rounds, self.goal_visibility = max_rounds, goal_visibility
+        self.world: HouseholdWorld | None = None
+        self.parts: tuple[GoalPart, ...] = ()
+        self.round = 0
+
+    def new_task(self, rng: np.random.Generator, split: str) -> list[Event]:
+        self.world, self.parts = generate_world(rng, self.players, split, num_parts=len(self.players))
+        self.round = 0
+        return [Event(f"You ({p}) and your teammate ({q}) are in the same house; each of you sees only the "
+                      "place where it stands.", (p,))
+                for p, q in zip(self.players, self.players[::-1], strict=True)]
+
+    # ------------------------------------------------------------------ rules
+    def success(self) -> bool:
+        return all(self.world.holds(part) for part in self.parts)  # type: ignore[union-attr]
+
+    def is_over(self) -> bool:
+        return self.success()
+
+    def truncated(self) -> bool:
+        return self.round >= self.max_rounds and not self.success()
+
+    def to_move(self) -> tuple[str, ...]:
+        return () if self.is_over() or self.truncated() else self.players
+
+    def legal_actions(self, player: str) -> list[str]:
+        if player not in self.to_move():
+            return []
+        return [*self.world.admissible(player), WAIT]  # type: ignore[union-attr]
+
+    def parse_action(self, player: str, action: Any) -> str | None:
+        text = normalize_action(action)
+        if text is None or player not in self.to_move():
+            return None
+        said = _SAY.match(text)
+        if said:
+            message = said.group(1).strip()
+            return f"say[{message}]" if 0 < len(message) <= MAX_SAY_CHARS else None
+        if text == WAIT:
+            return WAIT
+        return self.world.canonical(player, text)  # type: ignore[union-attr]
+
+    def apply(self, moves: dict[str, str | None]) -> list[Event]:
+        world = self.world
+        events: list[Event] = []
+        for player in self.players:  # resolution order: player_0 first
+            move = moves.get(player)
+            teammates = tuple(p for p in self.players if p != player)
+            if is_illegal(move):
+                events.append(Event(NOTHING_HAPPENS, (player,)))
+            elif move == WAIT:
+                events.append(Event("You wait.", (player,)))
+            elif move.startswith("say["):
+                events.append(Event(f'You say: "{move[4:-1]}"', (player,)))
+                events.append(Event(f'{player} says: "{move[4:-1]}"', teammates))
+            elif move not in world.admissible(player):  # the teammate's move earlier this round changed things
+                events.append(Event(NOTHING_HAPPENS, (player,)))
+            else:
+                events.append(Event(world.execute(player, move), (player,)))
+                witnesses = tuple(p for p in world.others_here(player) if p in teammates)
+                if witnesses and not move.startswith(("look", "inventory", "examine")):
+                    events.append(Event(f"You see {player} {_third_person(move)}.", witnesses))
+        self.round += 1
+        if self.success():
+            events.append(Event("The whole task is done. Well done, team!"))
+        elif self.round >= self.max_rounds:
+            events.append(Event(f"Out of time: {self.max_rounds} rounds are up."))
+        return events
+
+    def scores(self) -> dict[str, float]:
+        return dict.fromkeys(self.players, 1.0 if self.success() else 0.0)
+
+    def won(self, player: str) -> bool:
+        return self.success()
+
+    # ------------------------------------------------------------------ text
+    def my_part(self, player: str) -> GoalPart:
+        return self.parts[self.players.index(player)]
+
+    def task(self, player: str) -> str:
+        if self.goal_visibility == "split":
+            return f"{self.my_part(player).text()} (your teammate knows the rest of the team's task)"
+        return " and ".join(part.text() for part in self.parts)
+
+    def view(self, player: str) -> str:
+        world = self.world
+        lines = [world.look(player), world.inventory(player)]  # type: ignore[union-attr]
+        if self.success():
+            lines.append("The task is done.")
+        else:
+            lines.append(f"Round {self.round + 1} of {self.max_rounds}. Your task is to: {self.task(player)}")
+        return "\n".join(lines)
+
+    def state_key(self) -> str:
+        return f"household|{self.world.state_key()}|{'done' if self.success() else 'open'}"  # type: ignore[union-attr]
+
+    def info_extras(self, player: str) -> dict[str, Any]:
+        return {
+            "agent": player,
+            "location": self.world.location[player],  # type: ignore[union-attr]
+            "holding": self.world.holding[player],  # type: ignore[union-attr]
+            "my_part": self.my_part(player).text(),
+            "round": self.round,
+            "max_rounds": self.max_rounds,
+        }
+
+    def render_text(self) -> str:
+        world = self.world
+        lines = [f"Task: {' and '.join(p.text() for p in self.parts)} (round {self.round}/{self.max_rounds})"]
+        for r in world.receptacles:  # type: ignore[union-attr]
+            shut = " (closed)" if world.openable(r) and not world.is_open[r] else ""  # type: ignore[union-attr]
+            lines.append(f"  {r}{shut}: {', '.join(world.contents[r]) or '-'}")  # type: ignore[union-attr]
+        for p in self.players:
+            lines.append(f"  {p} at {world.location[p] or 'the middle of the room'}, "  # type: ignore[union-attr]
+                         f"carrying {world.holding[p] or 'nothing'}")  # type: ignore[union-attr]
+        return "\n".join(lines)
+
+
+def _third_person(command: str) -> str:
+    verb, _, rest = command.partition(" ")
+    if command.startswith("go to "):
+        return "go to " + command[len("go to "):]
+    return f"{verb} {rest}".strip()
+
+
+# ---------------------------------------------------------------------------------------- scripted partner
+class HouseholdExpert(players_module.ScriptedPlayer):
+    """A privileged scripted teammate: it reads the true world (``bind_game``), not just its observation.
+
+    It carries out its own part of the goal (part ``i`` for ``player_i``) by the shortest command sequence,
+    then helps with any part still open whose object nobody carries; otherwise it waits. ALFWorld's
+    hand-coded expert is privileged the same way. The Gymnasium view and :mod:`~.evaluate` bind it to the
+    game; unbound, it can only ``look``.
+    """
+
+    name = "expert"
+
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.game: HouseholdCoopGame | None = None
+
+    def bind_game(self, game: HouseholdCoopGame) -> None:
+        self.game = game
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        game = self.game
+        if game is None or game.world is None or not info.get("to_move", True):
+            return "look" if game is None else WAIT
+        agent = info["agent"]
+        own = game.my_part(agent)
+        for part in (own, *(p for p in game.parts if p != own)):
+            commands = expert_commands(game.world, agent, part)
+            if commands:
+                return commands[0]
+        return WAIT
+
+
+players_module.register_players(HouseholdCoopGame.name, {
+    "random": players_module.RandomPlayer,
+    "expert": HouseholdExpert,
+})
+
+
+# ---------------------------------------------------------------------------------------- PettingZoo
+class raw_env(TextGameAECEnv):  # noqa: N801 - PettingZoo's naming convention
+    """Household cooperation AEC env (see the module docstring)."""
+
+    metadata = {"render_modes": ["ansi", "human"], "name": HouseholdCoopGame.name, "is_parallelizable": True}
+    game_class = HouseholdCoopGame
+
+
+class parallel_raw_env(TextGameParallelEnv):  # noqa: N801
+    """Household cooperation Parallel env: both agents act every round."""
+
+    metadata = {"render_modes": ["ansi", "human"], "name": HouseholdCoopGame.name}
+    game_class = HouseholdCoopGame
+
+
+def env(**kwargs: Any):
+    """The AEC env wrapped in PettingZoo's order-enforcing wrapper."""
+    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
+
+
+def parallel_env(**kwargs: Any) -> parallel_raw_env:
+    return parallel_raw_env(**kwargs)
