@@ -198,7 +198,11 @@ def _run_commands(
     results: list[_Result] = []
     for index, payload in items:
         try:
-            if kind == "reset":
+            if kind == "make":
+                if index not in envs:
+                    envs[index] = make_env()
+                results.append((index, True, None))
+            elif kind == "reset":
                 seed, options = payload
                 env = envs.get(index)
                 if env is None:
@@ -251,6 +255,8 @@ class _SyncBackend:
     def __init__(self, make_env: Callable[[], gym.Env], num_copies: int, first_env: gym.Env) -> None:
         self._make_env = make_env
         self._envs: dict[int, gym.Env] = {0: first_env}
+        for i in range(1, num_copies):  # eagerly, as Gymnasium's SyncVectorEnv: no first-reset surprise
+            self._envs[i] = make_env()
         self._outbox: deque[tuple[str, list[_Result]]] = deque()
         self.num_copies = num_copies
         self.restarts = 0
@@ -329,10 +335,10 @@ class _ProcessBackend:
         self._make_env = make_env
         self._ctx = mp.get_context(context)
         self.num_copies = num_copies
-        self.shards = [list(map(int, s)) for s in np.array_split(np.arange(num_copies), num_workers)]
-        self.worker_of = np.empty(num_copies, dtype=np.int64)
-        for w, shard in enumerate(self.shards):
-            self.worker_of[shard] = w
+        # Round-robin, not contiguous blocks: the copies a trainer submits together (a group, the first half
+        # of the batch) are then spread over every worker instead of queueing on one.
+        self.worker_of = np.arange(num_copies, dtype=np.int64) % num_workers
+        self.shards = [list(range(w, num_copies, num_workers)) for w in range(num_workers)]
         self.step_timeout = step_timeout
         self.restarts = 0
         self._procs: list[Any] = [None] * num_workers
@@ -355,6 +361,8 @@ class _ProcessBackend:
         self._procs[w], self._conns[w] = proc, parent_end
         self._inflight[w].clear()
         self._broken.discard(w)
+        # The worker builds its envs while we go on; a failure there shows again (and is raised) at reset.
+        self.send("make", [(i, None) for i in self.shards[w]])
 
     @property
     def busy(self) -> bool:
@@ -743,7 +751,7 @@ class GroupVecEnv:
             for index, ok, payload in results:
                 if kind == "reset":
                     self._reset_results[index] = (ok, payload)
-                elif self.pending[index]:
+                elif kind == "step" and self.pending[index]:
                     if ok:
                         self._apply_step_result(index, payload)
                     else:
@@ -754,7 +762,7 @@ class GroupVecEnv:
                 for index in indices:
                     if kind == "reset":
                         self._reset_results[index] = (False, None)
-                    elif self.pending[index]:
+                    elif kind == "step" and self.pending[index]:
                         self._apply_step_failure(index, failure.message, "")
             self._lost[failure.copies] = True
 
@@ -922,8 +930,8 @@ def make_group_vec(
         seed: the seed the task seeds are drawn from (``reset(seed=...)`` changes it).
         split: the task split passed in every reset's options (None: pass none, for envs outside the contract).
         backend: ``"sync"`` (in-process) or ``"process"`` (worker processes).
-        num_workers: worker processes of the process backend (default: CPU count, at most B*G); copies are
-            sharded over them in contiguous blocks.
+        num_workers: worker processes of the process backend (default: CPU count, at most B*G); copy ``i``
+            lives in worker ``i % num_workers``.
         autoreset: reset each group to a new task as soon as all its copies finished (streaming).
         step_timeout: seconds a worker may take for one command before it is killed and restarted and the
             copies it was stepping fail (process backend only; None: wait forever).

@@ -1,0 +1,204 @@
+"""Env steps per second of a B x G group vector env per backend and per env, against a plain loop.
+
+For every registered environment that imports (or those picked with ``--envs``) this plays ``--rounds``
+batches of ``--num-tasks`` x ``--group-size`` copies (16 x 8 by default) for up to ``--steps`` lock-step steps
+with random admissible actions, and times, in the same process and on the same task seeds:
+
+- ``loop``: a plain Python loop over B*G single ``gymnasium.make`` envs (the baseline);
+- ``sync``: :func:`hiergym.make_group_vec` with the in-process backend;
+- ``process``: the worker-process backend (``--workers``, default 2).
+
+Resets are part of the timed work (a batch is reset and played, as a trainer does); the figure is env
+steps (actions executed) per second of wall time. ``--overlap-gen-ms`` adds a second table: the process
+backend stepping half the batch while a simulated generation (a sleep, like waiting for a GPU) runs for the
+other half (``step_async`` / ``poll``), against generating for all and then stepping all.
+
+    python -m hiergym.benchmarks.vector_throughput                     # every env, 16x8, both backends
+    python -m hiergym.benchmarks.vector_throughput --envs sokoban --rounds 5 --overlap-gen-ms 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+
+import hiergym
+from hiergym.envs.vector import GroupVecEnv, make_group_vec
+
+#: An action for envs that enumerate none (the env answers it as an invalid action: still a step).
+FALLBACK_ACTION = "look"
+
+
+class BusyStep(gym.Wrapper):
+    """Synthetic cost: every step also burns ``ms`` of CPU, to stand in for an engine with expensive steps."""
+
+    def __init__(self, env: gym.Env, ms: float) -> None:
+        super().__init__(env)
+        self.seconds = ms / 1000
+
+    def step(self, action):
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+        return self.env.step(action)
+
+
+def make_env(env_id: str, step_cost_ms: float) -> gym.Env:
+    env = gym.make(env_id)
+    return BusyStep(env, step_cost_ms) if step_cost_ms > 0 else env
+
+
+def pick_action(info: dict, rng: np.random.Generator) -> str:
+    actions = info.get("admissible_actions") or [FALLBACK_ACTION]
+    return actions[int(rng.integers(len(actions)))]
+
+
+def run_loop(env_id: str, task_seeds: list[list[int]], steps: int, split: str, action_seed: int,
+             step_cost_ms: float = 0.0) -> tuple[int, float]:
+    """Plain loop over single envs: every copy reset with its group's seed, stepped one after the other."""
+    rng = np.random.default_rng(action_seed)
+    n = len(task_seeds[0])
+    envs = [make_env(env_id, step_cost_ms) for _ in range(n)]
+    done_steps = 0
+    start = time.perf_counter()
+    for seeds in task_seeds:
+        infos = [env.reset(seed=s, options={"split": split})[1] for env, s in zip(envs, seeds, strict=True)]
+        running = [True] * n
+        for _ in range(steps):
+            if not any(running):
+                break
+            for i, env in enumerate(envs):
+                if running[i]:
+                    _, _, terminated, truncated, infos[i] = env.step(pick_action(infos[i], rng))
+                    done_steps += 1
+                    running[i] = not (terminated or truncated)
+    elapsed = time.perf_counter() - start
+    for env in envs:
+        env.close()
+    return done_steps, elapsed
+
+
+def run_group_vec(env: GroupVecEnv, rounds: int, steps: int, action_seed: int) -> tuple[int, float]:
+    rng = np.random.default_rng(action_seed)
+    done_steps = 0
+    start = time.perf_counter()
+    for _ in range(rounds):
+        _, infos = env.reset()
+        for _ in range(steps):
+            if not env.running.any():
+                break
+            actions = [pick_action(info, rng) if running else None
+                       for info, running in zip(env.infos, env.running, strict=True)]
+            out = env.step(actions)
+            done_steps += int(out.active.sum())
+    return done_steps, time.perf_counter() - start
+
+
+def run_overlap(env: GroupVecEnv, rounds: int, steps: int, gen_s: float, action_seed: int) -> tuple[float, float]:
+    """Wall seconds per lock-step step: generate-all-then-step-all vs two halves pipelined with step_async/poll.
+
+    The simulated generation costs ``gen_s`` per half batch (a batched LLM call), as a sleep: the GPU works,
+    this process waits, the env workers are free to run.
+    """
+    rng = np.random.default_rng(action_seed)
+    n = env.num_envs
+    halves = [np.arange(n // 2), np.arange(n // 2, n)]
+
+    def generate(indices: np.ndarray) -> list[str]:
+        time.sleep(gen_s)
+        return [pick_action(env.infos[i], rng) for i in indices]
+
+    timings = {}
+    for schedule in ("lock-step", "overlapped"):
+        total_steps, start = 0, time.perf_counter()
+        for _ in range(rounds):
+            env.reset()
+            for _ in range(steps):
+                if not env.running.any():
+                    break
+                if schedule == "lock-step":
+                    actions = [None] * n
+                    for half in halves:
+                        for i, a in zip(half, generate(half), strict=True):
+                            actions[i] = a
+                    env.step(actions)
+                else:
+                    # Submit each half as soon as its generation is done: half A's env steps run in the
+                    # workers while half B is generated.
+                    for half in halves:
+                        live = half[env.running[half]]
+                        env.step_async(generate(live), indices=live)
+                    env.step_wait()
+                total_steps += 1
+        timings[schedule] = (time.perf_counter() - start) / max(total_steps, 1)
+    return timings["lock-step"], timings["overlapped"]
+
+
+def selected_envs(patterns: Sequence[str] | None) -> list[str]:
+    ids = hiergym.env_ids()
+    if not patterns:
+        return ids
+    return [i for i in ids if any(p.lower() in i.lower() for p in patterns)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="*", help="substrings of env ids to run (default: every registered env)")
+    parser.add_argument("--num-tasks", type=int, default=16)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20, help="lock-step steps per batch at most")
+    parser.add_argument("--rounds", type=int, default=3, help="batches per measurement")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the process backend")
+    parser.add_argument("--backends", nargs="*", default=["sync", "process"])
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step-cost-ms", type=float, default=0.0,
+                        help="synthetic extra CPU time per env step (stands in for an expensive engine)")
+    parser.add_argument("--overlap-gen-ms", type=float, default=0.0,
+                        help="also time async overlap with this simulated generation time per half batch")
+    args = parser.parse_args(argv)
+
+    env_ids = selected_envs(args.envs)
+    if not env_ids:
+        parser.error(f"no registered env matches {args.envs}; registered: {', '.join(hiergym.env_ids())}")
+    n = args.num_tasks * args.group_size
+    print(f"{args.num_tasks}x{args.group_size} = {n} copies, up to {args.steps} steps x {args.rounds} batches, "
+          f"random admissible actions, process backend with {args.workers} workers"
+          + (f", +{args.step_cost_ms:g} ms synthetic CPU per step" if args.step_cost_ms > 0 else "") + "\n")
+    print(f"{'env':<28} {'runner':<10} {'env steps':>9} {'steps/s':>10} {'vs loop':>8}")
+    for env_id in env_ids:
+        try:
+            factory = (partial(make_env, env_id, args.step_cost_ms) if args.step_cost_ms > 0
+                       else env_id)
+            vec = {b: make_group_vec(factory, args.num_tasks, args.group_size, seed=args.seed, split=args.split,
+                                     backend=b, num_workers=args.workers) for b in args.backends}
+        except Exception as exc:  # an env whose dependencies are missing is skipped, not fatal
+            print(f"{env_id:<28} skipped: {type(exc).__name__}: {exc}")
+            continue
+        # The loop plays exactly the tasks the group env draws: batch r, slot g -> task_seed_for(r, g).
+        any_vec = next(iter(vec.values()))
+        task_seeds = [[any_vec.task_seed_for(r, i // args.group_size) for i in range(n)] for r in range(args.rounds)]
+        loop_steps, loop_s = run_loop(env_id, task_seeds, args.steps, args.split, args.seed, args.step_cost_ms)
+        loop_rate = loop_steps / loop_s
+        print(f"{env_id:<28} {'loop':<10} {loop_steps:>9} {loop_rate:>10.0f} {1.0:>7.2f}x")
+        for backend, env in vec.items():
+            steps, seconds = run_group_vec(env, args.rounds, args.steps, args.seed)
+            print(f"{'':<28} {backend:<10} {steps:>9} {steps / seconds:>10.0f} {steps / seconds / loop_rate:>7.2f}x")
+        if args.overlap_gen_ms > 0 and "process" in vec:
+            lock, overlapped = run_overlap(vec["process"], args.rounds, args.steps, args.overlap_gen_ms / 1000,
+                                           args.seed)
+            print(f"{'':<28} overlap: {2 * args.overlap_gen_ms:g} ms simulated generation per step: "
+                  f"lock-step {lock * 1000:.1f} ms/step, overlapped {overlapped * 1000:.1f} ms/step "
+                  f"({lock / overlapped:.2f}x)")
+        for env in vec.values():
+            env.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
