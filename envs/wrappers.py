@@ -82,9 +82,23 @@ class ToolBudget(gym.Wrapper):
     **Reward** (``reward_mode``): ``"env"`` passes the env's reward through; ``"correctness"`` is 1.0 at the
     end of an episode the agent won, else 0.0; ``"otc"`` is ``otc_alpha * otc_tool_reward(m, n) *
     correctness`` at the end, with ``m`` the tool calls made and ``n`` the env's ``info["minimal_tool_calls"]``
-    (OTC-PPO's shape when the env does not report it); ``"cost_penalty"`` is correctness at the end minus
+    (else ``otc_optimal_calls``; OTC-PPO's shape when neither is known); ``"cost_penalty"`` is correctness at the end minus
     ``cost_coef`` times each step's cost as it is incurred, so an episode returns
     ``correctness - cost_coef * cost``.
+
+    Args:
+        env: any env with string actions (hiergym's contract).
+        max_tool_calls: tool budget in cost units (unit costs: calls); None for unlimited.
+        max_tokens: budget over the tokens the agent reports; None for unlimited.
+        tool_costs: tool name -> cost, or a function of the normalised action returning a cost or None.
+        token_price: cost of one reported token in the unified cost.
+        on_exhausted: ``"refuse"`` or ``"truncate"``.
+        reward_mode: ``"env"``, ``"correctness"``, ``"otc"`` or ``"cost_penalty"``.
+        cost_coef: weight of the unified cost in ``"cost_penalty"``.
+        otc_alpha, otc_smoothing: OTC's scale and smoothing constant ``c``.
+        otc_optimal_calls: the optimal number of calls when the env does not report ``minimal_tool_calls``.
+        show_tracker: append the budget line to string observations.
+        budget_in_state_key: add the remaining tool budget to ``state_key``.
     """
 
     def __init__(
@@ -100,6 +114,7 @@ class ToolBudget(gym.Wrapper):
         cost_coef: float = 0.1,
         otc_alpha: float = 1.0,
         otc_smoothing: float = 1.0,
+        otc_optimal_calls: int | None = None,
         show_tracker: bool = True,
         budget_in_state_key: bool = True,
     ) -> None:
@@ -123,6 +138,7 @@ class ToolBudget(gym.Wrapper):
         self.cost_coef = float(cost_coef)
         self.otc_alpha = float(otc_alpha)
         self.otc_smoothing = float(otc_smoothing)
+        self.otc_optimal_calls = otc_optimal_calls
         self.show_tracker = show_tracker
         self.budget_in_state_key = budget_in_state_key
         self._reset_counters()
@@ -258,7 +274,8 @@ class ToolBudget(gym.Wrapper):
         if self.reward_mode == "otc":
             if not done:
                 return 0.0
-            tool_reward = otc_tool_reward(self._tool_calls_used, info.get("minimal_tool_calls"), self.otc_smoothing)
+            optimal = info.get("minimal_tool_calls", self.otc_optimal_calls)
+            tool_reward = otc_tool_reward(self._tool_calls_used, optimal, self.otc_smoothing)
             info["reward_tool"] = tool_reward
             return self.otc_alpha * tool_reward * correctness
         return correctness - self.cost_coef * step_cost

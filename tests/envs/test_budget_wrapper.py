@@ -186,6 +186,14 @@ def test_reward_mode_otc_scales_correctness_by_tool_efficiency() -> None:
     assert total == 0.0
 
 
+def test_reward_mode_otc_without_minimal_calls_from_the_env() -> None:
+    for optimal, expected in ((None, math.cos(math.pi / 3)), (1, 1.0), (2, math.sin((4 / 3) * math.pi / 4))):
+        env = shop(reward_mode="otc", otc_optimal_calls=optimal)
+        env.reset()
+        total, steps = run(env, ["search[chair]", "click[buy]"])
+        assert total == pytest.approx(expected) and steps[-1][4]["success"]
+
+
 def test_reward_mode_cost_penalty() -> None:
     env, _, _ = toolqa(reward_mode="cost_penalty", cost_coef=0.1, token_price=0.001)
     plan = env.unwrapped.expert_plan()
