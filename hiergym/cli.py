@@ -21,6 +21,7 @@ from hiergym.registration import ENVIRONMENTS, UnknownEnvironmentError, parse_en
 SUBCOMMANDS: dict[str, str] = {
     "list": "hiergym.cli:add_list_parser",
     "play": "hiergym.cli:add_play_parser",
+    "arena": "hiergym.envs.multiagent.evaluate:add_arena_parser",
 }
 
 
@@ -55,6 +56,11 @@ def run_list(args: argparse.Namespace) -> int:
         arguments = ", ".join(f"{k}={v!r}" for k, v in entry.arguments.items())
         steps = entry.max_episode_steps
         print(f"{'':<{width}}  max_episode_steps={steps}" + (f"; arguments: {arguments}" if arguments else ""))
+    from hiergym.envs.multiagent import GAMES  # light: the package's __init__ imports nothing
+
+    print("\nMulti-agent games (PettingZoo AEC and Parallel; see docs/multiagent.md):")
+    for game in GAMES:
+        print(f"  hiergym.envs.multiagent.{game}  (.env(), .parallel_env())")
     return 0
 
 
