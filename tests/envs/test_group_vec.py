@@ -89,6 +89,11 @@ def random_actions(env: GroupVecEnv, rng: np.random.Generator) -> list[str]:
     return [choices[rng.integers(len(choices))] for _ in range(env.num_envs)]
 
 
+def pick_admissible(info: dict, rng: np.random.Generator) -> str:
+    choices = info.get("admissible_actions") or ["look"]
+    return choices[int(rng.integers(len(choices)))]
+
+
 def play(env: GroupVecEnv, steps: int, action_seed: int = 0) -> list[StepOutput]:
     rng = np.random.default_rng(action_seed)
     return [env.step(random_actions(env, rng)) for _ in range(steps)]
@@ -370,3 +375,39 @@ def test_process_async_overlap() -> None:
     out = env.step_wait(timeout=10)
     assert len(out) == 4 and out.active.tolist() == [False, False, False, True]
     env.close()
+
+
+# ------------------------------------------------------------------------------------ registered envs
+@pytest.mark.parametrize("env_id", hiergym.env_ids())
+def test_every_registered_env_runs_as_groups(env_id: str) -> None:
+    """Copies of a group start identical and, given the same actions, stay identical; groups differ."""
+    rng = np.random.default_rng(0)
+    with make_group_vec(env_id, num_tasks=2, group_size=2, seed=0) as env:
+        obs, infos = env.reset()
+        assert obs[0] == obs[1] and obs[2] == obs[3]
+        assert infos[0]["state_key"] == infos[1]["state_key"] and infos[2]["state_key"] == infos[3]["state_key"]
+        for _ in range(3):
+            if not env.running.any():
+                break
+            actions = [pick_admissible(env.infos[2 * slot], rng) for slot in (0, 1) for _ in range(2)]
+            out = env.step(actions)
+            for slot in (0, 1):
+                a, b = 2 * slot, 2 * slot + 1
+                assert out.observations[a] == out.observations[b] and out.rewards[a] == out.rewards[b]
+                assert out.next_state_key[a] == out.next_state_key[b]
+
+
+@needs_fork
+def test_sokoban_process_backend_matches_sync() -> None:
+    results = {}
+    for backend in ("sync", "process"):
+        kwargs = {"num_workers": 2, "context": "fork"} if backend == "process" else {}
+        with make_group_vec("hiergym/Sokoban-v0", num_tasks=2, group_size=3, seed=7, backend=backend,
+                            **kwargs) as env:
+            rng = np.random.default_rng(1)
+            env.reset()
+            outs = []
+            for _ in range(4):
+                outs.append(env.step([pick_admissible(info, rng) for info in env.infos]))
+            results[backend] = [output_fields(o) for o in outs]
+    assert results["sync"] == results["process"]
