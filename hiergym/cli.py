@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "list": "hiergym.cli:add_list_parser",
     "play": "hiergym.cli:add_play_parser",
     "arena": "hiergym.envs.multiagent.evaluate:add_arena_parser",
+    "serve": "hiergym.envs.webshop.server:add_serve_parser",
 }
 
 

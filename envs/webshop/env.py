@@ -40,6 +40,7 @@ Reset options
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -181,10 +182,9 @@ class WebShopEnv(gym.Env):
         terminated = self._state.kind == "done"
         return self._observation(), reward, terminated, False, self._info(action_valid=True)
 
-    def render(self) -> str | None:
-        if self.render_mode == "ansi":
-            return self._observation()
-        return None
+    def render(self) -> str:
+        # The text page is the only view, so it is returned whatever the render mode (as the contract expects).
+        return self._observation()
 
     # -- actions ---------------------------------------------------------------------------------------
     def _parse(self, action: Any) -> tuple[str, str] | None:
@@ -273,10 +273,11 @@ class WebShopEnv(gym.Env):
                 f"|options={options}|sub={s.sub_page or '-'}")
 
     def _info(self, action_valid: bool) -> dict[str, Any]:
-        extra: dict[str, Any] = {"goal": self._goal, "available_actions": self.available_actions(),
+        # copies: users keep infos, and one step's info must not change with the next
+        extra: dict[str, Any] = {"goal": copy.deepcopy(self._goal), "available_actions": self.available_actions(),
                                  "page": self._state.kind}
         if self._last_reward_info is not None:
-            extra["reward_info"] = self._last_reward_info
+            extra["reward_info"] = copy.deepcopy(self._last_reward_info)
         return make_info(task=self._goal.get("instruction_text", ""), admissible_actions=self.admissible_actions(),
                          won=self._won, action_valid=action_valid, state_key=self.state_key(), **extra)
 

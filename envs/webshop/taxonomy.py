@@ -163,7 +163,7 @@ PRODUCT_TYPES: tuple[ProductType, ...] = (
        {"color": ["black", "white", "navy", "rose gold"]}, (15.0, 150.0)),
     _t("electronics", "phone case",
        "Electronics > Cell Phones & Accessories > Cases, Holsters & Sleeves > Basic Cases",
-       "phone case", "Phone Case", ["Slim", "Rugged", "Clear", "Protective", "Hybrid"],
+       "phone case", "Phone Case", ["Slim", "Rugged", "Armor", "Protective", "Hybrid"],
        ["shockproof", "wireless charging compatible", "raised edges", "slim design", "military grade"],
        {"color": ["black", "clear", "purple", "green"],
         "model": ["iphone 13", "galaxy s23", "pixel 8", "moto g"]}, (6.0, 35.0)),
@@ -186,7 +186,7 @@ PRODUCT_TYPES: tuple[ProductType, ...] = (
        "Electronics > Portable Audio & Video > Portable Speakers & Docks > Portable Bluetooth Speakers",
        "bluetooth speaker", "Bluetooth Speaker", ["Portable", "Outdoor", "Mini", "Party", "Wireless"],
        ["waterproof", "deep bass", "long battery life", "built in microphone", "stereo pairing"],
-       {"color": ["black", "blue", "teal", "camo"]}, (18.0, 130.0)),
+       {"color": ["black", "cobalt", "teal", "camo"]}, (18.0, 130.0)),
     # ------------------------------------------------------------------------------------------- home
     _t("home", "throw pillow covers",
        "Home & Kitchen > Bedding > Decorative Pillows, Inserts & Covers > Throw Pillow Covers",
@@ -207,7 +207,7 @@ PRODUCT_TYPES: tuple[ProductType, ...] = (
         "size": ["twin", "full", "queen", "king"]}, (20.0, 90.0)),
     _t("home", "scented candle",
        "Home & Kitchen > Home Decor Products > Candles & Holders > Candles > Jar Candles",
-       "scented candle", "Scented Candle", ["Jar", "Aromatherapy", "Luxury", "Cozy", "Rustic"],
+       "scented candle", "Scented Candle", ["Jar", "Aromatherapy", "Luxury", "Cozy", "Cabin"],
        ["soy wax", "long burning", "lead free wick", "essential oils", "gift ready"],
        {"scent": ["lavender", "vanilla", "sandalwood", "fresh linen", "pumpkin spice"],
         "size": ["8 ounce", "12 ounce", "16 ounce"]}, (8.0, 40.0)),
@@ -304,7 +304,7 @@ GENERIC_SENTENCES: dict[str, tuple[str, ...]] = {
         "Please allow slight differences in appearance due to screen settings.",
         "A thoughtful present for housewarmings, weddings and holidays.",
         "Easy to care for and built to last for years.",
-        "Blends with modern, rustic and farmhouse interiors.",
+        "Blends with modern, country and farmhouse interiors.",
         "Our support team answers every note within one business day.",
         "Arrives neatly packaged and ready to use.",
         "Makes everyday living a little more comfortable.",
@@ -313,7 +313,7 @@ GENERIC_SENTENCES: dict[str, tuple[str, ...]] = {
 
 #: How a bullet point states an attribute; ``{a}`` is the attribute phrase, ``{A}`` its title-cased form.
 ATTRIBUTE_BULLETS: tuple[str, ...] = (
-    "{A}: thoughtfully made so you can enjoy it every day.",
+    "{A}: made with care so you can enjoy it every day.",
     "{A} - one of the reasons customers keep coming back.",
     "{A}. We checked every unit so you do not have to.",
     "{A}, just as promised on the label.",
