@@ -389,7 +389,8 @@ def test_every_registered_env_runs_as_groups(env_id: str) -> None:
         for _ in range(3):
             if not env.running.any():
                 break
-            actions = [pick_admissible(env.infos[2 * slot], rng) for slot in (0, 1) for _ in range(2)]
+            first, second = (pick_admissible(env.infos[2 * slot], rng) for slot in (0, 1))
+            actions = [first, first, second, second]
             out = env.step(actions)
             for slot in (0, 1):
                 a, b = 2 * slot, 2 * slot + 1
