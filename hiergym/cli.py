@@ -20,6 +20,8 @@ from hiergym.registration import ENVIRONMENTS, UnknownEnvironmentError, parse_en
 #: name -> "module:add_parser". Builtins first; other subpackages add theirs here.
 SUBCOMMANDS: dict[str, str] = {
     "list": "hiergym.cli:add_list_parser",
+    "train": "hiergym.training.cli:add_train_parser",
+    "sft": "hiergym.training.cli:add_sft_parser",
     "play": "hiergym.cli:add_play_parser",
     "arena": "hiergym.envs.multiagent.evaluate:add_arena_parser",
     "serve": "hiergym.envs.webshop.server:add_serve_parser",

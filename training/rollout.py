@@ -43,12 +43,15 @@ def collect_rollouts(
     reward_fn: RewardFn | None = None,
     invalid_action_penalty: float = 0.0,
     copy_infos: list[dict[str, Any]] | None = None,
+    observation_notes: list[str] | None = None,
 ) -> RolloutResult:
     """Play one batch to the end (every copy terminated or truncated) and record it.
 
     ``task_ids`` resets the groups to fixed tasks of the env's split (evaluation); otherwise new tasks are
     drawn. ``copy_infos`` (one dict per copy) is merged into the infos the agent sees at every step (e.g.
-    an HBPO token budget). ``invalid_action_penalty`` is subtracted from the reward of invalid actions.
+    an HBPO token budget) and ``observation_notes`` (one line per copy) is appended to every observation
+    the agent sees (e.g. stating that budget). ``invalid_action_penalty`` is subtracted from the reward of
+    invalid actions.
     """
     from hiergym.agents.base import EPISODE_INDEX, as_decision
 
@@ -59,12 +62,15 @@ def collect_rollouts(
     def agent_infos(indices) -> list[dict[str, Any]]:
         return [{**infos[i], **extra[i], EPISODE_INDEX: int(i)} for i in indices]
 
+    def agent_observation(i: int) -> str:
+        return observations[i] + ("\n" + observation_notes[i] if observation_notes else "")
+
     agent.reset([info.get("task", "") for info in infos], agent_infos(range(n)))
     records: list[StepRecord] = []
     episodes: dict[int, dict[str, Any]] = {}
     while vec_env.running.any():
         active = np.flatnonzero(vec_env.running)
-        outputs = agent.act([observations[i] for i in active], agent_infos(active))
+        outputs = agent.act([agent_observation(i) for i in active], agent_infos(active))
         decisions = [as_decision(o) for o in outputs]
         actions: list[Any] = [None] * n
         for i, decision in zip(active, decisions, strict=True):

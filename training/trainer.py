@@ -1,0 +1,421 @@
+"""The hierarchical advantage trainer, top to bottom.
+
+    config = load_config("sokoban", overrides={"iterations": 20})
+    summary = Trainer(config).run()
+
+One run: build the policy (``tiny``, ``tiny:DIR`` or a local Hugging Face model), behaviour-clone it on the
+environment's expert (``sft_*``; skipped with ``sft_episodes=0``), evaluate it on the fixed evaluation tasks,
+then for ``iterations`` iterations:
+
+1. roll out B tasks x G same-seed copies with the (flat or hierarchical) agent at the sampling temperature;
+2. turn the generations into a :class:`StepBatch` and compute advantages with the configured estimator;
+3. update the policy with the clipped token loss (planner tokens with planner rows' advantages, executor
+   tokens with executor rows'; ``schedule="alternate"`` trains one level at a time, HiMAC's co-evolution);
+
+with periodic evaluation, metrics in ``OUT/metrics.jsonl`` (and TensorBoard when installed), a resumable
+checkpoint in ``OUT/checkpoint`` every ``checkpoint_every`` iterations, and learning curves in
+``OUT/curves.png`` (when matplotlib is installed). A run killed at any point and started again with
+``resume=True`` continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hiergym.training.advantages import compute_advantages, value_targets
+from hiergym.training.config import TrainConfig
+from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
+from hiergym.training.rollout import RolloutResult, collect_rollouts
+from hiergym.training.trajectory import StepBatch
+
+#: Estimators that need a value head, with the options that select the value-based form.
+VALUE_ESTIMATORS = {"gae": {}, "hiper": {"form": "value"}}
+
+
+def needs_value_head(config: TrainConfig) -> bool:
+    if config.estimator not in VALUE_ESTIMATORS:
+        return False
+    required = VALUE_ESTIMATORS[config.estimator]
+    return all(config.estimator_options.get(k) == v for k, v in required.items())
+
+
+def resolve_prompt_style(config: TrainConfig) -> str:
+    if config.prompt_style != "auto":
+        return config.prompt_style
+    return "compact" if config.model.split(":", 1)[0] == "tiny" else "full"
+
+
+# ------------------------------------------------------------------------------------------ building
+def build_policy(config: TrainConfig, checkpoint_model: Path | None = None):
+    """The policy to train: a checkpoint's weights when resuming, else ``config.model``."""
+    from hiergym.agents.policy import CausalLMPolicy, resolve_device
+
+    device = resolve_device(config.device)
+    source = str(checkpoint_model) if checkpoint_model is not None else config.model
+    kind, _, path = source.partition(":")
+    if checkpoint_model is None and kind == "tiny":
+        policy = CausalLMPolicy.tiny(path or None, seed=config.seed, device=device)
+    else:
+        dtype = torch.bfloat16 if (device.type == "cuda" and config.bf16) else torch.float32
+        policy = CausalLMPolicy.from_pretrained(source, device=device, dtype=dtype)
+    if config.gradient_checkpointing:
+        policy.model.gradient_checkpointing_enable()
+        policy.model.config.use_cache = False
+    if config.lora and checkpoint_model is None:
+        policy.model = _with_lora(policy.model, config.lora_rank)
+    return policy
+
+
+def _with_lora(model, rank: int):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ValueError("lora=true needs peft: pip install 'hiergym[lora]'") from None
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def build_agent(config: TrainConfig, policy, temperature: float):
+    from hiergym.agents.hierarchical import HierarchicalAgent, HierarchicalAgentConfig
+    from hiergym.agents.llm import LLMAgent, LLMAgentConfig
+
+    common = dict(style=resolve_prompt_style(config), history_window=config.history_window,
+                  max_new_tokens=config.max_new_tokens, temperature=temperature, seed=config.seed)
+    if config.agent == "hierarchical":
+        return HierarchicalAgent(policy, HierarchicalAgentConfig(replan_every=config.replan_every, **common),
+                                 env_id=config.env_id)
+    return LLMAgent(policy, LLMAgentConfig(**common), env_id=config.env_id)
+
+
+def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str):
+    from hiergym.envs.vector import make_group_vec
+
+    return make_group_vec(config.env_id, num_tasks=num_tasks, group_size=group_size, seed=config.seed,
+                          split=split, max_episode_steps=config.max_episode_steps, **config.env_kwargs)
+
+
+# ------------------------------------------------------------------------------------------ the trainer
+class Trainer:
+    def __init__(self, config: TrainConfig, *, resume: bool = False):
+        config.validate()
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.checkpoint_dir = self.out / "checkpoint"
+        self.resume = resume
+        self.state: dict[str, Any] = {"iteration": 0, "sft_done": False, "evaluations": [], "train_batches": 0}
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        checkpoint_model = None
+        if resume and (self.checkpoint_dir / "state.pt").exists():
+            checkpoint_model = self.checkpoint_dir / "model"
+        elif resume:
+            print(f"no checkpoint in {self.checkpoint_dir}; starting a new run")
+        self.policy = build_policy(config, checkpoint_model)
+        self.value_head = (ValueHead(self.policy.model.config.hidden_size).to(self.policy.device)
+                           if needs_value_head(config) else None)
+        self.train_vec = make_vec(config, config.num_tasks, config.group_size, config.train_split)
+        self.eval_vec = make_vec(config, config.eval_episodes, 1, config.eval_split)
+        self.reference = None
+        parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            parameters += list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+        self.rng = random.Random(config.seed)
+        self._tensorboard = None
+        if checkpoint_model is not None:
+            self._load_checkpoint()
+
+    # ---------------------------------------------------------------------------------- public entry
+    def run(self) -> dict[str, Any]:
+        """Behaviour cloning (once), evaluation, RL iterations; returns the summary (also in OUT/summary.json)."""
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        if not self.state["sft_done"]:
+            if cfg.sft_episodes > 0 and cfg.sft_steps > 0:
+                self.behaviour_clone()
+            self.state["sft_done"] = True
+            self.state["before_rl"] = self.evaluate("before_rl")
+            self.save_checkpoint()
+        if cfg.kl_coef > 0:
+            self.reference = self._frozen_copy()
+        progress = _progress_bar(cfg.iterations, cfg.progress, "RL", initial=self.state["iteration"])
+        for iteration in range(self.state["iteration"], cfg.iterations):
+            metrics = self.train_iteration(iteration)
+            self.state["iteration"] = iteration + 1
+            if cfg.eval_every and (iteration + 1) % cfg.eval_every == 0 and iteration + 1 < cfg.iterations:
+                metrics["eval_success"] = self.evaluate(f"iteration_{iteration + 1}")["success_rate"]
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(success=f"{metrics['train_success']:.2f}", ret=f"{metrics['train_return']:.2f}")
+            if (iteration + 1) % max(cfg.checkpoint_every, 1) == 0:
+                self.save_checkpoint()
+        if progress is not None:
+            progress.close()
+        if "after_rl" not in self.state:
+            self.state["after_rl"] = self.evaluate("after_rl")
+            self.save_checkpoint()
+        summary = self.summary()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.plot_curves()
+        self.train_vec.close()
+        self.eval_vec.close()
+        return summary
+
+    # ---------------------------------------------------------------------------------- phases
+    def behaviour_clone(self) -> list[float]:
+        from hiergym.training.demonstrations import expert_demonstrations
+
+        cfg = self.config
+        demos, expert_success = expert_demonstrations(
+            cfg.env_id, episodes=cfg.sft_episodes, seed=cfg.seed + 10_000_000, split=cfg.train_split,
+            env_kwargs=cfg.env_kwargs, agent=cfg.agent, style=resolve_prompt_style(cfg),
+            history_window=cfg.history_window, replan_every=cfg.replan_every, max_steps=cfg.max_episode_steps)
+        pairs = [(self.policy.encode_prompt(d.prompt),
+                  self.policy.tokenizer(d.response, add_special_tokens=False)["input_ids"] + [self.policy.eos_token_ids[0]])
+                 for d in demos]
+        bar = _progress_bar(cfg.sft_steps, cfg.progress, "BC")
+
+        def report(step: int, loss: float) -> None:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+        losses = behaviour_cloning(self.policy, pairs, steps=cfg.sft_steps, batch_size=cfg.sft_batch_size,
+                                   learning_rate=cfg.sft_learning_rate, seed=cfg.seed, progress=report)
+        if bar is not None:
+            bar.close()
+        self.log({"phase": "sft", "demonstrations": len(demos), "expert_success": expert_success,
+                  "sft_first_loss": losses[0], "sft_final_loss": float(np.mean(losses[-10:]))})
+        return losses
+
+    def train_iteration(self, iteration: int) -> dict[str, Any]:
+        cfg = self.config
+        started = time.perf_counter()
+        agent = build_agent(cfg, self.policy, cfg.temperature)
+        self.train_vec.batch_index = self.state["train_batches"]
+        rollout = collect_rollouts(self.train_vec, agent, invalid_action_penalty=cfg.invalid_action_penalty,
+                                   **self._budget_arguments())
+        self.state["train_batches"] += 1
+        rollout_seconds = time.perf_counter() - started
+        batch = StepBatch.from_records(rollout.records)
+        if self.value_head is not None:
+            batch.value = self._values([r.prompt_token_ids for r in batch.records])
+        advantages = compute_advantages(cfg.estimator, batch, **cfg.estimator_options)
+        sequences = self._sequences(batch, advantages, self._trained_levels(iteration))
+        update = policy_update(
+            self.policy, self.optimizer, sequences, epochs=cfg.epochs, micro_batch_size=cfg.micro_batch_size,
+            clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, aggregation=cfg.aggregation,
+            kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, reference=self.reference,
+            entropy_coef=cfg.entropy_coef, max_grad_norm=cfg.max_grad_norm, value_head=self.value_head,
+            value_coef=cfg.value_coef, rng=self.rng)
+        tokens = sum(len(r.response_token_ids) for r in batch.records)
+        metrics = {
+            "phase": "rl", "iteration": iteration + 1, "train_success": rollout.success_rate,
+            "train_return": rollout.mean_return, "rows": len(batch), "generated_tokens": tokens,
+            "invalid_rate": float(batch.invalid.mean()) if len(batch) else 0.0,
+            "advantage_std": float(advantages.std()) if len(batch) else 0.0,
+            "levels": self._trained_levels(iteration), "rollout_seconds": rollout_seconds,
+            "update_seconds": time.perf_counter() - started - rollout_seconds,
+            **{f"update_{k}": v for k, v in update.items()},
+        }
+        self.log(metrics)
+        return metrics
+
+    def evaluate(self, label: str) -> dict[str, Any]:
+        """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``)."""
+        cfg = self.config
+        agent = build_agent(cfg, self.policy, cfg.eval_temperature)
+        rollout = collect_rollouts(self.eval_vec, agent, task_ids=list(range(cfg.eval_episodes)))
+        result = _evaluation_summary(rollout)
+        result["label"] = label
+        self.state["evaluations"].append(result)
+        self.log({"phase": "eval", "label": label, **{k: v for k, v in result.items() if k != "label"}})
+        return result
+
+    # ---------------------------------------------------------------------------------- pieces
+    def _trained_levels(self, iteration: int) -> list[str]:
+        if self.config.schedule == "joint" or self.config.agent == "flat":
+            return ["planner", "executor"]
+        phase = (iteration // max(self.config.alternate_every, 1)) % 2
+        return ["planner"] if phase == 0 else ["executor"]
+
+    def _sequences(self, batch: StepBatch, advantages: np.ndarray, levels: list[str]) -> list[TrainSequence]:
+        targets = value_targets(batch, advantages) if self.value_head is not None else None
+        sequences = []
+        for i, record in enumerate(batch.records or []):
+            if record.level not in levels or not record.response_token_ids:
+                continue
+            sequences.append(TrainSequence(
+                prompt_ids=record.prompt_token_ids, response_ids=record.response_token_ids,
+                old_logprobs=record.response_logprobs, advantage=float(advantages[i]), level=record.level,
+                temperature=self.config.temperature if self.config.temperature > 0 else 1.0,
+                value_target=float(targets[i]) if targets is not None else float("nan"),
+                old_value=float(batch.value[i]) if targets is not None else float("nan")))
+        return sequences
+
+    @torch.no_grad()
+    def _values(self, prompts: list[list[int]]) -> np.ndarray:
+        values = []
+        for start in range(0, len(prompts), self.config.micro_batch_size):
+            chunk = prompts[start:start + self.config.micro_batch_size]
+            values.append(self.value_head(self.policy.model, chunk, self.policy.tokenizer.pad_token_id).cpu())
+        return torch.cat(values).numpy().astype(np.float64) if values else np.zeros(0)
+
+    def _budget_arguments(self) -> dict[str, Any]:
+        """HBPO: copy j of every group gets token budget ``token_budgets[j % len]``, stated in its observation,
+        generation capped at it, and a reward that discounts tokens spent beyond the budget."""
+        cfg = self.config
+        if cfg.reward_mode != "hbpo":
+            return {}
+        budgets = [cfg.token_budgets[(i % cfg.group_size) % len(cfg.token_budgets)]
+                   for i in range(self.train_vec.num_envs)]
+
+        def reward_fn(reward: float, info: dict, decision, copy_index: int) -> float:
+            return hbpo_reward(reward, decision.num_tokens, budgets[copy_index])
+
+        return {"reward_fn": reward_fn, "copy_infos": [{"token_budget": b} for b in budgets],
+                "observation_notes": [f"[budget] answer within {b} tokens" for b in budgets]}
+
+    def _frozen_copy(self):
+        reference = copy.copy(self.policy)
+        reference.model = copy.deepcopy(self.policy.model).eval()
+        for p in reference.model.parameters():
+            p.requires_grad_(False)
+        return reference
+
+    # ---------------------------------------------------------------------------------- records
+    def log(self, metrics: dict[str, Any]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics = {"time": time.time(), **metrics}
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics, default=float) + "\n")
+        writer = self._writer()
+        if writer is not None:
+            step = int(metrics.get("iteration", self.state["iteration"]))
+            for key, value in metrics.items():
+                if isinstance(value, int | float) and key != "time":
+                    writer.add_scalar(f"{metrics.get('phase', 'run')}/{key}", value, step)
+
+    def _writer(self):
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._tensorboard = False
+            else:
+                self._tensorboard = SummaryWriter(str(self.out / "tensorboard"))
+        return self._tensorboard or None
+
+    def summary(self) -> dict[str, Any]:
+        before, after = self.state.get("before_rl", {}), self.state.get("after_rl", {})
+        return {
+            "env_id": self.config.env_id, "estimator": self.config.estimator, "agent": self.config.agent,
+            "iterations": self.state["iteration"], "eval_episodes": self.config.eval_episodes,
+            "success_before_rl": before.get("success_rate"), "success_after_rl": after.get("success_rate"),
+            "return_before_rl": before.get("mean_return"), "return_after_rl": after.get("mean_return"),
+            "evaluations": self.state["evaluations"], "out_dir": str(self.out),
+        }
+
+    def plot_curves(self) -> Path | None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        rows = [json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in rows if r.get("phase") == "rl"]
+        evals = [r for r in rows if r.get("phase") == "eval"]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["iteration"] for r in train], [r["train_success"] for r in train], label="train (sampled)")
+        xs = [0 if r["label"] == "before_rl" else self.state["iteration"] if r["label"] == "after_rl"
+              else int(r["label"].split("_")[1]) for r in evals]
+        ax.plot(xs, [r["success_rate"] for r in evals], "o-", label="eval (greedy)")
+        ax.set_xlabel("RL iteration")
+        ax.set_ylabel("success rate")
+        ax.set_title(f"{self.config.env_id} · {self.config.estimator}")
+        ax.legend()
+        fig.tight_layout()
+        path = self.out / "curves.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write the checkpoint next to the old one, then swap: a kill mid-write leaves the old one whole."""
+        tmp = self.out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.policy.save(tmp / "model")
+        torch.save({
+            "state": self.state,
+            "optimizer": self.optimizer.state_dict(),
+            "value_head": self.value_head.state_dict() if self.value_head is not None else None,
+            "rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "config": dataclasses.asdict(self.config),
+        }, tmp / "state.pt")
+        old = self.out / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.checkpoint_dir.exists():
+            os.replace(self.checkpoint_dir, old)
+        os.replace(tmp, self.checkpoint_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.checkpoint_dir
+
+    def _load_checkpoint(self) -> None:
+        saved = torch.load(self.checkpoint_dir / "state.pt", weights_only=False)
+        self.state = saved["state"]
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except ValueError:
+            print("optimizer state does not match the model; starting the optimizer afresh")
+        if self.value_head is not None and saved.get("value_head"):
+            self.value_head.load_state_dict(saved["value_head"])
+        self.rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        print(f"resumed from {self.checkpoint_dir} at iteration {self.state['iteration']}")
+
+
+def hbpo_reward(reward: float, tokens: int, budget: int, penalty: float = 0.5) -> float:
+    """HBPO-style budget-aware reward: the step's reward, minus ``penalty`` times the fraction of the budget
+    overspent (0 within budget), so efficiency pressure differs between the budget subgroups."""
+    overspend = max(0, tokens - budget) / max(budget, 1)
+    return reward - penalty * min(overspend, 1.0)
+
+
+def _evaluation_summary(rollout: RolloutResult) -> dict[str, Any]:
+    episodes = rollout.episodes
+    wins = np.array([e["won"] for e in episodes], dtype=float)
+    n = max(len(wins), 1)
+    p = float(wins.mean()) if len(wins) else 0.0
+    return {
+        "episodes": len(episodes), "success_rate": p,
+        "success_ci95": 1.96 * float(np.sqrt(p * (1 - p) / n)),
+        "mean_return": rollout.mean_return,
+        "mean_steps": float(np.mean([e["steps"] for e in episodes])) if episodes else 0.0,
+        "invalid_rate": float(sum(e["invalid_actions"] for e in episodes) / max(sum(e["steps"] for e in episodes), 1)),
+    }
+
+
+def _progress_bar(total: int, enabled: bool, label: str, initial: int = 0):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=label, dynamic_ncols=True, leave=False)
