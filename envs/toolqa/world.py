@@ -164,7 +164,8 @@ def generate_world(rng: np.random.Generator, size: dict[str, int] | None = None)
             c,
             "company",
             {
-                "founded": min(2022, birth[founder] + int(rng.integers(22, 60))),
+                # between the founder's 22nd and 60th birthdays, and not after 2022
+                "founded": birth[founder] + int(rng.integers(22, min(60, 2022 - birth[founder]) + 1)),
                 "employees": int(rng.integers(50, 90000)),
                 "founder": founder,
                 "headquarters": pick(cities),
@@ -177,7 +178,7 @@ def generate_world(rng: np.random.Generator, size: dict[str, int] | None = None)
             "work",
             {
                 "genre": pick(_GENRES),
-                "year": min(2024, birth[author] + int(rng.integers(18, 70))),
+                "year": birth[author] + int(rng.integers(18, min(70, 2024 - birth[author]) + 1)),
                 "author": author,
                 "publisher": pick(companies),
             },
