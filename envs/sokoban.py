@@ -604,7 +604,7 @@ def parse_board(text: str) -> Level:
     rows = np.flatnonzero(reach.any(axis=1))
     cols = np.flatnonzero(reach.any(axis=0))
     tiles = tiles[rows[0] - 1 : rows[-1] + 2, cols[0] - 1 : cols[-1] + 2]
-    offset_r, offset_c = rows[0] - 1, cols[0] - 1
+    offset_r, offset_c = int(rows[0]) - 1, int(cols[0]) - 1
     room = Room(tiles)
 
     def flat(rc: tuple[int, int]) -> int:
