@@ -66,10 +66,14 @@ class Element:
     selected: bool = False
 
 
+_PUNCTUATION = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
+                              "\u201d": '"', "\u2026": "...", "\u00d7": "x", "\u203a": ">", "\u00a0": " "})
+
+
 def to_ascii(text: str) -> str:
-    """Printable ASCII (the observation charset): accents folded, other characters dropped, whitespace collapsed."""
+    """Printable ASCII (the observation charset): punctuation and accents folded, the rest dropped, spaces collapsed."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+        text = unicodedata.normalize("NFKD", text.translate(_PUNCTUATION)).encode("ascii", "ignore").decode()
     return " ".join(text.split())
 
 
