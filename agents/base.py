@@ -27,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 
 #: The info key that tells an agent which episode of its ``reset`` batch an observation belongs to.
 EPISODE_INDEX = "episode_index"
+#: The info key (set at reset by the harness and the trainer) with the episode's seed, for agents that sample.
+EPISODE_SEED = "episode_seed"
 
 
 @dataclass
@@ -113,6 +115,11 @@ class Generation:
     def num_response_tokens(self) -> int:
         return self.response_tokens if self.response_tokens is not None else len(self.response_token_ids)
 
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature ``response_logprobs`` were computed at (1.0 for greedy decoding)."""
+        return self.temperature if self.temperature > 0 else 1.0
+
 
 @dataclass
 class Decision:
@@ -138,12 +145,32 @@ class Decision:
 
 
 @runtime_checkable
+class TextBackend(Protocol):
+    """Anything that turns prompts into completions: :class:`~hiergym.agents.policy.CausalLMPolicy` (local
+    Hugging Face models and ``tiny``), :class:`~hiergym.agents.openai_backend.OpenAIChatBackend`."""
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> list[Completion]: ...
+
+
+@runtime_checkable
 class Agent(Protocol):
     """The batched agent protocol (see the module docstring)."""
 
     def reset(self, tasks: list[str], infos: list[dict[str, Any]]) -> None: ...
 
     def act(self, observations: list[str], infos: list[dict[str, Any]]) -> list[str | Decision]: ...
+
+    # Optional: ``attach_envs(envs)`` is called before ``reset`` with the batch's environments (same order) by
+    # the harness and the trainer; agents that need the env itself (the expert's planner) implement it.
 
 
 def as_decision(output: Any) -> Decision:

@@ -199,8 +199,12 @@ class CausalLMPolicy:
         model.eval()
         return cls(model, build_byte_tokenizer(), name="tiny", **kwargs)
 
-    def save(self, directory: str | os.PathLike[str]) -> None:
-        """Save model and tokenizer so that :meth:`from_pretrained` (or ``tiny:DIR``) loads them back."""
+    def save(self, directory: str | os.PathLike[str], agent_config: dict[str, Any] | None = None) -> None:
+        """Save model and tokenizer so that :meth:`from_pretrained` (or ``tiny:DIR``) loads them back.
+
+        ``agent_config`` (e.g. ``{"mode": "hierarchical", "style": "compact", "replan_every": 4}``) is stored
+        beside them; ``hiergym eval --agent tiny:DIR`` uses it as the agent's defaults.
+        """
         import json
 
         path = Path(directory)
@@ -208,7 +212,8 @@ class CausalLMPolicy:
         with _quiet_transformers():
             self.model.save_pretrained(path)
             self.tokenizer.save_pretrained(path)
-        (path / POLICY_NOTE).write_text(json.dumps({"name": self.name}) + "\n")
+        note = {"name": self.name, "agent": dict(agent_config or {})}
+        (path / POLICY_NOTE).write_text(json.dumps(note, indent=1) + "\n")
 
     @property
     def device(self) -> torch.device:

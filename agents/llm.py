@@ -1,0 +1,132 @@
+"""The flat LLM agent: one generation per step, prompt -> ``<think>..</think><action>..</action>`` -> action.
+
+Works with any :class:`~hiergym.agents.base.TextBackend` (a local Hugging Face model or ``tiny`` through
+:class:`~hiergym.agents.policy.CausalLMPolicy`, an OpenAI-compatible endpoint). All running episodes of a
+batch are prompted in one ``generate`` call. Each step returns a :class:`~hiergym.agents.base.Decision` whose
+one ``executor`` :class:`~hiergym.agents.base.Generation` (segment 0) carries the token ids and behaviour
+log-probs for the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hiergym.agents.base import EPISODE_SEED, BatchedAgent, Decision, Generation, TextBackend, episode_indices
+from hiergym.agents.parsing import ParsedAction, parse_action
+from hiergym.agents.prompts import STYLES, Step, executor_prompt, family_for_env
+from hiergym.envs.core import stable_seed
+
+#: Generation stops at the end of the action; what a model writes after it would be wasted tokens.
+ACTION_STOP = ("</action>",)
+
+
+@dataclass
+class LLMAgentConfig:
+    """Settings of the LLM agents (the flat one and the executor of the hierarchical one).
+
+    Args:
+        family: prompt family (``sokoban``, ``alfworld``, ``webshop``, ``toolqa``, ``generic``); default: from
+            the env id the agent was made for, else ``generic``.
+        style: ``"full"`` (instructions and ``<think>``) or ``"compact"`` (a few lines; for ``tiny``).
+        history_window: how many past steps the prompt shows.
+        max_new_tokens: longest response per generation.
+        temperature: sampling temperature; 0 is greedy decoding.
+        top_p: nucleus sampling threshold.
+        seed: seeds sampling (with the episodes' seeds and the step), for reproducible runs; None: unseeded.
+    """
+
+    family: str | None = None
+    style: str = "full"
+    history_window: int = 3
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"unknown prompt style {self.style!r}; choose one of {', '.join(STYLES)}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class EpisodeMemory:
+    """What an LLM agent remembers of one episode."""
+
+    task: str
+    history: list[Step]
+    pending_action: str | None = None
+    episode_seed: Any = None
+    steps: int = 0
+
+
+def update_history(memory: EpisodeMemory, observation: str, info: dict[str, Any]) -> None:
+    """Record the previous action with the observation it led to (called at the start of each ``act``)."""
+    if memory.pending_action is not None:
+        memory.history.append(Step(memory.pending_action, observation, bool(info.get("action_valid", True))))
+        memory.pending_action = None
+
+
+def decision_from_parse(parsed: ParsedAction, generations: list[Generation], **info: Any) -> Decision:
+    """The action of a parsed executor output; an unparseable one becomes an empty (invalid) action."""
+    details = {k: v for k, v in info.items() if v is not None}
+    if parsed.think:
+        details["think"] = parsed.think
+    if not parsed.ok:
+        details["parse_error"] = parsed.error
+        return Decision("", generations, details)
+    return Decision(parsed.action or "", generations, details)
+
+
+class LLMAgent(BatchedAgent):
+    """A flat LLM agent (see the module docstring)."""
+
+    def __init__(self, backend: TextBackend, config: LLMAgentConfig | None = None, *, env_id: str | None = None):
+        self.backend = backend
+        self.config = config or LLMAgentConfig()
+        self.family = self.config.family or family_for_env(env_id)
+        self._calls = 0
+
+    def new_episode_state(self, task: str, info: dict[str, Any]) -> EpisodeMemory:
+        return EpisodeMemory(task=task or str(info.get("task", "")), history=[],
+                             episode_seed=info.get(EPISODE_SEED))
+
+    def sampling_seed(self, memories: list[EpisodeMemory]) -> int | None:
+        """A seed for one generate call: the agent's seed, the episodes' seeds and their step counts."""
+        if self.config.seed is None or self.config.temperature == 0:
+            return None
+        self._calls += 1
+        keys = [(m.episode_seed, m.steps) for m in memories]
+        return stable_seed("llm-agent", self.config.seed, keys, self._calls) % (2**31)
+
+    def build_prompt(self, memory: EpisodeMemory, observation: str, info: dict[str, Any]) -> str:
+        return executor_prompt(
+            family=self.family, style=self.config.style, task=memory.task, observation=observation,
+            admissible=info.get("admissible_actions"), history=memory.history,
+            history_window=self.config.history_window,
+        )
+
+    def act(self, observations: list[str], infos: list[dict[str, Any]]) -> list[str | Decision]:
+        memories = [self.states[i] for i in episode_indices(infos)]
+        for memory, observation, info in zip(memories, observations, infos, strict=True):
+            update_history(memory, observation, info)
+        prompts = [self.build_prompt(m, o, i) for m, o, i in zip(memories, observations, infos, strict=True)]
+        cfg = self.config
+        completions = self.backend.generate(
+            prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            stop=list(ACTION_STOP), seed=self.sampling_seed(memories),
+        )
+        decisions: list[str | Decision] = []
+        for memory, info, completion in zip(memories, infos, completions, strict=True):
+            parsed = parse_action(completion.response_text, info.get("admissible_actions"))
+            generation = Generation.from_completion(completion, level="executor", segment=0, parse_ok=parsed.ok,
+                                                    temperature=cfg.temperature)
+            decision = decision_from_parse(parsed, [generation], finish_reason=completion.finish_reason)
+            memory.pending_action = decision.action
+            memory.steps += 1
+            decisions.append(decision)
+        return decisions
