@@ -26,6 +26,13 @@ class EnvEntry:
 
 ENVIRONMENTS: tuple[EnvEntry, ...] = (
     EnvEntry(
+        id="hiergym/ALFWorld-v0",
+        entry_point="hiergym.envs.alfworld.env:AlfWorldEnv",
+        max_episode_steps=50,
+        description="ALFWorld's six household task types, generated from a seed; native engine or engine=alfworld.",
+        arguments={"engine": "native", "task_types": None, "success_reward": 1.0},
+    ),
+    EnvEntry(
         id="hiergym/Sokoban-v0",
         entry_point="hiergym.envs.sokoban:SokobanEnv",
         max_episode_steps=100,
