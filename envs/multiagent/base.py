@@ -132,6 +132,15 @@ class TextGame(ABC):
         return copy.deepcopy(self)
 
 
+def copy_sharing(obj: Any, memo: dict[int, Any], shared: tuple[str, ...]) -> Any:
+    """A deep copy of ``obj`` whose attributes named in ``shared`` are the same objects as the original's."""
+    clone = obj.__class__.__new__(obj.__class__)
+    memo[id(obj)] = clone
+    for key, value in obj.__dict__.items():
+        clone.__dict__[key] = value if key in shared else copy.deepcopy(value, memo)
+    return clone
+
+
 def illegal_event(player: str, action: Any, consequence: str) -> Event:
     """The event telling everybody that ``player`` made an illegal move and what it cost."""
     shown = normalize_action(action)
@@ -169,6 +178,11 @@ class _GameEnvMixin:
         self._inbox: dict[str, list[str]] = {a: [] for a in self.possible_agents}
         self._valid: dict[str, bool] = dict.fromkeys(self.possible_agents, True)
         self.num_moves = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        # experts simulate games on deep copies; the spaces are fixed configuration (and the costliest part
+        # to copy), so copies share them
+        return copy_sharing(self, memo, ("observation_spaces", "action_spaces"))
 
     def observation_space(self, agent: str):
         return self.observation_spaces[agent]

@@ -134,9 +134,10 @@ def evaluate(
     num_games: int = 100,
     seed: int = 0,
     swap_seats: bool = True,
+    split: str = "train",
     **env_kwargs: Any,
 ) -> MatchResult:
-    """Agent A against agent B over ``num_games`` seeded games (see the module docstring)."""
+    """Agent A against agent B over ``num_games`` seeded games of ``split`` (see the module docstring)."""
     if num_games < 1:
         raise ValueError(f"num_games must be positive, got {num_games}")
     module = game_module(game)
@@ -146,7 +147,8 @@ def evaluate(
     for i in range(num_games):
         a_seat = seats[i % 2] if swap_seats else seats[0]
         b_seat = next(s for s in seats if s != a_seat)
-        totals, won = play_game(module, {a_seat: agent_a, b_seat: agent_b}, seed + i, **env_kwargs)
+        totals, won = play_game(module, {a_seat: agent_a, b_seat: agent_b}, seed + i,
+                                options={"split": split}, **env_kwargs)
         a, b = totals[a_seat], totals[b_seat]
         wins += a > b
         draws += a == b
@@ -187,12 +189,13 @@ def _add_arena_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("agent_b", help="a built-in player")
     p.add_argument("--games", type=int, default=200, help="number of games (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first game (default 0)")
+    p.add_argument("--split", default="train", help="task split: train, eval_in or eval_out")
     p.add_argument("--no-swap", action="store_true", help="keep agent A in the first seat")
 
 
 def run_arena(args: argparse.Namespace) -> int:
     result = evaluate(args.game, args.agent_a, args.agent_b, num_games=args.games, seed=args.seed,
-                      swap_seats=not args.no_swap)
+                      swap_seats=not args.no_swap, split=args.split)
     print(result.summary())
     return 0
 

@@ -128,26 +128,28 @@ class KuhnPokerGame(TextGame):
 
     def apply(self, moves: dict[str, str | None]) -> list[Event]:
         (player, move), = moves.items()
-        events: list[Event] = []
         if is_illegal(move):
-            events.append(illegal_event(player, move, "folds the hand"))
-            move = "fold"
-        else:
-            events.append(Event(f"{player} {'checks' if move == 'check' else move + 's'}."))
+            # a forfeit folds the hand: the offender loses what it has put in (its ante and any bet or call)
+            offender_is_first = len(self.history) % 2 == 0
+            put_in = 1 + sum(c in "bk" for c in self.history[0 if offender_is_first else 1::2])
+            return [illegal_event(player, move, "folds the hand"),
+                    *self._finish_hand(-put_in if offender_is_first else put_in)]
+        events = [Event(f"{player} {'checks' if move == 'check' else move + 's'}.")]
         self.history += CODES[move]
         if self.history in TERMINAL_HISTORIES:
             events.extend(self._finish_hand())
         return events
 
-    def _finish_hand(self) -> list[Event]:
+    def _finish_hand(self, forced: int | None = None) -> list[Event]:
+        """Settle the hand (``forced``: the first mover's result of a forfeit) and deal the next one."""
         first = self.first_mover()
         second = next(p for p in self.players if p != first)
         first_card, second_card = self.card_of(first), self.card_of(second)
-        won = hand_payoff(self.history, first_card, second_card)
+        won = forced if forced is not None else hand_payoff(self.history, first_card, second_card)
         self.chips[first] += won
         self.chips[second] -= won
         winner = first if won > 0 else second
-        if self.history.endswith("f"):
+        if forced is not None or self.history.endswith("f"):
             text = f"{winner} wins the pot of {abs(won) * 2} chips without a showdown."
         else:
             text = (f"Showdown: {first} has the {CARD_NAMES[first_card]}, {second} has the "

@@ -42,6 +42,7 @@ import gymnasium as gym
 
 from hiergym.envs.core import NOTHING_HAPPENS, select_task, text_action_space, text_observation_space
 from hiergym.envs.multiagent import household_coop_v0, kuhn_poker_v0, negotiation_v0, players, tictactoe_v0
+from hiergym.envs.multiagent.base import copy_sharing
 
 
 # ---------------------------------------------------------------------------------------- opponents
@@ -145,6 +146,9 @@ class TwoPlayerGameEnv(gym.Env):
     @property
     def game(self):
         return self.game_env.game
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy_sharing(self, memo, ("observation_space", "action_space"))
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
