@@ -288,6 +288,26 @@ def test_async_stepping_in_process() -> None:
     env.close()
 
 
+def test_streaming_poll_loop_with_autoreset() -> None:
+    """The streaming pattern of docs/vector.md: resubmit whatever poll() returned running, forever."""
+    env = make_counter(num_tasks=3, group_size=2, seed=2, autoreset=True)
+    env.reset()
+    rng = np.random.default_rng(0)
+    env.step_async(random_actions(env, rng))
+    finished: dict[int, int] = {}  # traj_id -> number of steps recorded
+    for _ in range(60):
+        out = env.poll(timeout=None)
+        for record in out.to_records():
+            assert record.step == finished.get(record.traj_id, 0), "steps of a trajectory arrive in order"
+            finished[record.traj_id] = record.step + 1
+        ready = [int(i) for i in out.indices if env.running[i] and not env.pending[i]]
+        env.step_async([random_actions(env, rng)[0] for _ in ready], indices=ready)
+    groups_started = int(env.group_ids.max()) + 1
+    assert groups_started > 3, "finished groups were reset to new tasks"
+    assert env.pending.sum() == env.running.sum(), "every running copy has a step in flight: nothing stalls"
+    env.close()
+
+
 def test_errors_name_the_fix() -> None:
     with pytest.raises(hiergym.registration.UnknownEnvironmentError, match="did you mean"):
         make_group_vec("hiergym/Sokobann-v0")
@@ -355,6 +375,14 @@ def test_process_env_raise_and_hung_worker_fail_cleanly() -> None:
     # Copy 3 shared the hung worker and its step was in the same message: it failed too. After a reset all work.
     env.reset()
     assert not env.step(["inc"] * 4).error.any()
+    # A mistake in reset options is raised here, as the sync backend does, with the worker's traceback.
+    with pytest.raises(ValueError, match="unknown split") as caught:
+        env.reset(options={"split": "test-set"})
+    assert "select_task" in str(caught.value.__cause__)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(["inc"] * 4)
+    env.reset()
+    assert env.running.all()
     env.close()
 
 
