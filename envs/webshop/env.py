@@ -54,11 +54,23 @@ from typing import Any
 
 import gymnasium as gym
 
-from hiergym.envs.core import make_info, normalize_action, select_task, text_action_space, text_observation_space
+from hiergym.envs.core import (
+    make_info,
+    normalize_action,
+    select_task,
+    text_action_space,
+    text_observation_space,
+)
 from hiergym.envs.webshop import pages as pg
 from hiergym.envs.webshop.catalog import GENERATOR_VERSION, Catalog, GeneratedCatalog, WebShopDataCatalog
 from hiergym.envs.webshop.goals import GeneratedGoals, WebShopDataGoals
-from hiergym.envs.webshop.reward import EXACT_MATCH_OPTS, fuzzy_score, get_reward, goal_option_values, normalize_color
+from hiergym.envs.webshop.reward import (
+    EXACT_MATCH_OPTS,
+    fuzzy_score,
+    get_reward,
+    goal_option_values,
+    normalize_color,
+)
 from hiergym.envs.webshop.search import INDEX_VERSION, SearchIndex
 
 ENV_ID = "hiergym/WebShop-v0"
