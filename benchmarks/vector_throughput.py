@@ -34,23 +34,27 @@ from hiergym.envs.vector import GroupVecEnv, make_group_vec
 FALLBACK_ACTION = "look"
 
 
-class BusyStep(gym.Wrapper):
-    """Synthetic cost: every step also burns ``ms`` of CPU, to stand in for an engine with expensive steps."""
+class CostlyStep(gym.Wrapper):
+    """Synthetic cost per step, standing in for an expensive engine: ``cpu`` burns ``ms`` of CPU (a game
+    engine in Python), ``sleep`` waits ``ms`` (an engine in another process, a web server, a tool API)."""
 
-    def __init__(self, env: gym.Env, ms: float) -> None:
+    def __init__(self, env: gym.Env, ms: float, kind: str = "cpu") -> None:
         super().__init__(env)
-        self.seconds = ms / 1000
+        self.seconds, self.kind = ms / 1000, kind
 
     def step(self, action):
-        end = time.perf_counter() + self.seconds
-        while time.perf_counter() < end:
-            pass
+        if self.kind == "sleep":
+            time.sleep(self.seconds)
+        else:
+            end = time.perf_counter() + self.seconds
+            while time.perf_counter() < end:
+                pass
         return self.env.step(action)
 
 
-def make_env(env_id: str, step_cost_ms: float) -> gym.Env:
+def make_env(env_id: str, step_cost_ms: float = 0.0, step_cost_kind: str = "cpu") -> gym.Env:
     env = gym.make(env_id)
-    return BusyStep(env, step_cost_ms) if step_cost_ms > 0 else env
+    return CostlyStep(env, step_cost_ms, step_cost_kind) if step_cost_ms > 0 else env
 
 
 def pick_action(info: dict, rng: np.random.Generator) -> str:
@@ -59,11 +63,11 @@ def pick_action(info: dict, rng: np.random.Generator) -> str:
 
 
 def run_loop(env_id: str, task_seeds: list[list[int]], steps: int, split: str, action_seed: int,
-             step_cost_ms: float = 0.0) -> tuple[int, float]:
+             step_cost_ms: float = 0.0, step_cost_kind: str = "cpu") -> tuple[int, float]:
     """Plain loop over single envs: every copy reset with its group's seed, stepped one after the other."""
     rng = np.random.default_rng(action_seed)
     n = len(task_seeds[0])
-    envs = [make_env(env_id, step_cost_ms) for _ in range(n)]
+    envs = [make_env(env_id, step_cost_ms, step_cost_kind) for _ in range(n)]
     done_steps = 0
     start = time.perf_counter()
     for seeds in task_seeds:
@@ -158,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="train")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-cost-ms", type=float, default=0.0,
-                        help="synthetic extra CPU time per env step (stands in for an expensive engine)")
+                        help="synthetic extra cost per env step (stands in for an expensive engine)")
+    parser.add_argument("--step-cost-kind", choices=["cpu", "sleep"], default="cpu",
+                        help="the synthetic cost burns CPU or waits (I/O-bound engines)")
     parser.add_argument("--overlap-gen-ms", type=float, default=0.0,
                         help="also time async overlap with this simulated generation time per half batch")
     args = parser.parse_args(argv)
@@ -169,11 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = args.num_tasks * args.group_size
     print(f"{args.num_tasks}x{args.group_size} = {n} copies, up to {args.steps} steps x {args.rounds} batches, "
           f"random admissible actions, process backend with {args.workers} workers"
-          + (f", +{args.step_cost_ms:g} ms synthetic CPU per step" if args.step_cost_ms > 0 else "") + "\n")
+          + (f", +{args.step_cost_ms:g} ms synthetic {args.step_cost_kind} per step" if args.step_cost_ms > 0
+             else "") + "\n")
     print(f"{'env':<28} {'runner':<10} {'env steps':>9} {'steps/s':>10} {'vs loop':>8}")
     for env_id in env_ids:
         try:
-            factory = (partial(make_env, env_id, args.step_cost_ms) if args.step_cost_ms > 0
+            factory = (partial(make_env, env_id, args.step_cost_ms, args.step_cost_kind) if args.step_cost_ms > 0
                        else env_id)
             vec = {b: make_group_vec(factory, args.num_tasks, args.group_size, seed=args.seed, split=args.split,
                                      backend=b, num_workers=args.workers) for b in args.backends}
@@ -183,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The loop plays exactly the tasks the group env draws: batch r, slot g -> task_seed_for(r, g).
         any_vec = next(iter(vec.values()))
         task_seeds = [[any_vec.task_seed_for(r, i // args.group_size) for i in range(n)] for r in range(args.rounds)]
-        loop_steps, loop_s = run_loop(env_id, task_seeds, args.steps, args.split, args.seed, args.step_cost_ms)
+        loop_steps, loop_s = run_loop(env_id, task_seeds, args.steps, args.split, args.seed, args.step_cost_ms,
+                                      args.step_cost_kind)
         loop_rate = loop_steps / loop_s
         print(f"{env_id:<28} {'loop':<10} {loop_steps:>9} {loop_rate:>10.0f} {1.0:>7.2f}x")
         for backend, env in vec.items():
