@@ -117,7 +117,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 and n successes the bound is exactly 0 / 1; the formula leaves a rounding error there.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def to_jsonable(value: Any, depth: int = 0) -> Any:
