@@ -4,7 +4,11 @@ Two agents share a kitchen (cabinets, drawers, fridge, microwave, sinkbasin, cof
 goal of two parts, e.g. "put a clean apple in fridge 1 and put a mug in coffeemachine 1". Each agent sees
 only the receptacle it stands at and what it carries (objects in closed receptacles stay hidden until
 opened), carries at most one object, and can talk to its teammate with ``say[...]``. The episode succeeds
-only when the whole joint goal holds. The world lives in :mod:`hiergym.envs.multiagent.household_world`.
+only when the whole joint goal holds. The world lives in :mod:`hiergym.envs.multiagent.household_world`:
+``world="builtin"`` (default) is a small generated kitchen; ``world="alfworld"`` is a room (kitchen,
+living room, bedroom or bathroom) from ``hiergym.envs.alfworld``'s generator on ALFRED's layouts, with
+ALFWorld's rules on what fits where and what can be cleaned, heated or cooled, and the ALFWorld task's goal as
+the first part of the joint goal.
 
     from hiergym.envs.multiagent import household_coop_v0
     env = household_coop_v0.parallel_env(max_rounds=30)
@@ -17,7 +21,7 @@ first, then ``player_1``'s (so if both grab the same apple, ``player_0`` gets it
 your location, then your view (``You are facing the countertop 1. On the countertop 1, you see a apple 1.``,
 what you carry) and the task.
 
-**Action** (text): ALFWorld commands (``go to X``, ``open X``, ``close X``, ``take O from X``, ``put O in/on X``,
+**Action** (text): ALFWorld commands (``go to X``, ``open X``, ``close X``, ``take O from X``, ``move O to X`` (or ``put O in/on X``),
 ``clean O with sinkbasin 1``, ``heat O with microwave 1``, ``cool O with fridge 1``, ``examine X``, ``look``,
 ``inventory``), ``wait``, and ``say[message]`` (up to 300 characters, delivered to the teammate next round).
 ``admissible_actions`` lists all but ``say``.
@@ -37,12 +41,13 @@ neither can succeed alone, so they must both work (or talk).
 **Info** per agent: the contract keys, ``to_move``, ``agent``, ``location``, ``holding``, ``my_part``,
 ``round``, ``max_rounds``.
 
-**Tasks**: random kitchens (2-4 cabinets, 1-3 drawers, shelves, distractor objects) and goals over
+**Tasks**: built-in: random kitchens (2-4 cabinets, 1-3 drawers, shelves, distractor objects) and goals over
 (object, state, target) combinations; a fixed fifth of those combinations is held out of ``train`` and
-``eval_in`` and appears in every ``eval_out`` goal.
+``eval_in`` and appears in every ``eval_out`` goal. ALFWorld: ``eval_out`` uses ALFWorld's held-out layouts
+and (object, receptacle) pairs, which ``train`` never generates.
 
-**Arguments**: ``max_rounds`` (default 30), ``goal_visibility`` (``"shared"``/``"split"``), ``render_mode``,
-``max_cycles``.
+**Arguments**: ``max_rounds`` (default 30), ``goal_visibility`` (``"shared"``/``"split"``), ``world``
+(``"builtin"``/``"alfworld"``), ``render_mode``, ``max_cycles``.
 """
 
 from __future__ import annotations
@@ -67,12 +72,15 @@ from hiergym.envs.multiagent.household_world import (
     GoalPart,
     HouseholdWorld,
     expert_commands,
+    generate_alfworld_world,
     generate_world,
 )
 
 MAX_SAY_CHARS = 300
 WAIT = "wait"
 VISIBILITIES = ("shared", "split")
+#: World generators by name: (rng, agents, split, num_parts) -> (HouseholdWorld, goal parts).
+WORLDS = {"builtin": generate_world, "alfworld": generate_alfworld_world}
 _SAY = re.compile(r"^say\s*\[(.*)\]$")
 
 
@@ -80,18 +88,20 @@ class HouseholdCoopGame(TextGame):
     name = "household_coop_v0"
     illegal_move = PASS
 
-    def __init__(self, max_rounds: int = 30, goal_visibility: str = "shared") -> None:
+    def __init__(self, max_rounds: int = 30, goal_visibility: str = "shared", world: str = "builtin") -> None:
         if not isinstance(max_rounds, int) or max_rounds < 1:
             raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
         if goal_visibility not in VISIBILITIES:
             raise ValueError(f"goal_visibility must be one of {VISIBILITIES}, got {goal_visibility!r}")
-        self.max_rounds, self.goal_visibility = max_rounds, goal_visibility
+        if world not in WORLDS:
+            raise ValueError(f"world must be one of {tuple(WORLDS)}, got {world!r}")
+        self.max_rounds, self.goal_visibility, self.world_name = max_rounds, goal_visibility, world
         self.world: HouseholdWorld | None = None
         self.parts: tuple[GoalPart, ...] = ()
         self.round = 0
 
     def new_task(self, rng: np.random.Generator, split: str) -> list[Event]:
-        self.world, self.parts = generate_world(rng, self.players, split, num_parts=len(self.players))
+        self.world, self.parts = WORLDS[self.world_name](rng, self.players, split, num_parts=len(self.players))
         self.round = 0
         return [Event(f"You ({p}) and your teammate ({q}) are in the same house; each of you sees only the "
                       "place where it stands.", (p,))

@@ -1,16 +1,20 @@
-"""A small ALFWorld-style household for several agents: receptacles, objects, partial views, text commands.
+"""ALFWorld-style households for several agents: receptacles, objects, partial views, text commands.
 
-This module is the *world* of ``household_coop_v0`` and knows nothing about turns, goals-as-tasks or
-PettingZoo, so that the game can later run on the ALFWorld-like generator of ``hiergym.envs.alfworld``
-instead: anything that offers :class:`HouseholdWorld`'s methods (``admissible``, ``execute``, ``look``,
-``describe_room``, ``holds``, ``state_key``) and a generator with :func:`generate_world`'s signature will do.
+This module is the *world* of ``household_coop_v0``; it knows nothing about turns or PettingZoo. Worlds come
+from two generators with one signature, ``(rng, agents, split) -> (HouseholdWorld, goal parts)``:
 
-Text follows ALFWorld (Shridhar et al., 2021): "You arrive at fridge 1. The fridge 1 is closed.", "On the
-countertop 1, you see a apple 1, and a mug 2.", commands ``go to fridge 1``, ``open fridge 1``, ``take apple 1
-from countertop 1``, ``put apple 1 in/on fridge 1``, ``clean apple 1 with sinkbasin 1``, ``heat ... with
-microwave 1``, ``cool ... with fridge 1``, ``examine ...``, ``look``, ``inventory``. Every agent sees only the
-receptacle it stands at (and what it carries); objects in a closed receptacle are hidden until it is opened.
-An agent carries at most one object.
+- :func:`generate_world`: a small built-in kitchen (fixed appliances, a few cabinets, drawers, shelves);
+- :func:`generate_alfworld_world`: a room from ``hiergym.envs.alfworld``'s generator (ALFRED's AI2-THOR
+  layouts, object types and which receptacle may hold what), with the ALFWorld task's goal as the first part
+  and a second part drawn on the same room.
+
+Text follows ALFWorld (Shridhar et al., 2021) and ``hiergym/ALFWorld-v0``: "You arrive at fridge 1. The fridge
+1 is closed.", "On the countertop 1, you see a apple 1, and a mug 2.", commands ``go to fridge 1``, ``open
+fridge 1``, ``take apple 1 from countertop 1``, ``move apple 1 to fridge 1`` (``put apple 1 in/on fridge 1`` is
+read the same), ``clean apple 1 with sinkbasin 1``, ``heat ... with microwave 1``, ``cool ... with fridge 1``,
+``examine ...``, ``look``, ``inventory``. Every agent sees only the receptacle it stands at (and what it
+carries); objects in a closed receptacle are hidden until it is opened. An agent carries at most one object.
+Goals name receptacle *types*, as ALFWorld's do: "put a clean apple in fridge" holds for any fridge.
 """
 
 from __future__ import annotations
@@ -36,17 +40,24 @@ OBJECT_STATES = {
     "bread": ("hot", None), "mug": ("clean", "hot", "cool", None), "cup": ("clean", "cool", None),
     "plate": ("clean", None), "bowl": ("clean", None), "knife": ("clean", None), "spoon": ("clean", None),
 }
-#: The appliance that gives each state.
-STATE_APPLIANCE = {"clean": "sinkbasin 1", "hot": "microwave 1", "cool": "fridge 1"}
+#: The kind of receptacle that gives each state.
+STATE_APPLIANCE = {"clean": "sinkbasin", "hot": "microwave", "cool": "fridge"}
 STATE_VERB = {"clean": "clean", "hot": "heat", "cool": "cool"}
-#: Receptacles a goal may ask to put an object in.
-GOAL_TARGETS = ("countertop 1", "diningtable 1", "fridge 1", "cabinet 1", "shelf 1", "coffeemachine 1",
-                "stoveburner 1", "drawer 1")
+#: Receptacle kinds a built-in goal may ask to put an object in.
+GOAL_TARGETS = ("countertop", "diningtable", "fridge", "cabinet", "shelf", "coffeemachine", "stoveburner", "drawer")
+#: ALFWorld task types whose goal can be one part of a joint goal, and the state each asks for.
+ALFWORLD_PART_TYPES = {
+    "pick_and_place_simple": None,
+    "pick_clean_then_place_in_recep": "clean",
+    "pick_heat_then_place_in_recep": "hot",
+    "pick_cool_then_place_in_recep": "cool",
+}
 
 
 @dataclass(frozen=True)
 class GoalPart:
-    """``put a <state> <kind> in <target>``: some object of ``kind`` with ``state`` (if any) lies in ``target``."""
+    """``put a <state> <kind> in <target>``: an object of ``kind`` with ``state`` (if any) lies in a receptacle of
+    kind ``target`` (e.g. ``"fridge"``)."""
 
     kind: str
     state: str | None
@@ -63,12 +74,22 @@ def held_out(part: GoalPart) -> bool:
 
 @dataclass
 class HouseholdWorld:
+    """The state of a household and its rules. Names are ALFWorld display names ("cabinet 2", "apple 1")."""
+
     receptacles: list[str]
-    is_open: dict[str, bool]
+    is_open: dict[str, bool]  # openable receptacles only
     contents: dict[str, list[str]]
     states: dict[str, set[str]] = field(default_factory=dict)
     location: dict[str, str | None] = field(default_factory=dict)
     holding: dict[str, str | None] = field(default_factory=dict)
+    #: object name -> the states it can take ("clean", "hot", "cool"); None: every state
+    abilities: dict[str, frozenset[str]] | None = None
+    #: receptacle name -> object kinds it can hold; None: anything fits anywhere
+    accepts: dict[str, frozenset[str]] | None = None
+    #: objects that cannot be picked up (ALFWorld's lamps)
+    fixed_objects: frozenset[str] = frozenset()
+    #: where the layout comes from: "builtin" or "alfworld:<AI2-THOR FloorPlan number>"
+    origin: str = "builtin"
 
     # ------------------------------------------------------------------ facts
     @staticmethod
@@ -76,7 +97,16 @@ class HouseholdWorld:
         return name.rsplit(" ", 1)[0]
 
     def openable(self, receptacle: str) -> bool:
-        return self.kind(receptacle) in OPENABLE
+        return receptacle in self.is_open
+
+    def fits(self, obj: str, receptacle: str) -> bool:
+        return self.accepts is None or self.kind(obj) in self.accepts[receptacle]
+
+    def can_become(self, obj: str, state: str) -> bool:
+        return self.abilities is None or state in self.abilities[obj]
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [r for r in self.receptacles if self.kind(r) == kind]
 
     def visible(self, receptacle: str) -> bool:
         return not self.openable(receptacle) or self.is_open[receptacle]
@@ -88,7 +118,7 @@ class HouseholdWorld:
     def holds(self, part: GoalPart) -> bool:
         """True when the goal part is satisfied."""
         return any(self.kind(o) == part.kind and (part.state is None or part.state in self.states[o])
-                   for o in self.contents[part.target])
+                   for r in self.of_kind(part.target) for o in self.contents[r])
 
     # ------------------------------------------------------------------ text
     @staticmethod
@@ -138,21 +168,20 @@ class HouseholdWorld:
                 actions.append(f"{'close' if self.is_open[place] else 'open'} {place}")
             if self.visible(place):
                 if held is None:
-                    actions += [f"take {o} from {place}" for o in self.contents[place]]
-                else:
-                    actions.append(f"put {held} in/on {place}")
+                    actions += [f"take {o} from {place}" for o in self.contents[place] if o not in self.fixed_objects]
+                elif self.fits(held, place):
+                    actions.append(f"move {held} to {place}")
             if held is not None:
                 for state, appliance in STATE_APPLIANCE.items():
-                    if place == appliance:
-                        actions.append(f"{STATE_VERB[state]} {held} with {appliance}")
+                    if self.kind(place) == appliance and self.can_become(held, state):
+                        actions.append(f"{STATE_VERB[state]} {held} with {place}")
             actions.append(f"examine {place}")
         actions += ["look", "inventory"]
         return actions
 
     def canonical(self, agent: str, command: str) -> str | None:
         """The admissible command ``command`` (normalised text) stands for, or None."""
-        command = re.sub(r"^move (.+) to (.+)$", r"put \1 in/on \2", command)
-        command = re.sub(r"^put (.+?) (?:in|on|in/on|into|onto) (.+)$", r"put \1 in/on \2", command)
+        command = re.sub(r"^put (.+?) (?:in/on|in|on|into|onto) (.+)$", r"move \1 to \2", command)
         command = re.sub(r"^(go to|goto|walk to) (?:the )?", "go to ", command)
         command = {"l": "look", "i": "inventory", "inv": "inventory"}.get(command, command)
         return command if command in self.admissible(agent) else None
@@ -179,10 +208,10 @@ class HouseholdWorld:
             self.contents[place].remove(obj)  # type: ignore[index]
             self.holding[agent] = obj
             return f"You pick up the {obj} from the {place}."
-        if command.startswith("put "):
+        if command.startswith("move "):
             self.contents[place].append(held)  # type: ignore[index, arg-type]
             self.holding[agent] = None
-            return f"You put the {held} in/on the {place}."
+            return f"You move the {held} to the {place}."
         for state, verb in STATE_VERB.items():
             if command.startswith(verb + " "):
                 self.states[held].add(state)  # type: ignore[index]
@@ -209,7 +238,7 @@ class HouseholdWorld:
 def generate_world(
     rng: np.random.Generator, agents: tuple[str, ...], split: str, num_parts: int = 2
 ) -> tuple[HouseholdWorld, tuple[GoalPart, ...]]:
-    """A random kitchen and a joint goal of ``num_parts`` parts on different object kinds.
+    """A random built-in kitchen and a joint goal of ``num_parts`` parts on different object kinds.
 
     ``eval_out`` goals have at least one held-out part (:func:`held_out`); the other splits have none.
     Each goal object starts away from its target, in a random storage place, among distractor objects.
@@ -220,7 +249,8 @@ def generate_world(
     if rng.random() < 0.5:
         receptacles.append("countertop 2")
     receptacles.sort()
-    targets = [t for t in GOAL_TARGETS if t in receptacles]
+    kinds_present = {HouseholdWorld.kind(r) for r in receptacles}
+    targets = [t for t in GOAL_TARGETS if t in kinds_present]
     while True:
         kinds = [str(k) for k in rng.choice(sorted(OBJECT_STATES), size=num_parts, replace=False)]
         parts = []
@@ -228,12 +258,11 @@ def generate_world(
             states = OBJECT_STATES[kind]
             state = states[int(rng.integers(len(states)))]
             if kind == "mug" and rng.random() < 0.5:
-                target = "coffeemachine 1"
+                target = "coffeemachine"
             else:
-                target = str(rng.choice([t for t in targets if t != "coffeemachine 1"]))
+                target = str(rng.choice([t for t in targets if t != "coffeemachine"]))
             parts.append(GoalPart(kind, state, target))
-        wanted_out = split == "eval_out"
-        if any(held_out(p) for p in parts) == wanted_out:
+        if any(held_out(p) for p in parts) == (split == "eval_out"):
             break
     starts = [r for r in receptacles if HouseholdWorld.kind(r) in START_KINDS]
     contents: dict[str, list[str]] = {r: [] for r in receptacles}
@@ -243,59 +272,138 @@ def generate_world(
     for kind, part in [*zip(kinds, parts, strict=True), *((d, None) for d in distractors)]:
         counters[kind] = counters.get(kind, 0) + 1
         name = f"{kind} {counters[kind]}"
-        allowed = [r for r in starts if part is None or r != part.target]
+        allowed = [r for r in starts if part is None or HouseholdWorld.kind(r) != part.target]
         contents[str(rng.choice(allowed))].append(name)
+    objects = [o for objs in contents.values() for o in objs]
     world = HouseholdWorld(
         receptacles=receptacles,
         is_open={r: False for r in receptacles if HouseholdWorld.kind(r) in OPENABLE},
         contents=contents,
-        states={o: set() for objs in contents.values() for o in objs},
+        states={o: set() for o in objects},
         location=dict.fromkeys(agents),
         holding=dict.fromkeys(agents),
+        abilities={o: frozenset(s for s in OBJECT_STATES[HouseholdWorld.kind(o)] if s) for o in objects},
     )
+    return world, tuple(parts)
+
+
+def generate_alfworld_world(
+    rng: np.random.Generator, agents: tuple[str, ...], split: str, num_parts: int = 2
+) -> tuple[HouseholdWorld, tuple[GoalPart, ...]]:
+    """A room from ``hiergym.envs.alfworld``'s generator with a joint goal of ``num_parts`` parts.
+
+    The first part is the goal of an ALFWorld task (pick-and-place, clean, heat or cool) generated for
+    ``split``, so ``eval_out`` uses ALFWorld's held-out layouts and goal pairs. The other parts are drawn on the
+    same room: another object type already placed there, a receptacle type that can hold it (and holds no
+    object of that type yet), a state the object can take when the room has the appliance, and, outside
+    ``eval_out``, never one of ALFWorld's held-out (object, receptacle) pairs.
+    """
+    from hiergym.envs.alfworld import world as alfworld
+
+    types = list(ALFWORLD_PART_TYPES)
+    task = alfworld.generate_task(rng, split, types[int(rng.integers(len(types)))])
+    receptacles = [r.name for r in task.receptacles]
+    rec_kind = {r.type: HouseholdWorld.kind(r.name) for r in task.receptacles}
+    obj_kind = {o.type: HouseholdWorld.kind(o.name) for o in task.objects}
+    contents: dict[str, list[str]] = {r: [] for r in receptacles}
+    for obj, home in zip(task.objects, task.placement, strict=True):
+        contents[receptacles[home]].append(obj.name)
+    abilities = {o.name: frozenset(state for state, able in (("clean", o.cleanable), ("hot", o.heatable),
+                                                             ("cool", o.coolable)) if able)
+                 for o in task.objects}
+    world = HouseholdWorld(
+        receptacles=receptacles,
+        is_open={r.name: False for r in task.receptacles if r.openable},
+        contents=contents,
+        states={o.name: set() for o in task.objects},
+        location=dict.fromkeys(agents),
+        holding=dict.fromkeys(agents),
+        abilities=abilities,
+        accepts={r.name: frozenset(obj_kind[o.type] for o in task.objects if alfworld.can_contain(r.type, o.type))
+                 for r in task.receptacles},
+        fixed_objects=frozenset(o.name for o in task.objects if not o.pickupable),
+        origin=f"alfworld:{task.scene}",
+    )
+    parts = [GoalPart(obj_kind[task.obj_type], ALFWORLD_PART_TYPES[task.task_type], rec_kind[task.recep_type])]
+    appliances = {HouseholdWorld.kind(r) for r in receptacles}
+    used_types = {task.obj_type}
+    by_type = {o.type: o for o in task.objects if o.pickupable}
+    options = []
+    for obj_type, sample in sorted(by_type.items()):
+        if obj_type in used_types:
+            continue
+        where = {task.receptacles[h].type for o, h in zip(task.objects, task.placement, strict=True)
+                 if o.type == obj_type}
+        for recep in task.receptacles:
+            if recep.type in where or not alfworld.can_contain(recep.type, obj_type):
+                continue
+            if split != "eval_out" and alfworld.is_held_out_pair(obj_type, recep.type):
+                continue
+            target = rec_kind[recep.type]
+            for state in (None, *sorted(abilities[sample.name])):
+                if state is not None and (STATE_APPLIANCE[state] not in appliances
+                                          or STATE_APPLIANCE[state] == target):
+                    continue
+                options.append(GoalPart(obj_kind[obj_type], state, target))
+    options = sorted(set(options), key=lambda p: (p.kind, p.state or "", p.target))
+    for _ in range(num_parts - 1):
+        fresh = [p for p in options if p.kind not in {q.kind for q in parts}]
+        if not fresh:  # a room too bare for another part: draw another room
+            return generate_alfworld_world(rng, agents, split, num_parts)
+        parts.append(fresh[int(rng.integers(len(fresh)))])
     return world, tuple(parts)
 
 
 def expert_commands(world: HouseholdWorld, agent: str, part: GoalPart) -> list[str]:
     """World commands that make ``part`` hold, for ``agent``, from the true state (a privileged plan).
 
-    Empty when the part already holds. Picks the goal object the agent carries, else the first object of the
-    kind that no other agent carries and that is not already doing its job elsewhere.
+    Empty when the part already holds or the agent cannot make it hold (e.g. the object is in a teammate's
+    hands). Uses the goal object the agent carries, else the first object of the kind that lies outside the
+    target receptacles (preferring one already in the right state).
     """
     if world.holds(part):
         return []
     plan: list[str] = []
     place, held = world.location[agent], world.holding[agent]
+    opened: set[str] = set()
 
     def go(target: str) -> None:
         nonlocal place
         if place != target:
             plan.append(f"go to {target}")
             place = target
-        if world.openable(target) and not world.is_open[target] and f"open {target}" not in plan:
-            plan.append(f"open {target}")
+
+    def open_here() -> None:
+        if world.openable(place) and not world.is_open[place] and place not in opened:  # type: ignore[arg-type]
+            plan.append(f"open {place}")
+            opened.add(place)  # type: ignore[arg-type]
 
     if held is not None and world.kind(held) != part.kind:  # put down whatever else it carries first
-        if place is None or not world.visible(place):
+        if place is None or not world.visible(place) or not world.fits(held, place):
             return []
-        plan.append(f"put {held} in/on {place}")
+        plan.append(f"move {held} to {place}")
         held = None
     if held is None:
-        candidates = [o for r in world.receptacles for o in world.contents[r]
-                      if world.kind(o) == part.kind and r != part.target]
+        candidates = [o for r in world.receptacles if world.kind(r) != part.target for o in world.contents[r]
+                      if world.kind(o) == part.kind and o not in world.fixed_objects]
         if not candidates:
             return []
         obj = min(candidates, key=lambda o: (part.state is not None and part.state not in world.states[o], o))
         source = world.where(obj)
         go(source)  # type: ignore[arg-type]
+        open_here()
         plan.append(f"take {obj} from {source}")
         held = obj
     if part.state is not None and part.state not in world.states[held]:
-        appliance = STATE_APPLIANCE[part.state]
-        if place != appliance:
-            plan.append(f"go to {appliance}")
-            place = appliance
-        plan.append(f"{STATE_VERB[part.state]} {held} with {appliance}")
-    go(part.target)
-    plan.append(f"put {held} in/on {part.target}")
+        appliances = world.of_kind(STATE_APPLIANCE[part.state])
+        if not appliances or not world.can_become(held, part.state):
+            return []
+        go(appliances[0])
+        plan.append(f"{STATE_VERB[part.state]} {held} with {appliances[0]}")
+    targets = [r for r in world.of_kind(part.target) if world.fits(held, r)]
+    if not targets:
+        return []
+    go(place if place in targets else targets[0])  # type: ignore[arg-type]
+    open_here()
+    plan.append(f"move {held} to {place}")
     return plan

@@ -357,7 +357,8 @@ class HouseholdCoopEnv(TwoPlayerGameEnv):
     happens.", no round passes). Reward +1 when the joint goal holds. ``won``: the joint goal holds. Truncated
     after ``max_rounds`` rounds. Default teammate ``"expert"`` (privileged: it does its own part of the goal,
     then helps); with ``"random"`` the agent must do everything. Arguments: ``opponent`` (the teammate),
-    ``seat``, ``max_rounds`` (default 30), ``goal_visibility`` (``"shared"``/``"split"``), ``render_mode``.
+    ``seat``, ``max_rounds`` (default 30), ``goal_visibility`` (``"shared"``/``"split"``), ``world``
+    (``"builtin"``/``"alfworld"``), ``render_mode``.
     """
 
     game_module = household_coop_v0
@@ -365,9 +366,9 @@ class HouseholdCoopEnv(TwoPlayerGameEnv):
     default_opponent = "expert"
 
     def __init__(self, opponent: Any = None, seat: str | None = None, render_mode: str | None = None,
-                 max_rounds: int = 30, goal_visibility: str = "shared"):
+                 max_rounds: int = 30, goal_visibility: str = "shared", world: str = "builtin"):
         super().__init__(opponent=opponent, seat=seat, render_mode=render_mode, max_rounds=max_rounds,
-                         goal_visibility=goal_visibility)
+                         goal_visibility=goal_visibility, world=world)
 
     def _expert_line(self) -> list[str]:
         expert = household_coop_v0.HouseholdExpert()

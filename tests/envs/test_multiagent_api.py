@@ -169,6 +169,17 @@ def test_invalid_commands_do_nothing_in_the_household() -> None:
     assert infos["player_0"]["state_key"] == world_key and not any(terms.values())
 
 
+def test_alfworld_household_passes_the_api_tests() -> None:
+    m = module("household_coop_v0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        api_test(m.env(world="alfworld"), num_cycles=20)
+        parallel_api_test(m.parallel_env(world="alfworld"), num_cycles=20)
+    for seed in range(3):
+        totals, final = random_legal_aec_game(m, seed, world="alfworld")
+        assert totals == pytest.approx(final.scores())
+
+
 def test_parallel_household_says_reach_the_teammate() -> None:
     env = module("household_coop_v0").parallel_env(goal_visibility="split")
     obs, infos = env.reset(seed=4)

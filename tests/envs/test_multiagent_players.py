@@ -227,3 +227,28 @@ def test_random_player_picks_admissible_actions() -> None:
         make_player("tictactoe_v0", "grandmaster")
     with pytest.raises(ValueError, match="unknown game"):
         make_player("chess_v6", "random")
+
+
+def test_household_on_the_alfworld_generator() -> None:
+    from hiergym.envs.alfworld import world as alfworld
+    from hiergym.envs.multiagent.household_world import generate_alfworld_world
+
+    for split in ("train", "eval_out"):
+        result = evaluate("household_coop_v0", "expert", "expert", num_games=8, seed=0, split=split, world="alfworld")
+        assert result.success_rate == 1.0, split
+    for seed in range(15):
+        world, parts = generate_alfworld_world(np.random.default_rng(seed), ("player_0", "player_1"), "train")
+        assert len({p.kind for p in parts}) == 2 and not any(world.holds(p) for p in parts)
+        for part in parts:
+            assert world.of_kind(part.target), "the target receptacle type exists in the room"
+            assert any(world.kind(o) == part.kind for objs in world.contents.values() for o in objs)
+        # ALFWorld's rules carry over: objects only go where ALFWorld lets them
+        assert world.accepts is not None
+    env = household_coop_v0.raw_env(world="alfworld")
+    for split in ("train", "eval_out"):
+        for seed in range(5):
+            env.reset(seed=seed, options={"split": split})
+            scene = int(env.game.world.origin.split(":")[1])
+            assert (scene in alfworld.HELD_OUT_SCENES) == (split == "eval_out")
+    with pytest.raises(ValueError, match="world"):
+        household_coop_v0.raw_env(world="minecraft")
