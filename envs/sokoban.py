@@ -80,7 +80,7 @@ import hashlib
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,11 +201,8 @@ class Room:
             for cell, d in enumerate(dist):
                 if d >= 0 and (self.push_distance[cell] < 0 or d < self.push_distance[cell]):
                     self.push_distance[cell], self.nearest_target[cell] = d, t
-        #: Per cell, its push distance to each target (unreachable: _UNMATCHABLE), for the matching bound.
-        self.cost_rows = [
-            tuple(dist[cell] if dist[cell] >= 0 else _UNMATCHABLE for dist in self.distance_to)
-            for cell in range(self.size)
-        ]
+        #: Per cell, its push distance to each target (unreachable: _UNMATCHABLE); filled on demand.
+        self._cost_rows: dict[int, tuple[int, ...]] = {}
         self.matchings = _permutations(self.num_targets) if self.num_targets <= 6 else ()
         #: Cells from which a box can still reach some target ("live"); every other floor cell is dead.
         self.live = sum(1 << c for c, dist in enumerate(self.push_distance) if dist >= 0)
@@ -288,6 +285,11 @@ class Room:
                     queue.append(nxt)
         raise ValueError(f"cell {goal} is not reachable from {start}")
 
+    def _cost_row(self, cell: int) -> tuple[int, ...]:
+        row = tuple(dist[cell] if dist[cell] >= 0 else _UNMATCHABLE for dist in self.distance_to)
+        self._cost_rows[cell] = row
+        return row
+
     def heuristic(self, boxes: int) -> int:
         """Lower bound on the pushes left: a cheapest matching of boxes to distinct targets by push distance.
 
@@ -300,7 +302,7 @@ class Room:
             return sum(self.push_distance[c] for c in cells)  # nearest targets are distinct: optimal matching
         if len(cells) != self.num_targets or len(cells) > 6:  # n! matchings: fall back to the sum of minima
             return sum(self.push_distance[c] if self.push_distance[c] >= 0 else _UNMATCHABLE for c in cells)
-        rows = [self.cost_rows[c] for c in cells]
+        rows = [self._cost_rows.get(c) or self._cost_row(c) for c in cells]
         return min(sum(row[t] for row, t in zip(rows, perm, strict=True)) for perm in self.matchings)
 
 
@@ -308,120 +310,249 @@ class SearchLimitExceeded(RuntimeError):
     """The solver expanded more states than it was allowed to."""
 
 
-def solve(room: Room, player: int, boxes: int, max_expansions: int | None = None) -> list[int] | None:
-    """A move-optimal solution (directions) from ``(player, boxes)``, or ``None`` if there is none.
+METRICS = ("pushes", "moves")
 
-    A* whose edges are pushes: from a state (boxes, exact player cell), every box the player can walk behind
-    and push onto a live cell is a successor costing (walk length + 1) moves; the player ends where the box
-    was. The heuristic (sum of push distances to the nearest target) is admissible and consistent, so the
-    first goal popped is optimal in moves. Raises :class:`SearchLimitExceeded` past ``max_expansions``.
+
+def solve(
+    room: Room, player: int, boxes: int, metric: str = "pushes", max_expansions: int | None = None
+) -> list[int] | None:
+    """An optimal solution (list of directions) from ``(player, boxes)``, or ``None`` if there is none.
+
+    ``metric="pushes"``: fewest pushes (the walks between pushes are shortest walks, so the plan is short in
+    moves too, but not always the shortest). ``metric="moves"``: fewest moves (env steps); an order of
+    magnitude slower on large rooms, because walking costs make many states tie. Raises
+    :class:`SearchLimitExceeded` past ``max_expansions`` expanded states.
     """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     goal = room.targets
     if boxes == goal:
         return []
     if boxes.bit_count() != room.num_targets or room.is_dead_end(boxes):
         return None
-    deltas = room.deltas
-    heuristic_of: dict[int, int] = {}
-    free_live = room.floor & room.live
-    start = (boxes, player)
-    best_cost: dict[tuple[int, int], int] = {start: 0}
-    parent: dict[tuple[int, int], tuple[tuple[int, int], int, int]] = {}
+    if metric == "pushes":
+        return _solve_pushes(room, player, boxes, max_expansions)
+    return _solve_moves(room, player, boxes, max_expansions)
+
+
+def _region(room: Room, player: int, boxes: int) -> int:
+    """The cells the player can walk to (a bitset)."""
+    free = room.floor & ~boxes
+    w = room.width
+    seen = frontier = 1 << player
+    while frontier:
+        frontier = ((frontier << 1) | (frontier >> 1) | (frontier << w) | (frontier >> w)) & free & ~seen
+        seen |= frontier
+    return seen
+
+
+def _solve_pushes(room: Room, player: int, boxes: int, max_expansions: int | None) -> list[int] | None:
+    """Push-optimal A*: states are (boxes, player's region, named by its lowest cell), edges single pushes.
+
+    The heuristic (cheapest matching of boxes to distinct targets by push distance) is consistent, so the
+    first goal popped has the fewest pushes. Among equal push counts, the state reached with fewer moves
+    is kept, which keeps the walks short.
+    """
+    goal = room.targets
+    start_player = player
     h0 = room.heuristic(boxes)
     if h0 >= _UNMATCHABLE:
         return None
+    deltas = room.deltas
+    free_live = room.floor & room.live
+    frozen_at = room.frozen_at
+    push, pop = heapq.heappush, heapq.heappop
+    pushes_left: dict[int, int] = {}
+    region = _region(room, player, boxes)
+    start = (boxes, region & -region)
+    best: dict[tuple[int, int], tuple[int, int]] = {start: (0, 0)}  # key -> (pushes, moves)
+    parent: dict[tuple[int, int], tuple[tuple[int, int], int, int]] = {}
+    heap: list[tuple[int, int, int, int, int]] = [(h0, 0, 0, boxes, player)]
+    expansions = 0
+    while heap:
+        _, neg_pushes, moves, boxes, player = pop(heap)
+        pushes = -neg_pushes
+        region = _region(room, player, boxes)
+        key = (boxes, region & -region)
+        if best[key] < (pushes, moves):
+            continue  # stale entry
+        if boxes == goal:
+            return _unwind(room, start, key, parent, start_player)
+        expansions += 1
+        if max_expansions is not None and expansions > max_expansions:
+            raise SearchLimitExceeded(f"more than {max_expansions} states expanded")
+        target_free = free_live & ~boxes
+        for d, delta in enumerate(deltas):
+            pushable = _shift(boxes & _shift(target_free, -delta), -delta) & region
+            while pushable:
+                low = pushable & -pushable
+                pushable ^= low
+                cell = low.bit_length() - 1
+                box = cell + delta
+                new_box = box + delta
+                new_boxes = boxes ^ (1 << box) | (1 << new_box)
+                if frozen_at(new_box, new_boxes):
+                    continue
+                h = pushes_left.get(new_boxes)
+                if h is None:
+                    h = pushes_left[new_boxes] = room.heuristic(new_boxes)
+                if h >= _UNMATCHABLE:
+                    continue
+                new_region = _region(room, box, new_boxes)
+                new_key = (new_boxes, new_region & -new_region)
+                # Moves so far, approximately: a walk of at least the Manhattan distance, plus the push.
+                new_moves = moves + _manhattan(room.width, player, cell) + 1
+                if (pushes + 1, new_moves) >= best.get(new_key, (_UNMATCHABLE, 0)):
+                    continue
+                best[new_key] = (pushes + 1, new_moves)
+                parent[new_key] = (key, cell, d)
+                push(heap, (pushes + 1 + h, -(pushes + 1), new_moves, new_boxes, box))
+    return None
+
+
+def _manhattan(width: int, a: int, b: int) -> int:
+    return abs(a // width - b // width) + abs(a % width - b % width)
+
+
+def _solve_moves(room: Room, player: int, boxes: int, max_expansions: int | None) -> list[int] | None:
+    """Move-optimal A* (see :func:`solve`).
+
+    A* whose edges are pushes: from a state (boxes, exact player cell), every box the player can walk behind
+    and push onto a live cell is a successor costing (walk length + 1) moves; the player ends where the box
+    was. Pushes that freeze a 2x2 block are pruned. The heuristic, a lower bound on the moves left, is the
+    cheapest matching of boxes to targets by push distance plus the walk to the nearest box off target
+    (Manhattan distance - 1); it is consistent, so the first goal popped is optimal in moves.
+    """
+    goal = room.targets
+    start_player = player
+    h0 = room.heuristic(boxes)
+    if h0 >= _UNMATCHABLE:
+        return None
+    h0 += _walk_bound(room, player, boxes)
+    deltas = room.deltas
+    floor, width = room.floor, room.width
+    free_live = floor & room.live
+    frozen_at = room.frozen_at
+    push, pop = heapq.heappush, heapq.heappop
+    pushes_left: dict[int, int] = {}  # heuristic cache per box configuration
+    start = (boxes, player)
+    best_cost: dict[tuple[int, int], int] = {start: 0}
+    parent: dict[tuple[int, int], tuple[tuple[int, int], int, int]] = {}
     heap: list[tuple[int, int, int, int]] = [(h0, 0, boxes, player)]
     expansions = 0
     while heap:
-        f, neg_cost, boxes, player = heapq.heappop(heap)
+        _, neg_cost, boxes, player = pop(heap)
         cost = -neg_cost
         if best_cost[(boxes, player)] < cost:
             continue  # stale entry
         if boxes == goal:
-            return _unwind(room, start, (boxes, player), parent)
+            return _unwind(room, start, (boxes, player), parent, start_player)
         expansions += 1
         if max_expansions is not None and expansions > max_expansions:
             raise SearchLimitExceeded(f"more than {max_expansions} states expanded")
-        free = room.floor & ~boxes
+        free = floor & ~boxes
         target_free = free_live & ~boxes
         # stand[d]: cells the player must reach to push some box in direction d onto a free live cell.
         stand = [_shift(boxes & _shift(target_free, -delta), -delta) & free for delta in deltas]
         wanted = stand[0] | stand[1] | stand[2] | stand[3]
-        for steps, layer in enumerate(room.reachable_layers(player, boxes)):
-            hits = layer & wanted
-            if not hits:
-                continue
-            wanted &= ~hits
-            for d, delta in enumerate(deltas):
-                for cell in _bits(hits & stand[d]):
-                    box = cell + delta
-                    new_box = box + delta
-                    new_boxes = boxes ^ (1 << box) | (1 << new_box)
-                    if room.frozen_at(new_box, new_boxes):
-                        continue
-                    state = (new_boxes, box)
-                    new_cost = cost + steps + 1
-                    if new_cost < best_cost.get(state, 1 << 60):
+        # Breadth-first layers of the player's walk, stopped once every push position is reached.
+        seen = frontier = 1 << player
+        steps = 0
+        while frontier and wanted:
+            hits = frontier & wanted
+            if hits:
+                wanted &= ~hits
+                for d in range(4):
+                    pushable = hits & stand[d]
+                    delta = deltas[d]
+                    while pushable:
+                        low = pushable & -pushable
+                        pushable ^= low
+                        cell = low.bit_length() - 1
+                        box = cell + delta
+                        new_box = box + delta
+                        new_boxes = boxes ^ (1 << box) | (1 << new_box)
+                        if frozen_at(new_box, new_boxes):
+                            continue
+                        state = (new_boxes, box)
+                        new_cost = cost + steps + 1
+                        if new_cost >= best_cost.get(state, _UNMATCHABLE):
+                            continue
+                        h = pushes_left.get(new_boxes)
+                        if h is None:
+                            h = pushes_left[new_boxes] = room.heuristic(new_boxes)
+                        if h >= _UNMATCHABLE:
+                            continue
+                        if goal >> new_box & 1 and new_boxes != goal:  # the player must walk to another box
+                            h += _walk_bound(room, box, new_boxes)
                         best_cost[state] = new_cost
                         parent[state] = ((boxes, player), cell, d)
-                        new_h = heuristic_of.get(new_boxes)
-                        if new_h is None:
-                            new_h = heuristic_of[new_boxes] = room.heuristic(new_boxes)
-                        if new_h >= _UNMATCHABLE:
-                            continue
-                        heapq.heappush(heap, (new_cost + new_h, -new_cost, new_boxes, box))
-            if not wanted:
-                break
+                        push(heap, (new_cost + h, -new_cost, new_boxes, box))
+            frontier = ((frontier << 1) | (frontier >> 1) | (frontier << width) | (frontier >> width)) & free & ~seen
+            seen |= frontier
+            steps += 1
     return None
 
 
-def _unwind(room: Room, start: tuple[int, int], end: tuple[int, int], parent: dict) -> list[int]:
-    pushes = []
-    state = end
-    while state != start:
-        previous, stand, d = parent[state]
-        pushes.append((previous, stand, d))
-        state = previous
+def _walk_bound(room: Room, player: int, boxes: int) -> int:
+    """Moves the player needs at least to stand next to some box off target (0 when all are on targets)."""
+    w = room.width
+    r, c = divmod(player, w)
+    return min(
+        (abs(b // w - r) + abs(b % w - c) - 1 for b in _bits(boxes & ~room.targets)),
+        default=0,
+    )
+
+
+def _unwind(room: Room, start: tuple, end: tuple, parent: dict, player: int) -> list[int]:
+    """Moves of the push chain from ``start`` to ``end``: parent[key] = (previous key, stand cell, direction),
+    where a key's first item is the box bitset; the walks between pushes are shortest walks."""
+    chain = []
+    key = end
+    while key != start:
+        previous, stand, d = parent[key]
+        chain.append((previous[0], stand, d))
+        key = previous
     plan: list[int] = []
-    for (boxes, player), stand, d in reversed(pushes):
+    for boxes, stand, d in reversed(chain):
         plan += room.walk(player, stand, boxes)
         plan.append(d)
+        player = stand + room.deltas[d]
     return plan
 
 
 # --------------------------------------------------------------------------------------------- generator
-#: 3x3 brushes stamped by the room-carving walk (gym-sokoban's shapes: lines, corners, a square, a dot).
-_BRUSHES = np.array(
-    [
-        [[0, 0, 0], [1, 1, 1], [0, 0, 0]],
-        [[0, 1, 0], [0, 1, 0], [0, 1, 0]],
-        [[0, 0, 0], [1, 1, 0], [0, 1, 0]],
-        [[0, 0, 0], [1, 1, 0], [1, 1, 0]],
-        [[0, 0, 0], [0, 1, 1], [0, 1, 0]],
-        [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
-    ],
-    dtype=bool,
+#: Brushes stamped by the room-carving walk, as (row, column) offsets from the walker (gym-sokoban's 3x3
+#: shapes: lines, corners, a square, a dot).
+_BRUSHES = (
+    ((0, -1), (0, 0), (0, 1)),
+    ((-1, 0), (0, 0), (1, 0)),
+    ((0, -1), (0, 0), (1, 0)),
+    ((0, -1), (0, 0), (1, -1), (1, 0)),
+    ((0, 0), (0, 1), (1, 0)),
+    ((0, 0),),
 )
 
 
 def carve_room(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Floor mask of a connected room: a random walk inside the border stamping 3x3 brushes."""
-    floor = np.zeros((height + 2, width + 2), dtype=bool)  # one extra ring so a brush never clips
+    """Floor mask of a connected room: a random walk inside the border walls stamping small brushes."""
     steps = int(1.5 * (height + width))
     r, c = int(rng.integers(1, height - 1)), int(rng.integers(1, width - 1))
-    turns = rng.random(steps) < 0.35
-    new_dirs = rng.integers(0, 4, size=steps)
-    brushes = rng.integers(0, len(_BRUSHES), size=steps)
-    dr, dc = _DIR_VECTORS[int(new_dirs[0])]
-    for i in range(steps):
-        if turns[i]:
-            dr, dc = _DIR_VECTORS[int(new_dirs[i])]
-        floor[r : r + 3, c : c + 3] |= _BRUSHES[brushes[i]]
+    turns = (rng.random(steps) < 0.35).tolist()
+    new_dirs = rng.integers(0, 4, size=steps).tolist()
+    brushes = rng.integers(0, len(_BRUSHES), size=steps).tolist()
+    dr, dc = _DIR_VECTORS[new_dirs[0]]
+    cells: set[tuple[int, int]] = set()
+    for turn, new_dir, brush in zip(turns, new_dirs, brushes, strict=True):
+        if turn:
+            dr, dc = _DIR_VECTORS[new_dir]
+        cells.update((r + br, c + bc) for br, bc in _BRUSHES[brush])
         r = min(max(r + dr, 1), height - 2)
         c = min(max(c + dc, 1), width - 2)
-    room = floor[1:-1, 1:-1].copy()
-    room[0, :] = room[-1, :] = room[:, 0] = room[:, -1] = False
-    return room
+    floor = np.zeros((height, width), dtype=bool)
+    rows, cols = zip(*((a, b) for a, b in cells if 0 < a < height - 1 and 0 < b < width - 1), strict=True)
+    floor[list(rows), list(cols)] = True
+    return floor
 
 
 def reverse_play(room: Room, rng: np.random.Generator, player: int, num_pulls: int) -> tuple[int, int] | None:
@@ -510,9 +641,10 @@ def generate_level(
     *,
     walk_scale: float = 1.0,
     eval_rooms: bool | None = None,
+    metric: str = "pushes",
     max_tries: int = 1000,
 ) -> Level:
-    """A random solvable level with its move-optimal solution.
+    """A random solvable level with its optimal solution in ``metric`` (see :func:`solve`).
 
     ``eval_rooms``: ``False`` keeps only training rooms (fingerprint not 0 mod :data:`SPLIT_MODULUS`),
     ``True`` only evaluation rooms, ``None`` any. ``walk_scale`` multiplies the number of reverse-play pulls.
@@ -530,25 +662,42 @@ def generate_level(
         tiles = np.where(floor_mask, _FLOOR, _WALL).reshape(-1)
         tiles[chosen[:num_boxes]] = _TARGET
         room = Room(tiles.reshape(height, width))
-        state = reverse_play(room, rng, int(chosen[-1]), pulls)
+        # Several reverse plays per room: a room is costlier to build than a play, and the split filter
+        # below keeps only one fingerprint in SPLIT_MODULUS for evaluation rooms.
+        for _ in range(2 * SPLIT_MODULUS):
+            state = reverse_play(room, rng, int(chosen[-1]), pulls)
+            if state is None:
+                break
+            player, boxes = state
+            if eval_rooms is None or (level_fingerprint(room, player, boxes) % SPLIT_MODULUS == 0) == eval_rooms:
+                break
+            state = None
         if state is None:
             continue
-        player, boxes = state
-        if eval_rooms is not None and (level_fingerprint(room, player, boxes) % SPLIT_MODULUS == 0) != eval_rooms:
-            continue
         try:
-            plan = solve(room, player, boxes, max_expansions=GENERATION_EXPANSION_LIMIT)
+            plan = solve(room, player, boxes, metric, max_expansions=GENERATION_EXPANSION_LIMIT)
         except SearchLimitExceeded:
             continue
         if plan is None:  # impossible by construction; a bug if it happens
             raise AssertionError("reverse play produced an unsolvable room")
-        if len(plan) < 2 * num_boxes + 1:  # trivial: (nearly) one push per box
+        if count_pushes(room, player, boxes, plan) < num_boxes + 1:  # trivial: one push per box
             continue
         return Level(room, player, boxes, tuple(plan))
     raise RuntimeError(
         f"could not generate a {height}x{width} room with {num_boxes} boxes in {max_tries} tries; "
         "use a larger dim_room or fewer boxes"
     )
+
+
+def count_pushes(room: Room, player: int, boxes: int, plan: Sequence[int]) -> int:
+    """How many of the plan's moves push a box."""
+    pushes = 0
+    for d in plan:
+        player += room.deltas[d]
+        if boxes >> player & 1:
+            boxes ^= (1 << player) | (1 << (player + room.deltas[d]))
+            pushes += 1
+    return pushes
 
 
 def parse_board(text: str) -> Level:
@@ -666,6 +815,7 @@ class SokobanEnv(gym.Env[str, str]):
         num_boxes: int = 1,
         max_steps: int | None = 100,
         render_mode: str | None = None,
+        expert_metric: str = "pushes",
     ) -> None:
         dim = tuple(int(n) for n in dim_room)
         if len(dim) != 2 or min(dim) < 5:
@@ -676,12 +826,15 @@ class SokobanEnv(gym.Env[str, str]):
             raise ValueError(f"{num_boxes} boxes do not fit a {dim[0]}x{dim[1]} room; use a larger dim_room")
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
+        if expert_metric not in METRICS:
+            raise ValueError(f"expert_metric must be one of {METRICS}, got {expert_metric!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.dim_room = dim
         self.num_boxes = int(num_boxes)
         self.max_steps = max_steps
         self.render_mode = render_mode
+        self.expert_metric = expert_metric
         self.observation_space = text_observation_space()
         self.action_space = text_action_space()
         self._fixed_board: Level | None = None
@@ -695,10 +848,16 @@ class SokobanEnv(gym.Env[str, str]):
         self._plans: dict[tuple[int, int], tuple[tuple[int, ...], int]] = {}
 
     @classmethod
-    def from_board(cls, board: str, max_steps: int | None = 100, render_mode: str | None = None) -> SokobanEnv:
+    def from_board(
+        cls,
+        board: str,
+        max_steps: int | None = 100,
+        render_mode: str | None = None,
+        expert_metric: str = "pushes",
+    ) -> SokobanEnv:
         """An env whose every reset loads ``board`` (hiergym or XSB symbols); ``ValueError`` if malformed."""
         level = parse_board(board)
-        env = cls(max_steps=max_steps, render_mode=render_mode)
+        env = cls(max_steps=max_steps, render_mode=render_mode, expert_metric=expert_metric)
         env.dim_room = (level.room.height, level.room.width)
         env.num_boxes = level.boxes.bit_count()
         env._fixed_board = level
@@ -720,6 +879,7 @@ class SokobanEnv(gym.Env[str, str]):
                 self.num_boxes,
                 walk_scale=2.0 if split == "eval_out" else 1.0,
                 eval_rooms=split != "train",
+                metric=self.expert_metric,
             )
         self._level = level
         self._room = level.room
@@ -734,8 +894,14 @@ class SokobanEnv(gym.Env[str, str]):
             self._remember_plan(plan)
         self._feedback = ""
         info = self._info(action_valid=True)
-        info["optimal_solution_length"] = None if plan is None else len(plan)
-        info["optimal_solution_metric"] = "moves"
+        if plan is None:
+            info["optimal_solution_length"] = None
+        elif self.expert_metric == "moves":
+            info["optimal_solution_length"] = len(plan)
+        else:
+            info["optimal_solution_length"] = count_pushes(level.room, level.player, level.boxes, plan)
+        info["optimal_solution_metric"] = self.expert_metric
+        info["expert_plan_length"] = None if plan is None else len(plan)
         return self._observation(), info
 
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -860,7 +1026,7 @@ class SokobanEnv(gym.Env[str, str]):
         return self._boxes != self._room.targets and self._room.is_dead_end(self._boxes)
 
     def expert_plan(self) -> list[str] | None:
-        """A move-optimal list of actions solving the room from the current state; ``None`` if unsolvable."""
+        """An optimal list of actions (in ``expert_metric``) solving the room from here; ``None`` if unsolvable."""
         if self._room is None:
             return None
         state = (self._boxes, self._player)
@@ -872,7 +1038,7 @@ class SokobanEnv(gym.Env[str, str]):
         return [DIRECTIONS[d] for d in plan[index:]]
 
     def _solve(self) -> list[int] | None:
-        plan = solve(self._room, self._player, self._boxes)
+        plan = solve(self._room, self._player, self._boxes, self.expert_metric)
         if plan is not None:
             self._remember_plan(plan)
         return plan

@@ -14,9 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hiergym  # noqa: F401  (registers the environments)
-from hiergym.envs.sokoban import DIRECTIONS, SPLIT_MODULUS, SokobanEnv, level_fingerprint, parse_board
+from hiergym.envs.sokoban import (
+    DIRECTIONS,
+    SPLIT_MODULUS,
+    SokobanEnv,
+    count_pushes,
+    level_fingerprint,
+    parse_board,
+)
 
-SIZES = [((6, 6), 1, 100), ((7, 7), 2, 60), ((10, 10), 3, 40), ((12, 12), 4, 15)]
+SIZES = [((6, 6), 1, 150), ((7, 7), 2, 100), ((10, 10), 3, 60), ((12, 12), 4, 40)]
 VALID_WORDS = {
     *DIRECTIONS,
     *(d[0] for d in DIRECTIONS),
@@ -31,6 +38,40 @@ def grid_of(obs: str) -> str:
     lines = obs.split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith("Push every box"))
     return "\n".join(lines[start + 1 : -1])
+
+
+def bfs_optimal_pushes(env: SokobanEnv) -> int | None:
+    """Fewest pushes to solve from the env's current state, by breadth-first search over pushes."""
+    room = env._room
+
+    def region(player: int, boxes: int) -> frozenset[int]:
+        seen, queue = {player}, deque([player])
+        while queue:
+            cell = queue.popleft()
+            for delta in room.deltas:
+                nxt = cell + delta
+                if nxt not in seen and room.is_floor(nxt) and not boxes >> nxt & 1:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        return frozenset(seen)
+
+    start_region = region(env._player, env._boxes)
+    seen = {(env._boxes, start_region)}
+    queue = deque([(env._boxes, start_region, 0)])
+    while queue:
+        boxes, reach, dist = queue.popleft()
+        if boxes == room.targets:
+            return dist
+        for cell in reach:
+            for delta in room.deltas:
+                box, beyond = cell + delta, cell + 2 * delta
+                if boxes >> box & 1 and room.is_floor(beyond) and not boxes >> beyond & 1:
+                    new_boxes = boxes ^ (1 << box) ^ (1 << beyond)
+                    key = (new_boxes, region(box, new_boxes))
+                    if key not in seen:
+                        seen.add(key)
+                        queue.append((*key, dist + 1))
+    return None
 
 
 def bfs_optimal_moves(env: SokobanEnv) -> int | None:
@@ -178,7 +219,8 @@ def test_rewards_on_a_hand_built_board() -> None:
 """
     )
     _, info = env.reset()
-    assert info["optimal_solution_length"] == 4 and info["optimal_solution_metric"] == "moves"
+    assert info["optimal_solution_length"] == 2 and info["optimal_solution_metric"] == "pushes"
+    assert info["expert_plan_length"] == 4
     _, reward, terminated, _, info = env.step("right")
     assert reward == pytest.approx(-0.1) and not terminated and info["action_valid"]
     _, reward, terminated, _, info = env.step("right")  # box onto a target
@@ -258,30 +300,45 @@ def test_expert_solves_every_generated_room_in_its_recorded_length(dim, boxes, c
     for seed in range(count):
         _, info = env.reset(seed=seed)
         plan = env.expert_plan()
-        assert plan is not None and len(plan) == info["optimal_solution_length"]
+        assert plan is not None and len(plan) == info["expert_plan_length"]
+        pushes = count_pushes(env._room, env._player, env._boxes, [DIRECTIONS.index(a) for a in plan])
+        assert pushes == info["optimal_solution_length"] >= boxes + 1  # trivial rooms are rejected
         for action in plan:
             _, _, terminated, _, info = env.step(action)
             assert info["action_valid"]
         assert terminated and info["won"], f"seed {seed}"
 
 
-def test_expert_is_move_optimal_from_any_state() -> None:
-    """The A* plan is as short as a plain breadth-first search over moves, from reset and after random play."""
+@pytest.mark.parametrize("metric", ["pushes", "moves"])
+def test_expert_is_optimal_from_any_state(metric: str) -> None:
+    """The A* plan is as short as a plain breadth-first search, from reset and after random play."""
     rng = np.random.default_rng(2)
     checked = 0
     for dim, boxes, rooms in [((6, 6), 1, 20), ((7, 7), 2, 8)]:
-        env = SokobanEnv(dim_room=dim, num_boxes=boxes)
+        env = SokobanEnv(dim_room=dim, num_boxes=boxes, expert_metric=metric)
         for seed in range(rooms):
-            env.reset(seed=seed)
+            _, info = env.reset(seed=seed)
+            assert info["optimal_solution_metric"] == metric
             for _ in range(3):
                 plan = env.expert_plan()
-                optimal = bfs_optimal_moves(env)
-                assert (plan is None) == (optimal is None)
-                assert plan is None or len(plan) == optimal
+                if metric == "moves":
+                    optimal, length = bfs_optimal_moves(env), None if plan is None else len(plan)
+                else:
+                    optimal = bfs_optimal_pushes(env)
+                    steps = None if plan is None else [DIRECTIONS.index(a) for a in plan]
+                    length = None if plan is None else count_pushes(env._room, env._player, env._boxes, steps)
+                assert length == optimal
                 checked += 1
                 for _ in range(int(rng.integers(1, 6))):
                     env.step(DIRECTIONS[rng.integers(4)])
     assert checked == 3 * 28
+
+
+def test_move_optimal_generation_records_moves() -> None:
+    env = SokobanEnv(dim_room=(7, 7), num_boxes=2, expert_metric="moves")
+    for seed in range(10):
+        _, info = env.reset(seed=seed)
+        assert len(env.expert_plan()) == info["optimal_solution_length"] == info["expert_plan_length"]
 
 
 def test_reset_with_board_option() -> None:
