@@ -80,6 +80,7 @@ FAMILIES: dict[str, EnvPrompt] = {
         ),
         think_hint="what the task needs, where the objects probably are, and what is left to do",
         subgoal_example="find an apple: go to the countertops and the fridge until you see one",
+        compact_drop_prefixes=("-= Welcome",),
     ),
     "webshop": EnvPrompt(
         family="webshop",

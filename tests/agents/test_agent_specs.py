@@ -233,3 +233,17 @@ def test_third_party_specs(tmp_path, monkeypatch):
         make_agent("no_such_module_xyz:Agent")
     with pytest.raises(AgentSpecError, match="cannot build"):
         make_agent("my_agents_for_test:GreedyAgent", agent_args={"unknown": 1})
+
+
+def test_the_documented_third_party_agent_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "agents.md").read_text()
+    code = doc.split("A ten-line third-party agent, `my_agents.py`:")[1].split("```python\n")[1].split("```")[0]
+    assert len(code.strip().splitlines()) <= 10
+    (tmp_path / "my_agents.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_agents", None)
+    summary = evaluate("hiergym/ALFWorld-v0", "my_agents:FirstAdmissible", agent_args={"look_every": 3},
+                       episodes=2, max_steps=6, progress=False)
+    assert summary["errors"] == 0 and summary["mean_steps"] == 6
