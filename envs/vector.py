@@ -390,7 +390,11 @@ class _ProcessBackend:
         replies: list[tuple[str, list[_Result]]] = []
         failures: list[_WorkerFailure] = []
         for w in sorted(self._broken):
-            failures.append(self._fail(w, f"worker {w} (pid {self._procs[w].pid}) could not be written to"))
+            proc = self._procs[w]
+            proc.join(timeout=1.0)  # a broken pipe almost always means the worker died: say so
+            reason = (f"worker {w} (pid {proc.pid}) died (exit code {proc.exitcode})" if not proc.is_alive()
+                      else f"worker {w} (pid {proc.pid}) could not be written to")
+            failures.append(self._fail(w, reason))
         if failures or not self.busy:
             return replies, failures
         busy = [w for w in range(len(self._procs)) if self._inflight[w]]
