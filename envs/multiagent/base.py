@@ -210,7 +210,11 @@ class _GameEnvMixin:
         view = self.game.view(agent)
         return TextObservation(f"{news}\n\n{view}" if news else view)
 
-    def _info(self, agent: str) -> dict[str, Any]:
+    def _infos(self, agents: list[str]) -> dict[str, dict[str, Any]]:
+        key = self.game.state_key()  # one state, one key: computed once for every agent
+        return {a: self._info(a, key) for a in agents}
+
+    def _info(self, agent: str, state_key: str | None = None) -> dict[str, Any]:
         game = self.game
         moving = agent in game.to_move()
         return make_info(
@@ -218,7 +222,7 @@ class _GameEnvMixin:
             admissible_actions=game.legal_actions(agent) if moving else [],
             won=game.won(agent),
             action_valid=self._valid[agent],
-            state_key=game.state_key(),
+            state_key=state_key or game.state_key(),
             to_move=moving,
             **game.info_extras(agent),
         )
@@ -260,7 +264,7 @@ class TextGameAECEnv(_GameEnvMixin, AECEnv):
         self.truncations = dict.fromkeys(self.agents, False)
         self._pending: dict[str, str | None] = {}
         self.agent_selection = self.game.to_move()[0]
-        self.infos = {a: self._info(a) for a in self.agents}
+        self.infos = self._infos(self.agents)
 
     def observe(self, agent: str) -> str:
         return self._observe_text(agent)
@@ -288,7 +292,7 @@ class TextGameAECEnv(_GameEnvMixin, AECEnv):
         for a in self.agents:
             self.terminations[a] = over
             self.truncations[a] = time_up and not over
-        self.infos = {a: self._info(a) for a in self.agents}
+        self.infos = self._infos(self.agents)
         if over or time_up:
             # every player gets one last (dead) step, starting with the next one in seat order
             order = self.agents
@@ -317,7 +321,7 @@ class TextGameParallelEnv(_GameEnvMixin, ParallelEnv):
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
         self._start_game(seed, options)
         self.agents = self.possible_agents[:]
-        return {a: self._observe_text(a) for a in self.agents}, {a: self._info(a) for a in self.agents}
+        return {a: self._observe_text(a) for a in self.agents}, self._infos(self.agents)
 
     def step(self, actions: dict[str, Any]):
         live = self.agents[:]
@@ -334,7 +338,7 @@ class TextGameParallelEnv(_GameEnvMixin, ParallelEnv):
         rewards = self._play(moves)
         over, time_up = self.game.is_over(), self._time_is_up()
         observations = {a: self._observe_text(a) for a in live}
-        infos = {a: self._info(a) for a in live}
+        infos = self._infos(live)
         terminations = dict.fromkeys(live, over)
         truncations = dict.fromkeys(live, time_up and not over)
         if over or time_up:

@@ -19,6 +19,7 @@ Goals name receptacle *types*, as ALFWorld's do: "put a clean apple in fridge" h
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -52,6 +53,12 @@ ALFWORLD_PART_TYPES = {
     "pick_heat_then_place_in_recep": "hot",
     "pick_cool_then_place_in_recep": "cool",
 }
+
+
+@functools.lru_cache(maxsize=65536)
+def _kind(name: str) -> str:
+    """"cabinet 2" -> "cabinet" (names end in their number)."""
+    return name.rsplit(" ", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,16 @@ class HouseholdWorld:
     #: where the layout comes from: "builtin" or "alfworld:<AI2-THOR FloorPlan number>"
     origin: str = "builtin"
 
+    def __post_init__(self) -> None:
+        # receptacles never change: index them by kind once (goal tests run on every info)
+        self.by_kind: dict[str, list[str]] = {}
+        for receptacle in self.receptacles:
+            self.by_kind.setdefault(self.kind(receptacle), []).append(receptacle)
+
     # ------------------------------------------------------------------ facts
     @staticmethod
     def kind(name: str) -> str:
-        return name.rsplit(" ", 1)[0]
+        return _kind(name)
 
     def openable(self, receptacle: str) -> bool:
         return receptacle in self.is_open
@@ -106,7 +119,7 @@ class HouseholdWorld:
         return self.abilities is None or state in self.abilities[obj]
 
     def of_kind(self, kind: str) -> list[str]:
-        return [r for r in self.receptacles if self.kind(r) == kind]
+        return self.by_kind.get(kind, [])
 
     def visible(self, receptacle: str) -> bool:
         return not self.openable(receptacle) or self.is_open[receptacle]

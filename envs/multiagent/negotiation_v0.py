@@ -155,6 +155,7 @@ class NegotiationGame(TextGame):
         self.values = dict(zip(self.players, values, strict=True))
         self.turn, self.offer, self.offer_by, self.outcome, self.deal = 0, None, None, None, None
         self._shares = all_shares(self.pool)
+        self._proposals = [format_proposal(share, tuple(self.pool)) for share in self._shares]
         return [Event(f"A new negotiation over {self.pool_text()}. {self.players[0]} speaks first.")]
 
     # ------------------------------------------------------------------ rules
@@ -176,8 +177,7 @@ class NegotiationGame(TextGame):
     def legal_actions(self, player: str) -> list[str]:
         if player not in self.to_move():
             return []
-        items = tuple(self.pool)
-        actions = [format_proposal(share, items) for share in self._shares]
+        actions = list(self._proposals)
         if self.offer is not None and self.offer_by != player:
             actions.append(ACCEPT)
         actions.append(WALK_AWAY)

@@ -120,6 +120,7 @@ def hand_built_negotiation() -> negotiation_v0.NegotiationGame:
     game.pool = {"book": 3, "hat": 1, "ball": 2}
     game.values = {"player_0": {"book": 2, "hat": 4, "ball": 0}, "player_1": {"book": 1, "hat": 1, "ball": 3}}
     game._shares = negotiation_v0.all_shares(game.pool)
+    game._proposals = [negotiation_v0.format_proposal(x, tuple(game.pool)) for x in game._shares]
     return game
 
 
