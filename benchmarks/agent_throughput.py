@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"harness, {args.model} agent: {args.episodes / t_one:6.2f} episodes/s with batch_size=1 | "
           f"{args.episodes / t_many:6.2f} with batch_size={args.batch} | x{t_one / t_many:.1f} "
           f"({one['mean_steps']:.0f} steps, {one['tokens_per_episode']:.0f} tokens per episode; return "
-          f"{one['mean_return']:.2f} vs {many['mean_return']:.2f}: greedy decoding plays the same either way)")
+          f"{one['mean_return']:.2f} vs {many['mean_return']:.2f} batched)")
     for agent in ("random", "expert"):
         start = time.perf_counter()
         summary = evaluate("hiergym/Sokoban-v0", agent, episodes=50, progress=False, split="eval_in")
