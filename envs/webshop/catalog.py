@@ -89,6 +89,11 @@ class Catalog:
     def index_of(self, asin: str) -> int | None:
         raise NotImplementedError
 
+    def summary(self, index: int) -> tuple[str, str, str]:
+        """``(asin, title, price tag)``: what a results page shows of a product."""
+        product = self.product(index)
+        return product.asin, product.title, product.price_tag
+
     def documents(self) -> Iterator[str]:
         for i in range(len(self)):
             yield self.product(i).document()
@@ -221,16 +226,24 @@ class GeneratedCatalog(Catalog):
         return {name: [values[j] for j in _bits(int(self.option_masks[index, slot]))]
                 for slot, (name, values) in enumerate(t.options.items())}
 
+    def title(self, index: int) -> str:
+        t = self.product_type(index)
+        title = f"{tx.BRANDS[t.category][int(self.brand[index])]} {t.descriptors[int(self.descriptor[index])]} {t.title_noun}"
+        if self.title_attr[index]:
+            title += f", {t.attributes[(int(self.attr_mask[index]) & -int(self.attr_mask[index])).bit_length() - 1].title()}"
+        return title + f" - {tx.TITLE_SUFFIXES[t.category][int(self.suffix[index])]}"
+
+    def summary(self, index: int) -> tuple[str, str, str]:
+        # results pages need no description, bullets or reviews: skip rendering them
+        return self.asin(index), self.title(index), f"${float(self.price[index])}"
+
     def _render(self, index: int) -> Product:
         index = int(index)
         t = self.product_type(index)
         rnd = random.Random(int(self.text_seed[index]))
         attributes = self.attributes_of(index)
         brand = tx.BRANDS[t.category][int(self.brand[index])]
-        title = f"{brand} {t.descriptors[int(self.descriptor[index])]} {t.title_noun}"
-        if self.title_attr[index] and attributes:
-            title += f", {attributes[0].title()}"
-        title += f" - {tx.TITLE_SUFFIXES[t.category][int(self.suffix[index])]}"
+        title = self.title(index)
 
         generic = list(tx.GENERIC_SENTENCES[t.category])
         rnd.shuffle(generic)

@@ -162,6 +162,7 @@ class WebShopEnv(gym.Env):
         self._state = pg.PageState()
         self._elements: list[pg.Element] = []
         self._clickables: dict[str, str | None] = {}
+        self._observation_text = ""
         self._won = False
         self._last_reward_info: dict[str, Any] | None = None
         self._expert_cache: tuple[str, list[tuple[int, dict[str, str]]]] | None = None
@@ -265,9 +266,10 @@ class WebShopEnv(gym.Env):
         self._state = state
         self._elements = pg.page_elements(state, self.catalog, self._goal.get("instruction_text", ""))
         self._clickables = pg.clickables(self._elements)
+        self._observation_text = pg.observation_text(self._elements)[:MAX_OBSERVATION_CHARS]
 
     def _observation(self) -> str:
-        return pg.observation_text(self._elements)[:MAX_OBSERVATION_CHARS]
+        return self._observation_text
 
     def admissible_actions(self) -> list[str]:
         actions = [SEARCH_PLACEHOLDER] if self._state.kind == "search" else []
@@ -286,7 +288,7 @@ class WebShopEnv(gym.Env):
 
     def _info(self, action_valid: bool) -> dict[str, Any]:
         # copies: users keep infos, and one step's info must not change with the next
-        extra: dict[str, Any] = {"goal": copy.deepcopy(self._goal), "available_actions": self.available_actions(),
+        extra: dict[str, Any] = {"goal": _copy_goal(self._goal), "available_actions": self.available_actions(),
                                  "page": self._state.kind}
         if self._last_reward_info is not None:
             extra["reward_info"] = copy.deepcopy(self._last_reward_info)
@@ -381,6 +383,11 @@ class WebShopEnv(gym.Env):
             return (prefix + [f"search[{query}]"] + ["click[next >]"] * pages
                     + [f"click[{self.catalog.asin(index).lower()}]"] + finish)
         return None
+
+
+def _copy_goal(goal: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a goal deep enough that no list or dict is shared (faster than ``copy.deepcopy``)."""
+    return {k: list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v for k, v in goal.items()}
 
 
 def _query_for(title: str) -> str:

@@ -94,8 +94,8 @@ def page_elements(state: PageState, catalog: Any, instruction: str) -> list[Elem
         elements.append(Element(NEXT_PAGE, "button"))  # WebShop shows Next > on every results page
         start = (state.page - 1) * PRODUCT_WINDOW
         for index in state.results[start:start + PRODUCT_WINDOW]:
-            product = catalog.product(index)
-            elements += [Element(product.asin, "product"), Element(product.title), Element(product.price_tag)]
+            asin, title, price_tag = catalog.summary(index)
+            elements += [Element(asin, "product"), Element(title), Element(price_tag)]
         return elements
     product = catalog.product(state.item)
     elements.append(Element(PREV_PAGE, "button"))

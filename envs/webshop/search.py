@@ -86,11 +86,11 @@ class SearchIndex:
         ids = [self._vocab[t] for t in self.tokenize(query) if t in self._vocab]
         if not ids:
             return []
-        scores = np.asarray(self.retriever.get_scores_from_ids(ids), dtype=np.float32)
-        matching = np.flatnonzero(scores > 0)
-        if len(matching) > k:
-            # the k-th best score; keep everything above it and the earliest of those equal to it
-            kth = np.partition(scores[matching], len(matching) - k)[len(matching) - k]
-            matching = matching[scores[matching] >= kth]
+        scores = self.retriever.get_scores_from_ids(ids)
+        n = len(scores)
+        # documents scoring at least the k-th best score (and above zero: only matching documents), then
+        # sorted by score and, for equal scores, catalog order
+        kth = np.partition(scores, n - k)[n - k] if n > k else 0.0
+        matching = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores > 0)
         order = np.lexsort((matching, -scores[matching]))
         return matching[order][:k].tolist()
