@@ -142,10 +142,16 @@ class TwoPlayerGameEnv(gym.Env):
         self.action_space = text_action_space()
         self.agent = seat or self.game_env.possible_agents[0]
         self._valid = True
+        self._next_opponent: _OpponentAdapter | None = None
 
     @property
     def game(self):
         return self.game_env.game
+
+    def set_opponent(self, opponent: Any) -> None:
+        """Play against ``opponent`` (a player name or an agent) from the next ``reset`` on, e.g. a newer
+        snapshot of the learner in self-play."""
+        self._next_opponent = make_opponent(self.game_name, opponent)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         return copy_sharing(self, memo, ("observation_space", "action_space"))
@@ -153,6 +159,8 @@ class TwoPlayerGameEnv(gym.Env):
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if self._next_opponent is not None:
+            self.opponent, self._next_opponent = self._next_opponent, None
         split, task_id, task_rng = select_task(self.env_id, self.np_random, options)
         game_seed, opponent_seed = (int(x) for x in task_rng.integers(0, 2**31 - 1, size=2))
         seats = self.game_env.possible_agents

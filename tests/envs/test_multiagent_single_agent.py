@@ -162,3 +162,14 @@ def test_household_view_with_random_teammate_still_solvable() -> None:
                 *_, info = env.step(action)
             solved += info["won"]
     assert solved >= 4
+
+
+def test_set_opponent_takes_effect_at_the_next_reset() -> None:
+    env = gym.make("hiergym/TicTacToe-v0", seat="player_0").unwrapped
+    env.reset(seed=0)
+    snapshot = FirstLegalAction()
+    env.set_opponent(snapshot)
+    assert env.opponent.name == "random", "the running game keeps its opponent"
+    env.reset(seed=0)
+    env.step(env._info()["admissible_actions"][-1])
+    assert snapshot.calls == 1 and snapshot.tasks
