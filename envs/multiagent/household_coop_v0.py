@@ -27,7 +27,9 @@ what you carry) and the task.
 ``admissible_actions`` lists all but ``say``.
 
 **Illegal moves do nothing**: an impossible or malformed command answers "Nothing happens." to its sender
-and uses up its round.
+and uses up its round. ``action_valid`` judges a command against the state the agent chose it in: a command
+that the teammate's action earlier in the same round made impossible (both took the same apple) also answers
+"Nothing happens." but stays valid.
 
 **Reward**: +1 to both agents when the joint goal holds; 0 otherwise.
 

@@ -149,7 +149,10 @@ class KuhnPokerGame(TextGame):
         self.chips[first] += won
         self.chips[second] -= won
         winner = first if won > 0 else second
-        if forced is not None or self.history.endswith("f"):
+        if forced is not None:
+            loser = second if winner == first else first
+            text = f"{loser} forfeits the hand and loses {abs(won)} chip{'s' if abs(won) > 1 else ''} to {winner}."
+        elif self.history.endswith("f"):
             text = f"{winner} wins the pot of {abs(won) * 2} chips without a showdown."
         else:
             text = (f"Showdown: {first} has the {CARD_NAMES[first_card]}, {second} has the "
