@@ -33,6 +33,13 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         arguments={"engine": "native", "task_types": None, "success_reward": 1.0},
     ),
     EnvEntry(
+        id="hiergym/TextWorld-v0",
+        entry_point="hiergym.envs.textworld_env:TextWorldEnv",
+        max_episode_steps=100,
+        description="TextWorld games: a .z8/.ulx file, or games generated from a seed by TextWorld's challenges (cached).",
+        arguments={"game_file": None, "challenge": "tw-treasure_hunter", "settings": None, "num_games": None},
+    ),
+    EnvEntry(
         id="hiergym/Sokoban-v0",
         entry_point="hiergym.envs.sokoban:SokobanEnv",
         max_episode_steps=100,
