@@ -86,3 +86,33 @@ def test_missing_models_give_a_clear_error(tmp_path):
         CausalLMPolicy.tiny(tmp_path / "nothing")
     with pytest.raises(ModelNotAvailableError, match="offline"):
         CausalLMPolicy.from_pretrained("no-such-org/no-such-model-xyz", device="cpu")
+
+
+def test_chat_template_is_applied_when_the_tokenizer_has_one():
+    from hiergym.agents.tiny import build_tiny_model
+
+    tokenizer = build_byte_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    chat = CausalLMPolicy(build_tiny_model(seed=1), tokenizer, system_prompt="be brief")
+    assert chat.use_chat_template
+    text = chat.format_prompt("push the box")
+    assert text == "<system>be brief</system><user>push the box</user><assistant>"
+    # The template's text is encoded as is (no extra special tokens).
+    assert chat.encode_prompt("push the box") == [BYTE_OFFSET + b for b in text.encode()]
+    out = chat.generate(["push the box"], max_new_tokens=3, temperature=0)[0]
+    assert out.prompt_text == text and len(out.response_token_ids) == 3
+    plain = CausalLMPolicy(build_tiny_model(seed=1), build_byte_tokenizer(), use_chat_template=False)
+    assert plain.format_prompt("push the box") == "push the box"
+
+
+def test_long_prompts_are_cut_from_the_left():
+    from hiergym.agents.tiny import build_tiny_model
+
+    short = CausalLMPolicy(build_tiny_model(seed=0), build_byte_tokenizer(), max_prompt_tokens=16)
+    ids = short.encode_prompt("x" * 100 + "the end")
+    assert len(ids) == 16 and bytes(i - BYTE_OFFSET for i in ids[-7:]) == b"the end"
+    out = short.generate(["y" * 200], max_new_tokens=2, temperature=0.5, top_p=0.9, seed=0)[0]
+    assert len(out.prompt_token_ids) == 16 and len(out.response_token_ids) == 2
