@@ -386,12 +386,11 @@ def _agent_factory(config: EvalConfig, agent_object: Any = None) -> Callable[[],
     return lambda: make_agent(config.agent, env_id=env_id, agent_args=config.agent_args, seed=config.seed)
 
 
-def _init_worker(config: EvalConfig, agent_object: Any, max_steps: int, out: str | None) -> None:
+def _init_worker(config: EvalConfig, agent_object: Any, max_steps: int, out: str | None, threads: int) -> None:
     global _WORKER
-    if os.environ.get("HIERGYM_WORKER_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(os.environ["HIERGYM_WORKER_THREADS"]))
+    # W workers each using every core would oversubscribe the CPU: torch (imported later, by the agent) reads
+    # this at import. Set HIERGYM_WORKER_THREADS to give each worker more.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     _WORKER = _Player(config, _agent_factory(config, agent_object), max_steps, Path(out) if out else None)
 
 
@@ -582,9 +581,10 @@ def _run_parallel(config: EvalConfig, agent_object: Any, max_steps: int, out: Pa
             raise HarnessError(f"workers > 1 needs a picklable env factory; {exc}. Use workers=1") from None
     # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe).
     context = multiprocessing.get_context("spawn")
-    os.environ.setdefault("HIERGYM_WORKER_THREADS", "1")
+    threads = int(os.environ.get("HIERGYM_WORKER_THREADS", "1"))
+    initargs = (config, agent_object, max_steps, str(out) if out else None, threads)
     with futures.ProcessPoolExecutor(max_workers=config.workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(config, agent_object, max_steps, str(out) if out else None)) as pool:
+                                     initargs=initargs) as pool:
         pending = {pool.submit(_worker_play, chunk): chunk for chunk in _chunks(todo, batch_size)}
         try:
             for future in futures.as_completed(pending):
