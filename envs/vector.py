@@ -56,6 +56,14 @@ SEED_NAMESPACE = "hiergym.group_vec"
 DEFAULT_STEP_TIMEOUT = 300.0
 
 
+def group_task_seed(seed: int, batch_index: int, slot: int, episode: int = 0) -> int:
+    """The task seed of group ``slot`` in the ``batch_index``-th drawing reset from ``seed`` (and of its
+    ``episode``-th autoreset): a pure function, identical in every process and on every backend."""
+    if episode == 0:
+        return stable_seed(SEED_NAMESPACE, int(seed), int(batch_index), int(slot))
+    return stable_seed(SEED_NAMESPACE, int(seed), int(batch_index), int(slot), "autoreset", int(episode))
+
+
 # ------------------------------------------------------------------------------------------- step output
 @dataclass
 class StepOutput:
@@ -573,9 +581,7 @@ class GroupVecEnv:
 
     def task_seed_for(self, batch_index: int, slot: int, episode: int = 0) -> int:
         """The seed the copies of group ``slot`` reset with in batch ``batch_index`` (``episode``-th autoreset)."""
-        if episode == 0:
-            return stable_seed(SEED_NAMESPACE, self.seed, batch_index, slot)
-        return stable_seed(SEED_NAMESPACE, self.seed, batch_index, slot, "autoreset", episode)
+        return group_task_seed(self.seed, batch_index, slot, episode)
 
     def reset(
         self,
@@ -958,5 +964,5 @@ def make_group_vec(
     )
 
 
-__all__ = ["BACKENDS", "GroupVecEnv", "StepOutput", "make_group_vec"]
+__all__ = ["BACKENDS", "GroupVecEnv", "StepOutput", "group_task_seed", "make_group_vec"]
 
