@@ -69,7 +69,7 @@ class EvalConfig:
     split: str = "eval_out"
     seed: int = 0
     workers: int = 1
-    #: Episodes acted on together; default 8 for LLM agents, 1 otherwise.
+    #: Episodes acted on together; default 8 for LLM SPECs and batched agent objects, 1 otherwise.
     batch_size: int | None = None
     env_args: dict[str, Any] = field(default_factory=dict)
     agent_args: dict[str, Any] = field(default_factory=dict)
@@ -490,7 +490,9 @@ def evaluate(
             except AgentSpecError as exc:
                 raise HarnessError(str(exc)) from None
     else:
-        is_llm = False
+        from hiergym.agents.base import is_batched_agent
+
+        is_llm = is_batched_agent(config.agent)  # an agent object that takes batches gets them
     batch_size = config.batch_size or (8 if is_llm else 1)
 
     probe = _make_env(config.env, config.env_args)  # fails fast on a wrong id or arguments
