@@ -52,7 +52,7 @@ BACKENDS = ("sync", "process")
 #: Namespace of the task seeds drawn by :meth:`GroupVecEnv.reset` (part of every derived seed).
 SEED_NAMESPACE = "hiergym.group_vec"
 
-#: Default seconds a worker may take to answer one command before it is declared hung and restarted.
+#: Default seconds one copy's step or reset may take in a worker before the worker is declared hung.
 DEFAULT_STEP_TIMEOUT = 300.0
 
 
@@ -351,8 +351,10 @@ class _ProcessBackend:
         self.restarts = 0
         self._procs: list[Any] = [None] * num_workers
         self._conns: list[Any] = [None] * num_workers
-        #: Per worker, the commands sent and not yet answered: (kind, copy indices, time sent).
-        self._inflight: list[deque[tuple[str, list[int], float]]] = [deque() for _ in range(num_workers)]
+        #: Per worker, the commands sent and not yet answered: (kind, copy indices).
+        self._inflight: list[deque[tuple[str, list[int]]]] = [deque() for _ in range(num_workers)]
+        #: Per worker, since when its oldest unanswered command has been its to work on (for step_timeout).
+        self._head_since = [0.0] * num_workers
         self._broken: set[int] = set()
         for w in range(num_workers):
             self._start(w)
@@ -385,7 +387,9 @@ class _ProcessBackend:
             per_worker.setdefault(int(self.worker_of[item[0]]), []).append(item)
         now = time.monotonic()
         for w, shard_items in per_worker.items():
-            self._inflight[w].append((kind, [i for i, _ in shard_items], now))
+            if not self._inflight[w]:
+                self._head_since[w] = now
+            self._inflight[w].append((kind, [i for i, _ in shard_items]))
             if w in self._broken:
                 continue
             try:
@@ -406,11 +410,10 @@ class _ProcessBackend:
         if failures or not self.busy:
             return replies, failures
         busy = [w for w in range(len(self._procs)) if self._inflight[w]]
-        now = time.monotonic()
         wait_s = timeout
         if self.step_timeout is not None:
-            first_deadline = min(self._inflight[w][0][2] + self.step_timeout for w in busy)
-            wait_s = max(0.0, first_deadline - now) if wait_s is None else min(wait_s, max(0.0, first_deadline - now))
+            until_deadline = max(0.0, min(self._deadline(w) for w in busy) - time.monotonic())
+            wait_s = until_deadline if wait_s is None else min(wait_s, until_deadline)
         handles = {self._conns[w]: w for w in busy}
         handles.update({self._procs[w].sentinel: w for w in busy})
         ready_workers = sorted({handles[h] for h in wait_for_connections(list(handles), timeout=wait_s)})
@@ -420,6 +423,7 @@ class _ProcessBackend:
                 while self._inflight[w] and self._conns[w].poll():
                     replies.append(self._conns[w].recv())
                     self._inflight[w].popleft()
+                    self._head_since[w] = time.monotonic()  # the next command's turn starts now
             except (EOFError, OSError):
                 dead = True
             if dead or (self._inflight[w] and not self._procs[w].is_alive()):
@@ -428,11 +432,14 @@ class _ProcessBackend:
         if self.step_timeout is not None:
             now = time.monotonic()
             for w in busy:
-                if self._inflight[w] and now - self._inflight[w][0][2] > self.step_timeout:
-                    failures.append(self._fail(
-                        w, f"worker {w} (pid {self._procs[w].pid}) did not answer within {self.step_timeout:g} s"
-                    ))
+                if self._inflight[w] and now > self._deadline(w):
+                    failures.append(self._fail(w, f"worker {w} (pid {self._procs[w].pid}) did not answer within "
+                                                  f"{self.step_timeout:g} s per copy"))
         return replies, failures
+
+    def _deadline(self, w: int) -> float:
+        """When worker ``w`` is declared hung: ``step_timeout`` per copy of the command it works on."""
+        return self._head_since[w] + self.step_timeout * max(1, len(self._inflight[w][0][1]))
 
     def _fail(self, w: int, reason: str) -> _WorkerFailure:
         proc = self._procs[w]
@@ -440,7 +447,7 @@ class _ProcessBackend:
             proc.kill()
         proc.join(timeout=5)
         self._conns[w].close()
-        unanswered = [(kind, indices) for kind, indices, _ in self._inflight[w]]
+        unanswered = list(self._inflight[w])
         self._start(w)
         self.restarts += 1
         return _WorkerFailure(f"{reason}; restarted it as pid {self._procs[w].pid}", unanswered, self.shards[w])
@@ -943,8 +950,9 @@ def make_group_vec(
         num_workers: worker processes of the process backend (default: CPU count, at most B*G); copy ``i``
             lives in worker ``i % num_workers``.
         autoreset: reset each group to a new task as soon as all its copies finished (streaming).
-        step_timeout: seconds a worker may take for one command before it is killed and restarted and the
-            copies it was stepping fail (process backend only; None: wait forever).
+        step_timeout: seconds one copy's step (or reset) may take in a worker: a worker that has not answered
+            a command for k of its copies within k * step_timeout is killed and restarted, and the copies it
+            was stepping fail (process backend only; None: wait forever).
         context: multiprocessing start method (``"fork"``, ``"spawn"``, ``"forkserver"``; default: Python's).
         reset_options: extra options passed to every reset.
         **env_kwargs: arguments for ``gymnasium.make`` (e.g. ``dim_room=(7, 7)``, ``max_episode_steps=50``).
