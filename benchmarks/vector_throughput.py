@@ -10,12 +10,12 @@ with random admissible actions, and times, in the same process and on the same t
 
 Resets are part of the timed work (a batch is reset and played, as a trainer does), after one untimed reset
 of every task (warming caches such as TextWorld's compiled games); the figure is env steps (actions
-executed) per second of wall time. ``--overlap-gen-ms`` adds a second table: the process
-backend stepping half the batch while a simulated generation (a sleep, like waiting for a GPU) runs for the
-other half (``step_async`` / ``poll``), against generating for all and then stepping all.
+executed) per second of wall time. ``--overlap-gen-ms`` adds a line per env: the process backend stepping
+each generation chunk (``step_async``) while a simulated generation (a sleep, like waiting for a GPU) runs
+for the next chunks, against generating for all and then stepping all (steps only, resets untimed).
 
     python -m hiergym.benchmarks.vector_throughput                     # every env, 16x8, both backends
-    python -m hiergym.benchmarks.vector_throughput --envs sokoban --rounds 5 --overlap-gen-ms 20
+    python -m hiergym.benchmarks.vector_throughput --envs sokoban --rounds 5 --overlap-gen-ms 100
 """
 
 from __future__ import annotations
@@ -104,43 +104,47 @@ def run_group_vec(env: GroupVecEnv, rounds: int, steps: int, action_seed: int) -
     return done_steps, time.perf_counter() - start
 
 
-def run_overlap(env: GroupVecEnv, rounds: int, steps: int, gen_s: float, action_seed: int) -> tuple[float, float]:
-    """Wall seconds per lock-step step: generate-all-then-step-all vs two halves pipelined with step_async/poll.
+def run_overlap(env: GroupVecEnv, rounds: int, steps: int, gen_s: float, chunks: int,
+                action_seed: int) -> tuple[float, float]:
+    """Wall seconds per lock-step step: generate-all-then-step-all vs chunks pipelined with step_async.
 
-    The simulated generation costs ``gen_s`` per half batch (a batched LLM call), as a sleep: the GPU works,
-    this process waits, the env workers are free to run.
+    The batch is generated in ``chunks`` micro-batches costing ``gen_s / chunks`` each, simulated by a sleep
+    (the GPU works, this process waits, the env workers are free). Pipelined, each chunk is submitted as soon
+    as it is generated, so its env steps run while the next chunks are generated; only the last chunk's env
+    time is left exposed.
     """
     rng = np.random.default_rng(action_seed)
     n = env.num_envs
-    halves = [np.arange(n // 2), np.arange(n // 2, n)]
+    parts = np.array_split(np.arange(n), chunks)
 
     def generate(indices: np.ndarray) -> list[str]:
-        time.sleep(gen_s)
+        time.sleep(gen_s / chunks)
         return [pick_action(env.infos[i], rng) for i in indices]
 
     timings = {}
     for schedule in ("lock-step", "overlapped"):
-        total_steps, start = 0, time.perf_counter()
+        total_steps, seconds = 0, 0.0
         for _ in range(rounds):
-            env.reset()
+            env.reset()  # resets are not timed here: only steps can overlap with generation
+            start = time.perf_counter()
             for _ in range(steps):
                 if not env.running.any():
                     break
                 if schedule == "lock-step":
                     actions = [None] * n
-                    for half in halves:
-                        for i, a in zip(half, generate(half), strict=True):
+                    for part in parts:
+                        live = part[env.running[part]]
+                        for i, a in zip(live, generate(live), strict=True):
                             actions[i] = a
                     env.step(actions)
                 else:
-                    # Submit each half as soon as its generation is done: half A's env steps run in the
-                    # workers while half B is generated.
-                    for half in halves:
-                        live = half[env.running[half]]
+                    for part in parts:
+                        live = part[env.running[part]]
                         env.step_async(generate(live), indices=live)
                     env.step_wait()
                 total_steps += 1
-        timings[schedule] = (time.perf_counter() - start) / max(total_steps, 1)
+            seconds += time.perf_counter() - start
+        timings[schedule] = seconds / max(total_steps, 1)
     return timings["lock-step"], timings["overlapped"]
 
 
@@ -167,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step-cost-kind", choices=["cpu", "sleep"], default="cpu",
                         help="the synthetic cost burns CPU or waits (I/O-bound engines)")
     parser.add_argument("--overlap-gen-ms", type=float, default=0.0,
-                        help="also time async overlap with this simulated generation time per half batch")
+                        help="also time async overlap with this simulated generation time per batch step")
+    parser.add_argument("--overlap-chunks", type=int, default=4, help="generation micro-batches per step")
     args = parser.parse_args(argv)
 
     env_ids = selected_envs(args.envs)
@@ -206,8 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{'':<28} {backend:<10} {steps:>9} {steps / seconds:>10.0f} {steps / seconds / loop_rate:>7.2f}x")
         if args.overlap_gen_ms > 0 and "process" in vec:
             lock, overlapped = run_overlap(vec["process"], args.rounds, args.steps, args.overlap_gen_ms / 1000,
-                                           args.seed)
-            print(f"{'':<28} overlap: {2 * args.overlap_gen_ms:g} ms simulated generation per step: "
+                                           args.overlap_chunks, args.seed)
+            print(f"{'':<28} overlap: {args.overlap_gen_ms:g} ms simulated generation per step in "
+                  f"{args.overlap_chunks} chunks: "
                   f"lock-step {lock * 1000:.1f} ms/step, overlapped {overlapped * 1000:.1f} ms/step "
                   f"({lock / overlapped:.2f}x)")
         for env in vec.values():
