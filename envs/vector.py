@@ -217,6 +217,13 @@ def _run_commands(
                     env = envs[index] = make_env()
                 obs, info = env.reset(seed=seed, options=options)
                 results.append((index, True, (obs, info)))
+            elif kind == "call":
+                name, args, kwargs = payload
+                env = envs.get(index)
+                if env is None:
+                    raise RuntimeError(f"copy {index} has no environment (not reset since it failed)")
+                attribute = env.get_wrapper_attr(name)
+                results.append((index, True, attribute(*args, **kwargs) if callable(attribute) else attribute))
             else:
                 env = envs.get(index)
                 if env is None:
@@ -561,6 +568,7 @@ class GroupVecEnv:
         self._pending_action: dict[int, tuple[str, str]] = {}  # copy -> (action text, prompt observation)
         self._ready: dict[int, _Row] = {}
         self._reset_results: dict[int, tuple[bool, Any]] = {}
+        self._call_results: dict[int, tuple[bool, Any]] = {}
         self._needs_reset = True
         self._fixed_tasks = False
         self._base_options: dict[str, Any] = {}
@@ -719,6 +727,36 @@ class GroupVecEnv:
         done = [i for i in self._ready if not self.pending[i]]
         return _stack_rows([self._take_row(i) for i in dict.fromkeys([*done, *autoreset])])
 
+    def call(self, name: str, *args: Any, indices: Sequence[int] | None = None, **kwargs: Any) -> list[Any]:
+        """Call method ``name`` (or read attribute ``name``) of each copy's env, in its process; one result per
+        copy (default: all), e.g. ``env.call("expert_plan")`` or ``env.call("render")``.
+
+        The name is looked up through the wrappers down to the unwrapped env (``get_wrapper_attr``); results
+        must be picklable for the process backend. Copies whose env was lost with a crashed worker give None.
+        An exception in an env is raised here.
+        """
+        self._check_open()
+        wanted = (list(range(self.num_envs)) if indices is None
+                  else [int(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)])
+        live = [i for i in wanted if not self._lost[i]]
+        for i in live:
+            self._call_results.pop(i, None)
+        self._backend.send("call", [(i, (name, args, kwargs)) for i in live])
+        while any(i not in self._call_results for i in live):
+            self._pump(None)
+        results = {i: self._call_results.pop(i) for i in live}
+        for ok, payload in results.values():
+            if not ok:
+                exc, _, trace = payload
+                if isinstance(self._backend, _ProcessBackend) and trace:
+                    raise exc from _RemoteTraceback(trace)
+                raise exc
+        return [results[i][1] if i in results else None for i in wanted]
+
+    def render(self) -> list[Any]:
+        """Each copy's ``render()`` (with ``render_mode="ansi"``, the text view)."""
+        return self.call("render")
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -768,6 +806,8 @@ class GroupVecEnv:
             for index, ok, payload in results:
                 if kind == "reset":
                     self._reset_results[index] = (ok, payload)
+                elif kind == "call":
+                    self._call_results[index] = (ok, payload)
                 elif kind == "step" and self.pending[index]:
                     if ok:
                         self._apply_step_result(index, payload)
@@ -779,6 +819,8 @@ class GroupVecEnv:
                 for index in indices:
                     if kind == "reset":
                         self._reset_results[index] = (False, None)
+                    elif kind == "call":
+                        self._call_results[index] = (False, (RuntimeError(failure.message), failure.message, ""))
                     elif kind == "step" and self.pending[index]:
                         self._apply_step_failure(index, failure.message, "")
             self._lost[failure.copies] = True

@@ -308,6 +308,20 @@ def test_streaming_poll_loop_with_autoreset() -> None:
     env.close()
 
 
+@pytest.mark.parametrize("backend", ["sync", pytest.param("process", marks=needs_fork)])
+def test_call_reaches_every_copy(backend: str) -> None:
+    with make_group_vec("hiergym/Sokoban-v0", num_tasks=2, group_size=2, seed=3, backend=backend,
+                        **({"num_workers": 2, "context": "fork"} if backend == "process" else {})) as env:
+        env.reset()
+        plans = env.call("expert_plan")
+        assert len(plans) == 4 and plans[0] == plans[1] and plans[2] == plans[3] and all(plans)
+        assert env.call("render", indices=[2]) == [env.render()[2]]
+        out = env.step([plans[i][0] for i in range(4)])
+        assert out.active.all() and not out.invalid.any()
+        with pytest.raises(AttributeError):
+            env.call("no_such_method")
+
+
 def test_errors_name_the_fix() -> None:
     with pytest.raises(hiergym.registration.UnknownEnvironmentError, match="did you mean"):
         make_group_vec("hiergym/Sokobann-v0")
