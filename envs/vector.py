@@ -231,8 +231,8 @@ def _run_commands(
                 obs, reward, terminated, truncated, info = env.step(payload)
                 results.append((index, True, (obs, float(reward), bool(terminated), bool(truncated), info)))
         except Exception as exc:  # an env that raises fails its copy, never the batch
-            broken = envs.pop(index, None)
-            if broken is not None:  # its state is unknown: a fresh env is made at the next reset
+            broken = envs.pop(index, None) if kind != "call" else None
+            if broken is not None:  # its state is unknown after a failed step: a fresh env comes at reset
                 try:
                     broken.close()
                 except Exception:

@@ -320,6 +320,7 @@ def test_call_reaches_every_copy(backend: str) -> None:
         assert out.active.all() and not out.invalid.any()
         with pytest.raises(AttributeError):
             env.call("no_such_method")
+        assert env.step([plans[i][1] for i in range(4)]).active.all(), "a failed call leaves the envs alone"
 
 
 def test_errors_name_the_fix() -> None:
