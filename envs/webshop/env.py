@@ -77,6 +77,7 @@ ENV_ID = "hiergym/WebShop-v0"
 SEARCH_PLACEHOLDER = "search[<query>]"
 MAX_OBSERVATION_CHARS = 65536
 _ACTION = re.compile(r"(.+)\[(.+)\]")  # WebShop's parse_action
+_PRICE_CLAUSE = re.compile(r",? and price lower than [0-9.]+ dollars")
 
 
 def default_cache_dir() -> Path:
@@ -165,7 +166,7 @@ class WebShopEnv(gym.Env):
         self._observation_text = ""
         self._won = False
         self._last_reward_info: dict[str, Any] | None = None
-        self._expert_cache: tuple[str, list[tuple[int, dict[str, str]]]] | None = None
+        self._expert_cache: tuple[str, dict[int, dict[str, str] | None]] | None = None
 
     # -- gymnasium API -------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -309,24 +310,26 @@ class WebShopEnv(gym.Env):
                     break
         return choice
 
-    def _winning_purchases(self) -> list[tuple[int, dict[str, str]]]:
-        """Products (target first, then those a search for the target's title finds) that score 1, with options."""
-        if self._expert_cache is not None and self._expert_cache[0] == self._goal_key:
-            return self._expert_cache[1]
-        target = self.catalog.index_of(self._goal["asin"])
-        candidates = [target] if target is not None else []
-        if target is not None:
-            candidates += [i for i in self.shop.search(_query_for(self.catalog.product(target).title))
-                           if i != target]
-        winners = []
-        for index in candidates:
+    def _winning_choice(self, index: int) -> dict[str, str] | None:
+        """The options that make buying product ``index`` score 1 for the goal, or None (memoised per goal)."""
+        if self._expert_cache is None or self._expert_cache[0] != self._goal_key:
+            self._expert_cache = (self._goal_key, {})
+        memo = self._expert_cache[1]
+        if index not in memo:
             choice = self._option_choice(index)
             product = self.catalog.product(index)
             reward, _ = get_reward(product, self._goal, product.price, choice)
-            if reward >= 1.0 - 1e-9 and self._clicks_select(index, choice):
-                winners.append((index, choice))
-        self._expert_cache = (self._goal_key, winners)
-        return winners
+            memo[index] = choice if reward >= 1.0 - 1e-9 and self._clicks_select(index, choice) else None
+        return memo[index]
+
+    def _winning_purchases(self) -> list[tuple[int, dict[str, str]]]:
+        """Products (target first, then those a search for the target's title finds) that score 1, with options."""
+        target = self.catalog.index_of(self._goal["asin"])
+        if target is None:
+            return []
+        candidates = [target] + [i for i in self.shop.search(_query_for(self.catalog.product(target).title))
+                                 if i != target]
+        return [(i, choice) for i in candidates if (choice := self._winning_choice(i)) is not None]
 
     def _clicks_select(self, index: int, choice: dict[str, str]) -> bool:
         """Whether clicking the chosen values sets those options (a value shared by two options sets the last)."""
@@ -349,8 +352,10 @@ class WebShopEnv(gym.Env):
         """Actions that buy a product with reward 1 from the current state, or None if none is known.
 
         Finishes on the current item page when its product can score 1; otherwise clicks a winning product on
-        the current results page; otherwise goes back to search, searches for a winning product's title and
-        pages to it. Candidates are the goal's target and the products a search for its title returns.
+        the current results page; otherwise goes back to search, searches with the instruction's words (as a
+        shopper would) and takes the first winning result, paging to it; if none is found that way, it searches
+        for a winning product's title. Winning products are checked with the reward itself; the candidates
+        are the search results, the goal's target and what a search for the target's title returns.
         """
         state = self._state
         if state.kind == "done":
@@ -370,18 +375,18 @@ class WebShopEnv(gym.Env):
                     finish = self._finish_on_item(index, by_index[index], {})
                     if finish is not None:
                         return [f"click[{self.catalog.asin(index).lower()}]"] + finish
+        # Search like a shopper first (the instruction's words), then for a winning product's title.
         prefix = [] if state.kind == "search" else ["click[back to search]"]
-        for index, choice in winners:
-            query = _query_for(self.catalog.product(index).title)
-            results = self.shop.search(query)
-            if index not in results:
-                continue
-            finish = self._finish_on_item(index, choice, {})
-            if finish is None:
-                continue
-            pages = results.index(index) // pg.PRODUCT_WINDOW
-            return (prefix + [f"search[{query}]"] + ["click[next >]"] * pages
-                    + [f"click[{self.catalog.asin(index).lower()}]"] + finish)
+        queries = [_query_for(_PRICE_CLAUSE.sub("", self._goal["instruction_text"]))]
+        queries += [_query_for(self.catalog.product(index).title) for index, _ in winners]
+        for query in dict.fromkeys(queries):
+            for position, index in enumerate(self.shop.search(query)):
+                choice = self._winning_choice(index)
+                finish = self._finish_on_item(index, choice, {}) if choice is not None else None
+                if finish is not None:
+                    pages = position // pg.PRODUCT_WINDOW
+                    return (prefix + [f"search[{query}]"] + ["click[next >]"] * pages
+                            + [f"click[{self.catalog.asin(index).lower()}]"] + finish)
         return None
 
 

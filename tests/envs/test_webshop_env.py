@@ -124,7 +124,9 @@ def test_buying_ends_the_episode_and_reports_the_reward(env: WebShopEnv) -> None
     obs, reward, terminated, truncated, info = env.step(plan[-1])
     assert terminated and not truncated
     assert obs == f"Thank you for shopping with us!{SEP}Your score (min 0.0, max 1.0){SEP}1.0"
-    assert info["reward_info"]["asin"] == info["goal"]["asin"] and info["reward_info"]["r_type"] == 1.0
+    bought = env.catalog.product(env.catalog.index_of(info["reward_info"]["asin"]))
+    assert info["reward_info"]["r_type"] == 1.0 and bought.query == info["goal"]["query"]
+    assert bought.price <= info["goal"]["price_upper"] and set(info["goal"]["attributes"]) <= set(bought.attributes)
     obs2, reward2, terminated2, _, info2 = env.step("click[buy now]")
     assert reward2 == 0 and terminated2 and info2["action_valid"] is False and obs2 == obs
 
