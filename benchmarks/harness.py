@@ -171,7 +171,11 @@ def _task_type(*infos: dict[str, Any]) -> str | None:
 
 
 def _agent_label(agent: Any) -> str:
-    return agent if isinstance(agent, str) else f"{type(agent).__module__}.{type(agent).__qualname__}"
+    """A SPEC as is; a class or function by its import path; an object by its class's."""
+    if isinstance(agent, str):
+        return agent
+    named = agent if hasattr(agent, "__qualname__") else type(agent)
+    return f"{named.__module__}.{named.__qualname__}"
 
 
 # ------------------------------------------------------------------------------------------ environments

@@ -275,3 +275,10 @@ def test_parallel_workers_match_a_single_worker(tmp_path):
     for key in ("success_rate", "mean_return", "mean_steps", "invalid_action_rate"):
         assert single[key] == parallel[key]
     assert len(list((tmp_path / "par" / "episodes").glob("episode_*.jsonl"))) == 4
+
+
+def test_env_factory_and_agent_object_labels(tmp_path):
+    summary = evaluate(GuessEnv, "expert", episodes=3, out=str(tmp_path / "factory"), progress=False)
+    assert summary["success_rate"] == 1.0 and summary["env"].endswith("GuessEnv")
+    summary = evaluate(GUESS_ID, always("b"), episodes=3, progress=False)
+    assert "always.<locals>" in summary["agent"] and summary["successes"] == 1
