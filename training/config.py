@@ -117,6 +117,11 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
 
     if isinstance(value, str) and not isinstance(current, str):
         value = yaml.safe_load(value)
+    if isinstance(current, float) and isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        except ValueError:
+            raise ValueError(f"{name} expects a number, got {value!r}") from None
     if isinstance(current, bool) and not isinstance(value, bool):
         raise ValueError(f"{name} expects true or false, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):

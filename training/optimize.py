@@ -164,10 +164,10 @@ def _accumulate_and_step(policy, optimizer, batch: list[TrainSequence], metrics:
             old_values = torch.tensor([s.old_value for s in chunk], dtype=torch.float32, device=device)
             v_loss = value_loss(values, old_values, targets)
             loss = loss + value_coef * v_loss
-            metrics["value_loss"].append(float(v_loss))
+            metrics["value_loss"].append(v_loss.item())
         (loss * share).backward()
         for key in ("loss", "pg_loss", "kl", "entropy", "clip_fraction", "approx_kl"):
-            metrics[key].append(float(getattr(out, key)))
+            metrics[key].append(getattr(out, key).item())
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     metrics["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)))
     optimizer.step()
@@ -206,8 +206,8 @@ def behaviour_cloning(
         torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, losses[-1])
     policy.model.eval()
     return losses
