@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from hiergym.envs.alfworld.world import Task, can_contain
 
+_HEX = "0123456789abcdef"
 AT_START = -1  # the agent stands in the middle of the room, at no receptacle
 HELD = -1  # obj_loc value of the object in the agent's hands
 
@@ -53,12 +54,14 @@ class NativeEngine:
         self.obj_names = [o.name for o in objs]
         self.obj_labels = ["a " + o.name for o in objs]
         self._goto = [f"go to {name}" for name in self.rec_names]
-        self._fits = [[can_contain(r.type, o.type) for o in objs] for r in recs]
+        self._rec_types = [r.type for r in recs]
+        self._obj_types = [o.type for o in objs]
         self._heater = [r.type == "Microwave" for r in recs]
         self._cooler = [r.type == "Fridge" for r in recs]
         self._cleaner = [r.type == "SinkBasin" for r in recs]
         self._goal_recs = [r.type == task.recep_type for r in recs]
         self._goal_objs = [o.type == task.obj_type for o in objs]
+        self._goal_obj_indices = [i for i, goal in enumerate(self._goal_objs) if goal]
         self._lamps = [o.toggleable and o.type == task.toggle_type for o in objs]
         self.intro_prefix = "-= Welcome to TextWorld, ALFRED! =-\n\n"
         self.intro_suffix = f"\n\nYour task is to: {task.description}."
@@ -81,16 +84,26 @@ class NativeEngine:
         self.hot = [False] * n
         self.cool = [False] * n
         self.toggled = [False] * n
-        self._admissible: list[str] | None = None
-        self._commands: dict[str, tuple] | None = None
+        self._invalidate()
         return self.intro_prefix + self._room_view + self.intro_suffix
 
+    def _invalidate(self) -> None:
+        """Forget what was derived from the state (commands, key, goal test): the state just changed."""
+        self._admissible: list[str] | None = None
+        self._commands: dict[str, tuple] | None = None
+        self._key: str | None = None
+        self._won: bool | None = None
+
     def state_key(self) -> str:
-        flags = "".join(
-            str(c + 2 * h + 4 * k + 8 * t) for c, h, k, t in zip(self.clean, self.hot, self.cool, self.toggled, strict=True)
-        )
-        return (f"{self.task.key}|at{self.agent_at}|h{self.held}|o{''.join('1' if o else '0' for o in self.opened)}"
-                f"|{','.join(map(str, self.obj_loc))}|{flags}")
+        if self._key is None:
+            flags = "".join(
+                _HEX[c + 2 * h + 4 * k + 8 * t]
+                for c, h, k, t in zip(self.clean, self.hot, self.cool, self.toggled, strict=True)
+            )
+            opened = "".join("1" if o else "0" for o in self.opened)
+            self._key = (f"{self.task.key}|at{self.agent_at}|h{self.held}|o{opened}"
+                         f"|{','.join(map(str, self.obj_loc))}|{flags}")
+        return self._key
 
     # ------------------------------------------------------------------ text
     def _describe(self, rec: int) -> str:
@@ -126,7 +139,9 @@ class NativeEngine:
 
     def look(self) -> str:
         if self.agent_at == AT_START:
-            return self._room_view
+            # ALFWorld's grammar lists the receptacles at the agent's location here (the welcome text lists
+            # them all): in the middle of the room there are none.
+            return "You are in the middle of a room. Looking quickly around you, you see nothing."
         return f"You are facing the {self.rec_names[self.agent_at]}. Next to it, you see nothing."
 
     # ------------------------------------------------------------------ commands
@@ -160,7 +175,7 @@ class NativeEngine:
                     table[f"take {self.obj_names[obj]} from {rec_name}"] = ("take", obj, at)
             if held != HELD:
                 held_name = self.obj_names[held]
-                if accessible and self._fits[at][held]:
+                if accessible and self.fits(at, held):
                     table[f"move {held_name} to {rec_name}"] = ("move", held, at)
                 if self._heater[at] and objects[held].heatable:
                     table[f"heat {held_name} with {rec_name}"] = ("heat", held, at)
@@ -170,6 +185,10 @@ class NativeEngine:
                     table[f"clean {held_name} with {rec_name}"] = ("clean", held, at)
         self._commands = table
         return table
+
+    def fits(self, rec: int, obj: int) -> bool:
+        """Whether receptacle ``rec`` can hold object ``obj`` (ALFRED's canContain)."""
+        return can_contain(self._rec_types[rec], self._obj_types[obj])
 
     def admissible_commands(self) -> list[str]:
         if self._admissible is None:
@@ -221,22 +240,26 @@ class NativeEngine:
         elif kind == "use":
             self.toggled[op[1]] = True
             # The lamp is now toggled whatever it was before: ALFWorld always answers "turn on".
-            return f"You turn on the {self.obj_names[op[1]]}.", True
+            feedback = f"You turn on the {self.obj_names[op[1]]}."
         elif kind == "heat":
             self.hot[op[1]], self.cool[op[1]] = True, False
-            return f"You heat the {self.obj_names[op[1]]} using the {self.rec_names[op[2]]}.", True
+            feedback = f"You heat the {self.obj_names[op[1]]} using the {self.rec_names[op[2]]}."
         elif kind == "cool":
             self.cool[op[1]], self.hot[op[1]] = True, False
-            return f"You cool the {self.obj_names[op[1]]} using the {self.rec_names[op[2]]}.", True
+            feedback = f"You cool the {self.obj_names[op[1]]} using the {self.rec_names[op[2]]}."
         else:  # clean
             self.clean[op[1]] = True
-            return f"You clean the {self.obj_names[op[1]]} using the {self.rec_names[op[2]]}.", True
-        self._commands = None
-        self._admissible = None
+            feedback = f"You clean the {self.obj_names[op[1]]} using the {self.rec_names[op[2]]}."
+        self._invalidate()
         return feedback, True
 
     # ------------------------------------------------------------------ goal
     def won(self) -> bool:
+        if self._won is None:
+            self._won = self._goal_reached()
+        return self._won
+
+    def _goal_reached(self) -> bool:
         task_type = self.task.task_type
         if task_type == "look_at_obj_in_light":
             held = self.held
@@ -250,8 +273,10 @@ class NativeEngine:
             )
         state = {"pick_clean_then_place_in_recep": self.clean, "pick_heat_then_place_in_recep": self.hot,
                  "pick_cool_then_place_in_recep": self.cool}.get(task_type)
-        for obj, rec in enumerate(self.obj_loc):
-            if rec != HELD and self._goal_objs[obj] and self._goal_recs[rec] and (state is None or state[obj]):
+        obj_loc, goal_recs = self.obj_loc, self._goal_recs
+        for obj in self._goal_obj_indices:
+            rec = obj_loc[obj]
+            if rec != HELD and goal_recs[rec] and (state is None or state[obj]):
                 return True
         return False
 
@@ -272,8 +297,7 @@ class _Planner:
         sim.contents = [list(c) for c in engine.contents]
         sim.clean, sim.hot, sim.cool, sim.toggled = (list(engine.clean), list(engine.hot), list(engine.cool),
                                                      list(engine.toggled))
-        sim._commands = None
-        sim._admissible = None
+        sim._invalidate()
         self.sim = sim
         self.plan_: list[str] = []
 
@@ -312,8 +336,8 @@ class _Planner:
         """Free the hands: put a useless held object in the current receptacle or the first that fits it."""
         sim = self.sim
         goal_recs = sim._goal_recs
-        candidates = [r for r in range(len(sim.rec_names)) if sim._fits[r][obj] and not goal_recs[r]]
-        candidates = candidates or [r for r in range(len(sim.rec_names)) if sim._fits[r][obj]]
+        candidates = [r for r in range(len(sim.rec_names)) if sim.fits(r, obj) and not goal_recs[r]]
+        candidates = candidates or [r for r in range(len(sim.rec_names)) if sim.fits(r, obj)]
         rec = sim.agent_at if sim.agent_at in candidates else candidates[0]
         self.put(obj, rec)
 

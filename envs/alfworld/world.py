@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -166,7 +166,7 @@ class Task:
     #: placement[i] = index of the receptacle that object i starts in
     placement: tuple[int, ...]
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Short fingerprint that identifies the task (used in ``state_key`` and export file names)."""
         text = repr((self.scene, self.task_type, self.description, [o.pddl_id for o in self.objects],
@@ -179,6 +179,7 @@ class _Layout:
     scene: int
     room: str
     receptacle_ids: tuple[str, ...]  # mangled
+    lowered_ids: frozenset[str]
     receptacle_types: tuple[str, ...]
     object_types: tuple[str, ...]  # pickupable types present
     lamp_types: tuple[str, ...]
@@ -194,6 +195,7 @@ def layout(scene: int) -> _Layout:
         scene=scene,
         room=room_of(scene),
         receptacle_ids=mangled,
+        lowered_ids=frozenset(r.lower() for r in mangled),
         receptacle_types=types,
         object_types=tuple(o for o in present if o in _PICKUPABLE and any(o in _CAN_CONTAIN[t] for t in types)),
         lamp_types=tuple(o for o in present if o in _TOGGLEABLE) if any(t in LAMP_RECEPTACLES for t in types)
@@ -254,14 +256,56 @@ def _goal_options(scene: int, task_type: str, split: str) -> tuple[tuple[str, st
     return tuple(options)
 
 
+def _coordinate(hundredths: int) -> str:
+    sign = "_minus_" if hundredths < 0 else "_plus_"
+    return f"{sign}{abs(hundredths) // 100:02d}_dot_{abs(hundredths) % 100:02d}"
+
+
+#: Mangled ALFRED coordinates ("+01.23" -> "_plus_01_dot_23") for -3.00..+3.00, indexed by hundredths + 300.
+_COORDINATES = tuple(_coordinate(v) for v in range(-300, 301))
+
+
 def _random_id(kind: str, rng: random.Random, used: set[str]) -> str:
+    """A fresh object id in ALFRED's mangled form ("Apple_bar__plus_01_dot_20_bar_..."), unique in ``used``."""
+    draw, coords = rng.random, _COORDINATES
     while True:
-        x, y, z = rng.randint(-300, 300), rng.randint(0, 250), rng.randint(-300, 300)
-        alfred_id = f"{kind}|{x / 100:+06.2f}|{y / 100:+06.2f}|{z / 100:+06.2f}"
-        pid = mangle(alfred_id)
-        if pid.lower() not in used:
-            used.add(pid.lower())
+        pid = (f"{kind}_bar_{coords[int(draw() * 601)]}_bar_{coords[300 + int(draw() * 251)]}"
+               f"_bar_{coords[int(draw() * 601)]}")
+        lowered = pid.lower()
+        if lowered not in used:
+            used.add(lowered)
             return pid
+
+
+@cache
+def _homes(scene: int, kind: str, excluded_type: str | None) -> tuple[int, ...]:
+    """Receptacles (layout order) where an object type may start, the goal receptacle type left out."""
+    types = layout(scene).receptacle_types
+    if kind in _TOGGLEABLE:
+        return tuple(i for i, t in enumerate(types) if t in LAMP_RECEPTACLES)
+    return tuple(i for i, t in enumerate(types) if kind in _CAN_CONTAIN[t] and t != excluded_type)
+
+
+@cache
+def _receptacle_table(scene: int) -> tuple[tuple[Receptacle, ...], dict[int, int]]:
+    """A layout's receptacles in id order, with ALFWorld's names, and the layout-index -> id-order map.
+
+    Receptacle and object types never share a display name, so receptacle numbering is per layout."""
+    lay = layout(scene)
+    order = sorted(range(len(lay.receptacle_ids)), key=lambda i: lay.receptacle_ids[i].lower())
+    names = display_names(list(lay.receptacle_ids))
+    receptacles = tuple(
+        Receptacle(lay.receptacle_ids[i], lay.receptacle_types[i], names[lay.receptacle_ids[i]],
+                   lay.receptacle_types[i] in _OPENABLE)
+        for i in order
+    )
+    return receptacles, {old: new for new, old in enumerate(order)}
+
+
+@cache
+def _object_flags(kind: str) -> tuple[bool, bool, bool, bool, bool, bool]:
+    return (kind in _PICKUPABLE and kind not in _TOGGLEABLE, kind in _CLEANABLE, kind in _HEATABLE,
+            kind in _COOLABLE, kind in _TOGGLEABLE, kind in _RECEPTACLE_OBJECTS)
 
 
 def generate_task(np_rng: np.random.Generator, split: str, task_type: str) -> Task:
@@ -277,41 +321,27 @@ def generate_task(np_rng: np.random.Generator, split: str, task_type: str) -> Ta
     description = template.format(obj=obj_type.lower(), recep=(recep_type or "").lower(),
                                    toggle=(toggle_type or "").lower())
 
-    rec_types = lay.receptacle_types
     # Object types to place: the goal object (several instances), a lamp for look_at tasks, distractors.
     counts: dict[str, int] = {}
     low, high = (2, 4) if task_type == "pick_two_obj_and_place" else (1, 3)
     counts[obj_type] = rng.randint(low, high)
     distractors = [o for o in lay.object_types if o != obj_type]
     for kind in rng.sample(distractors, min(len(distractors), rng.randint(6, 12))):
-        counts[kind] = rng.randint(1, 2)
-
-    used: set[str] = {r.lower() for r in lay.receptacle_ids}
-    placed: list[tuple[str, str, int]] = []  # (pddl id, type, receptacle index)
-    for kind, count in counts.items():
-        homes = [i for i, t in enumerate(rec_types) if kind in _CAN_CONTAIN[t]]
-        if kind == obj_type and recep_type is not None:
-            homes = [i for i in homes if rec_types[i] != recep_type]
-        for _ in range(count):
-            placed.append((_random_id(kind, rng, used), kind, homes[rng.randrange(len(homes))]))
+        counts[kind] = 1 + (rng.random() < 0.5)
     if toggle_type is not None:
-        homes = [i for i, t in enumerate(rec_types) if t in LAMP_RECEPTACLES]
-        placed.append((_random_id(toggle_type, rng, used), toggle_type, homes[rng.randrange(len(homes))]))
+        counts[toggle_type] = 1
 
-    rec_order = sorted(range(len(lay.receptacle_ids)), key=lambda i: lay.receptacle_ids[i].lower())
-    new_index = {old: new for new, old in enumerate(rec_order)}
-    names = display_names(list(lay.receptacle_ids) + [p[0] for p in placed])
-    receptacles = tuple(
-        Receptacle(lay.receptacle_ids[i], rec_types[i], names[lay.receptacle_ids[i]], rec_types[i] in _OPENABLE)
-        for i in rec_order
-    )
+    used = set(lay.lowered_ids)
+    placed: list[tuple[str, str, int]] = []  # (pddl id, type, receptacle index in layout order)
+    for kind, count in counts.items():
+        homes = _homes(scene, kind, recep_type if kind == obj_type else None)
+        for _ in range(count):
+            placed.append((_random_id(kind, rng, used), kind, homes[int(rng.random() * len(homes))]))
+
+    receptacles, new_index = _receptacle_table(scene)
+    names = display_names([p[0] for p in placed])
     placed.sort(key=lambda p: p[0].lower())
-    objects = tuple(
-        Obj(pid, kind, names[pid], pickupable=kind in _PICKUPABLE and kind not in _TOGGLEABLE,
-            cleanable=kind in _CLEANABLE, heatable=kind in _HEATABLE, coolable=kind in _COOLABLE,
-            toggleable=kind in _TOGGLEABLE, receptacle_object=kind in _RECEPTACLE_OBJECTS)
-        for pid, kind, _ in placed
-    )
+    objects = tuple(Obj(pid, kind, names[pid], *_object_flags(kind)) for pid, kind, _ in placed)
     placement = tuple(new_index[home] for _, _, home in placed)
     return Task(scene, task_type, obj_type, recep_type, toggle_type, description, receptacles, objects, placement)
 

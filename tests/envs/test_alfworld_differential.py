@@ -53,8 +53,10 @@ def test_native_matches_real_engine(task_type: str, real_engine, tmp_path) -> No
         real_engine.load(export_task(task, tmp_path, native.expert_plan()))
         assert native.reset() == real_engine.reset()
         assert_same(native, real_engine, "after reset")
+        fixed = ["look", "inventory", "help"] if walk_length else []  # look in the middle of the room differs
         for step in range(walk_length):
-            command = walker.choice(native.admissible_commands() + ["take the moon from the sky", "open drawer 99"])
+            command = fixed[step] if step < len(fixed) else walker.choice(
+                native.admissible_commands() + ["take the moon from the sky", "open drawer 99"])
             expected, valid = native.step(command)
             observed, real_valid = real_engine.step(command)
             assert (expected, valid) == (observed, real_valid), f"{task_type} step {step}: {command!r}"
