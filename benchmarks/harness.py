@@ -44,6 +44,8 @@ TOOL_CALL_KEYS = ("tool_calls_used", "tool_calls")
 COST_KEYS = ("tool_cost", "cost")
 #: Info keys read as the episode's task type, for the per-type breakdown.
 TASK_TYPE_KEYS = ("task_type", "question_kind", "category")
+#: Longest action text written into a transcript.
+MAX_RECORDED_ACTION = 5000
 #: Fallback episode length limit when the env has none.
 DEFAULT_MAX_STEPS = 200
 #: Configuration fields that must match for a run directory to be resumed.
@@ -325,7 +327,10 @@ class _Player:
                 valid = bool(info.get("action_valid", True)) and not decision.info.get("parse_error")
                 result.invalid_actions += not valid
                 observations[k], infos[k] = str(obs), dict(info)
-                record = {"type": "step", "t": result.steps, "action": decision.action, "reward": float(reward),
+                # A megabyte of junk from an agent is an invalid action, not a megabyte in every transcript.
+                shown = decision.action if len(decision.action) <= MAX_RECORDED_ACTION else \
+                    decision.action[:MAX_RECORDED_ACTION] + f"... ({len(decision.action)} characters)"
+                record = {"type": "step", "t": result.steps, "action": shown, "reward": float(reward),
                           "terminated": bool(terminated), "truncated": bool(truncated), "action_valid": valid,
                           "observation": str(obs)}
                 if decision.generations:
