@@ -140,6 +140,7 @@ class GeneratedCatalog(Catalog):
         self._asins = np.array(["B0" + "".join(chars) for chars in self._asin_chars(self.asin_code)])
         self._asin_to_index = {a: i for i, a in enumerate(self._asins.tolist())}
         self.product = lru_cache(maxsize=8192)(self._render)  # type: ignore[method-assign]
+        self.summary = lru_cache(maxsize=65536)(self._summary)  # type: ignore[method-assign]
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -233,7 +234,7 @@ class GeneratedCatalog(Catalog):
             title += f", {t.attributes[(int(self.attr_mask[index]) & -int(self.attr_mask[index])).bit_length() - 1].title()}"
         return title + f" - {tx.TITLE_SUFFIXES[t.category][int(self.suffix[index])]}"
 
-    def summary(self, index: int) -> tuple[str, str, str]:
+    def _summary(self, index: int) -> tuple[str, str, str]:
         # results pages need no description, bullets or reviews: skip rendering them
         return self.asin(index), self.title(index), f"${float(self.price[index])}"
 

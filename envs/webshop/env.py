@@ -93,8 +93,12 @@ class Shop:
     index: SearchIndex
     goals: GeneratedGoals | WebShopDataGoals
 
+    def __post_init__(self) -> None:
+        # Rollouts of one task (a GRPO group) often type the same query: remember recent results.
+        self._search = lru_cache(maxsize=4096)(lambda query: tuple(self.index.search(query)))
+
     def search(self, query: str) -> list[int]:
-        return self.index.search(query)
+        return list(self._search(query))
 
 
 def _atomic_build(final: Path, build: Any) -> None:
@@ -155,6 +159,8 @@ class WebShopEnv(gym.Env):
                               None if data_dir is None else str(data_dir), bool(human_goals),
                               None if cache_dir is None else str(cache_dir))
         self.catalog = self.shop.catalog
+        # generated text is printable ASCII with single spaces by construction; real data is folded to it
+        self._clean_text = self.catalog.kind == "generated"
         self.observation_space = text_observation_space(MAX_OBSERVATION_CHARS)
         self.action_space = text_action_space()
         self._goal: dict[str, Any] = {}
@@ -266,8 +272,8 @@ class WebShopEnv(gym.Env):
     def _set_state(self, state: pg.PageState) -> None:
         self._state = state
         self._elements = pg.page_elements(state, self.catalog, self._goal.get("instruction_text", ""))
-        self._clickables = pg.clickables(self._elements)
-        self._observation_text = pg.observation_text(self._elements)[:MAX_OBSERVATION_CHARS]
+        self._clickables = pg.clickables(self._elements, clean=self._clean_text)
+        self._observation_text = pg.observation_text(self._elements, clean=self._clean_text)[:MAX_OBSERVATION_CHARS]
 
     def _observation(self) -> str:
         return self._observation_text

@@ -27,7 +27,7 @@ from __future__ import annotations
 import html
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 SEP = " [SEP] "
 BACK_TO_SEARCH = "Back to Search"
@@ -56,8 +56,7 @@ class PageState:
                          self.sub_page, self.reward)
 
 
-@dataclass(frozen=True)
-class Element:
+class Element(NamedTuple):
     """One visible text of a page. ``role``: text, heading, button, product (a product link) or option."""
 
     text: str
@@ -118,24 +117,31 @@ def page_elements(state: PageState, catalog: Any, instruction: str) -> list[Elem
     return elements
 
 
-def observation_text(elements: list[Element]) -> str:
-    """WebShop's simple text mode: the visible texts joined by " [SEP] " (empty texts left out)."""
+def observation_text(elements: list[Element], clean: bool = False) -> str:
+    """WebShop's simple text mode: the visible texts joined by " [SEP] " (empty texts left out).
+
+    ``clean=True`` says every text is already printable ASCII with single spaces (the generated catalog's
+    are, by construction), which skips :func:`to_ascii`.
+    """
+    if clean:
+        return SEP.join(e.text for e in elements if e.text)
     return SEP.join(t for t in (to_ascii(e.text) for e in elements) if t)
 
 
-def clickables(elements: list[Element]) -> dict[str, str | None]:
+def clickables(elements: list[Element], clean: bool = False) -> dict[str, str | None]:
     """WebShop's ``text_to_clickable`` keys, in its order (buttons and product links, then options).
 
     Maps each clickable's lower-cased text to the option it sets (None for buttons and links); when two
     options share a value, the later one wins, as in WebShop.
     """
+    fold = str.lower if clean else (lambda text: to_ascii(text).lower())
     result: dict[str, str | None] = {}
     for e in elements:
         if e.role in ("button", "product", "search"):
-            result[to_ascii(e.text).lower()] = None
+            result[fold(e.text)] = None
     for e in elements:
         if e.role == "option":
-            result[to_ascii(e.text).lower()] = e.option_name
+            result[fold(e.text)] = e.option_name
     return result
 
 

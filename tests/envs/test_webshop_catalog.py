@@ -43,6 +43,10 @@ def test_products_look_like_webshop_products(catalog: GeneratedCatalog) -> None:
         # every attribute can be read on the page: in the bullet points (the Features page)
         assert all(a in " ".join(p.bullets).lower() for a in p.attributes)
         assert p.document() == " ".join([p.title, p.description, p.bullets[0], p.option_text()]).lower()
+        # printable ASCII with single spaces, as the env's fast page rendering assumes (clean=True)
+        texts = [p.title, p.description, p.price_tag, str(p.rating), *p.bullets,
+                 *(str(v) for r in p.reviews for v in r.values()), *p.options, *sum(p.options.values(), [])]
+        assert all(t.isascii() and t.isprintable() and " ".join(t.split()) == t for t in texts)
 
 
 def test_families_share_attributes_and_options(catalog: GeneratedCatalog) -> None:
