@@ -165,7 +165,8 @@ def _history_lines(history: Sequence[Step], window: int, limit: int) -> list[str
     lines = []
     for k, step in enumerate(history[first:], start=first + 1):
         result = _shorten(_first_line(step.observation), limit)
-        lines.append(f"{k}. {step.action} -> {result}")
+        action = step.action or "(no readable action)"
+        lines.append(f"{k}. {action} -> {result}")
     return lines
 
 
