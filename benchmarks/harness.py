@@ -437,6 +437,8 @@ def _prepare_out(out: Path, record: dict[str, Any], config: EvalConfig) -> dict[
     """Create or resume the output directory; returns the finished episodes to skip."""
     run_file = out / "run.json"
     results_file = out / "results.jsonl"
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out} is a file; give a directory")
     if config.overwrite and out.exists():
         for path in (run_file, results_file, out / "summary.json", out / "summary.md"):
             path.unlink(missing_ok=True)
@@ -444,7 +446,10 @@ def _prepare_out(out: Path, record: dict[str, Any], config: EvalConfig) -> dict[
             path.unlink()
     finished: dict[int, EpisodeResult] = {}
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        try:
+            previous = json.loads(run_file.read_text())
+        except json.JSONDecodeError:
+            raise HarnessError(f"{run_file} is damaged; use --overwrite to start this run again") from None
         differing = [k for k in RESUME_KEYS if previous.get(k) != record.get(k)]
         if differing:
             details = "; ".join(f"{k}: {previous.get(k)!r} there, {record.get(k)!r} now" for k in differing)
