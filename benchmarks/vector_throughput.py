@@ -9,8 +9,9 @@ with random admissible actions, and times, in the same process and on the same t
 - ``process``: the worker-process backend (``--workers``, default 2).
 
 Resets are part of the timed work (a batch is reset and played, as a trainer does), after one untimed reset
-of every task (warming caches such as TextWorld's compiled games); the figure is env steps (actions
-executed) per second of wall time. ``--overlap-gen-ms`` adds a line per env: the process backend stepping
+of every task (warming caches such as TextWorld's compiled games); the runners take turns batch by batch so
+that a shared machine's changing load weighs on all alike; the figure is env steps (actions executed) per
+second of wall time. ``--overlap-gen-ms`` adds a line per env: the process backend stepping
 each generation chunk (``step_async``) while a simulated generation (a sleep, like waiting for a GPU) runs
 for the next chunks, against generating for all and then stepping all (steps only, resets untimed).
 
@@ -63,45 +64,56 @@ def pick_action(info: dict, rng: np.random.Generator) -> str:
     return actions[int(rng.integers(len(actions)))]
 
 
-def run_loop(env_id: str, task_seeds: list[list[int]], steps: int, split: str, action_seed: int,
-             step_cost_ms: float = 0.0, step_cost_kind: str = "cpu") -> tuple[int, float]:
-    """Plain loop over single envs: every copy reset with its group's seed, stepped one after the other."""
-    rng = np.random.default_rng(action_seed)
-    n = len(task_seeds[0])
-    envs = [make_env(env_id, step_cost_ms, step_cost_kind) for _ in range(n)]
+def loop_round(envs: list[gym.Env], seeds: list[int], steps: int, split: str,
+               rng: np.random.Generator) -> tuple[int, float]:
+    """One batch on a plain loop over single envs: each reset with its group's seed, stepped one by one."""
     done_steps = 0
     start = time.perf_counter()
-    for seeds in task_seeds:
-        infos = [env.reset(seed=s, options={"split": split})[1] for env, s in zip(envs, seeds, strict=True)]
-        running = [True] * n
-        for _ in range(steps):
-            if not any(running):
-                break
-            for i, env in enumerate(envs):
-                if running[i]:
-                    _, _, terminated, truncated, infos[i] = env.step(pick_action(infos[i], rng))
-                    done_steps += 1
-                    running[i] = not (terminated or truncated)
-    elapsed = time.perf_counter() - start
-    for env in envs:
-        env.close()
-    return done_steps, elapsed
-
-
-def run_group_vec(env: GroupVecEnv, rounds: int, steps: int, action_seed: int) -> tuple[int, float]:
-    rng = np.random.default_rng(action_seed)
-    done_steps = 0
-    start = time.perf_counter()
-    for _ in range(rounds):
-        _, infos = env.reset()
-        for _ in range(steps):
-            if not env.running.any():
-                break
-            actions = [pick_action(info, rng) if running else None
-                       for info, running in zip(env.infos, env.running, strict=True)]
-            out = env.step(actions)
-            done_steps += int(out.active.sum())
+    infos = [env.reset(seed=s, options={"split": split})[1] for env, s in zip(envs, seeds, strict=True)]
+    running = [True] * len(envs)
+    for _ in range(steps):
+        if not any(running):
+            break
+        for i, env in enumerate(envs):
+            if running[i]:
+                _, _, terminated, truncated, infos[i] = env.step(pick_action(infos[i], rng))
+                done_steps += 1
+                running[i] = not (terminated or truncated)
     return done_steps, time.perf_counter() - start
+
+
+def group_vec_round(env: GroupVecEnv, steps: int, rng: np.random.Generator) -> tuple[int, float]:
+    """One batch on the group vector env: ``reset()`` draws the next batch of tasks, then lock-step steps."""
+    done_steps = 0
+    start = time.perf_counter()
+    env.reset()
+    for _ in range(steps):
+        if not env.running.any():
+            break
+        actions = [pick_action(info, rng) if running else None
+                   for info, running in zip(env.infos, env.running, strict=True)]
+        done_steps += int(env.step(actions).active.sum())
+    return done_steps, time.perf_counter() - start
+
+
+def measure(env_id: str, vec: dict[str, GroupVecEnv], task_seeds: list[list[int]], args: argparse.Namespace
+            ) -> dict[str, tuple[int, float]]:
+    """Env steps and seconds per runner; the runners take turns batch by batch, so that the load of a shared
+    machine drifting during the run weighs on all of them alike. Each runner draws its actions from its own
+    generator with the same seed, so all play the same actions on the same tasks."""
+    loop_envs = [make_env(env_id, args.step_cost_ms, args.step_cost_kind) for _ in task_seeds[0]]
+    rngs = {runner: np.random.default_rng(args.seed) for runner in ["loop", *vec]}
+    totals = {runner: (0, 0.0) for runner in rngs}
+    for seeds in task_seeds:
+        for runner, rng in rngs.items():
+            if runner == "loop":
+                steps, seconds = loop_round(loop_envs, seeds, args.steps, args.split, rng)
+            else:
+                steps, seconds = group_vec_round(vec[runner], args.steps, rng)
+            totals[runner] = (totals[runner][0] + steps, totals[runner][1] + seconds)
+    for env in loop_envs:
+        env.close()
+    return totals
 
 
 def run_overlap(env: GroupVecEnv, rounds: int, steps: int, gen_s: float, chunks: int,
@@ -202,13 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{env_id:<28} skipped: {type(exc).__name__}: {exc}")
             continue
         # The loop plays exactly the tasks the group env draws: batch r, slot g -> group_task_seed(seed, r, g).
-        loop_steps, loop_s = run_loop(env_id, task_seeds, args.steps, args.split, args.seed, args.step_cost_ms,
-                                      args.step_cost_kind)
-        loop_rate = loop_steps / loop_s
-        print(f"{env_id:<28} {'loop':<10} {loop_steps:>9} {loop_rate:>10.0f} {1.0:>7.2f}x")
-        for backend, env in vec.items():
-            steps, seconds = run_group_vec(env, args.rounds, args.steps, args.seed)
-            print(f"{'':<28} {backend:<10} {steps:>9} {steps / seconds:>10.0f} {steps / seconds / loop_rate:>7.2f}x")
+        totals = measure(env_id, vec, task_seeds, args)
+        loop_rate = totals["loop"][0] / totals["loop"][1]
+        for k, (runner, (steps, seconds)) in enumerate(totals.items()):
+            print(f"{env_id if k == 0 else '':<28} {runner:<10} {steps:>9} {steps / seconds:>10.0f} "
+                  f"{steps / seconds / loop_rate:>7.2f}x")
         if args.overlap_gen_ms > 0 and "process" in vec:
             lock, overlapped = run_overlap(vec["process"], args.rounds, args.steps, args.overlap_gen_ms / 1000,
                                            args.overlap_chunks, args.seed)
