@@ -26,7 +26,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -89,7 +89,7 @@ def _bench_hiergym_sokoban(config: str, dim: tuple[int, int], boxes: int, args: 
 def _import_gym_sokoban():
     """(gym_sokoban.envs module, None) or (None, the reason it cannot be used)."""
     try:
-        with redirect_stdout(io.StringIO()):  # old gym prints a deprecation notice on import
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # old gym prints a notice
             import gym_sokoban.envs as gym_sokoban_envs
     except Exception as exc:  # noqa: BLE001 - any failure to import means "skip the baseline"
         return None, f"gym-sokoban not importable ({type(exc).__name__}: {exc}); see this script's docstring"

@@ -3,8 +3,8 @@
 Push every box onto a target in a walled room. Rooms are generated procedurally the way gym-sokoban does it
 (carve a room with a random-walk brush, put the boxes on their targets, then play backwards by *pulling*
 boxes), so every room is solvable by construction; the generator then solves the room with the A* solver
-below to record its optimal solution length. A 10x10 room with 3 boxes takes a few milliseconds, against
-about a second for gym-sokoban's exhaustive reverse-play search (``benchmarks/env_throughput.py``).
+below to record its optimal solution length. A 10x10 room with 3 boxes takes a few milliseconds, far less
+than gym-sokoban's depth-first reverse-play search (``benchmarks/env_throughput.py``; ``docs/sokoban.md``).
 
 Observation:
     Text: the goal and boxes-on-targets count, the grid, and a legend. On steps, a first line of feedback
@@ -40,17 +40,20 @@ Info (besides the contract's ``task``, ``admissible_actions``, ``won``, ``action
     off target on a *dead square*, from which no sequence of pushes reaches any target, or a 2x2 block of
     walls and boxes holding a box off target). It is sound (never True for a solvable state) but not
     complete: ``expert_plan()`` returning ``None`` is the exact test. At reset only:
-    ``optimal_solution_length`` (fewest *moves*, i.e. env steps, to solve the room; ``None`` when a given
-    board is unsolvable) and ``optimal_solution_metric`` (``"moves"``).
+    ``optimal_solution_length`` (the fewest pushes, or with ``expert_metric="moves"`` the fewest moves, that
+    solve the room; ``None`` when a given board is unsolvable), ``optimal_solution_metric`` (``"pushes"``
+    or ``"moves"``) and ``expert_plan_length`` (moves, i.e. env steps, of the expert's plan).
 
     ``state_key`` is ``"<room id>|p=r,c|b=r,c;r,c..."``: the room (walls and targets), the exact player
     position and the sorted box positions; no step count.
 
 Expert:
-    ``expert_plan()`` returns a *move-optimal* plan (fewest steps; A* over pushes, each push costed by the
-    player's shortest walk to it plus one, with dead-square and 2x2-freeze pruning and an admissible
-    heuristic: the sum of each box's push distance to its nearest target) from the current state, or
-    ``None`` from a state that cannot be solved.
+    ``expert_plan()`` returns a plan from the current state, or ``None`` from a state that cannot be
+    solved. By default it is *push-optimal* (fewest pushes; A* over (boxes, player region) with the
+    cheapest box-to-target matching by push distance as heuristic, dead-square and 2x2-freeze pruning;
+    the walks between pushes are shortest walks, so plans are short in moves too but not always shortest).
+    With ``expert_metric="moves"`` it is *move-optimal* (fewest env steps; A* whose edges cost the walk plus
+    the push), which is exact for the step count but an order of magnitude slower on large rooms.
 
 Splits (``reset(options={"split": ...})``):
     Every generated room has a fingerprint (a hash of walls, targets, boxes and player). Train rooms are those
@@ -65,6 +68,8 @@ Arguments:
     num_boxes: boxes (= targets) per room (default 1; tested up to 4).
     max_steps: the env's own step limit (default 100; ``None`` for none).
     render_mode: ``"ansi"`` (the text board) or ``"rgb_array"`` (16-pixel tiles drawn with numpy).
+    expert_metric: what the expert and ``optimal_solution_length`` minimise: ``"pushes"`` (default) or
+        ``"moves"``.
 
 Hand-built rooms: ``SokobanEnv.from_board(text)`` makes an env whose every reset loads that board, and
 ``reset(options={"board": text})`` loads one for one episode. Boards use the symbols above or the standard

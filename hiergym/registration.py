@@ -44,7 +44,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         entry_point="hiergym.envs.sokoban:SokobanEnv",
         max_episode_steps=100,
         description="Push every box onto a target; procedurally generated, always solvable rooms.",
-        arguments={"dim_room": (6, 6), "num_boxes": 1, "max_steps": 100},
+        arguments={"dim_room": (6, 6), "num_boxes": 1, "max_steps": 100, "expert_metric": "pushes"},
     ),
     EnvEntry(
         id="hiergym/ToolQA-v0",
