@@ -282,9 +282,14 @@ def test_async_stepping_in_process() -> None:
     assert out.actions == ["dec", "inc"]
     assert not env.pending.any() and env.step_indices.tolist() == [1, 0, 0, 1]
     assert len(env.poll()) == 0, "nothing in flight: an empty output"
+    env.step_async(["inc"], indices=[1])
     with pytest.raises(RuntimeError, match="in flight"):
-        env.step_async(["inc"], indices=[1]) or env.step(["inc"] * 4)
-    env.step_wait()
+        env.step(["inc"] * 4)  # lock-step and async do not mix while steps are in flight
+    env.call("render")  # receives copy 1's finished step on the way
+    with pytest.raises(RuntimeError, match="not collected"):
+        env.step_async(["inc"], indices=[1])
+    out = env.step_wait()
+    assert out.active.tolist() == [False, True, False, False] and env.step_indices.tolist() == [1, 1, 0, 1]
     env.close()
 
 
