@@ -146,7 +146,7 @@ class StepOutput:
         ]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     """One copy's row of a :class:`StepOutput`, built as results arrive."""
 
@@ -831,8 +831,8 @@ class GroupVecEnv:
         key = _state_key(info, obs)
         self._ready[i] = _Row(
             index=i, observation=obs, reward=reward, terminated=terminated, truncated=truncated, info=info,
-            active=True, group_id=int(self.group_ids[i]), traj_id=int(self.traj_ids[i]),
-            step=int(self.step_indices[i]), anchor=self.state_keys[i], next_state_key=key,
+            active=True, group_id=self.group_ids.item(i), traj_id=self.traj_ids.item(i),
+            step=self.step_indices.item(i), anchor=self.state_keys[i], next_state_key=key,
             invalid=not bool(info.get("action_valid", True)), won=bool(info.get("won", False)),
             prev_observation=prompt, action=action,
         )
@@ -846,7 +846,7 @@ class GroupVecEnv:
             info["traceback"] = trace
         self._ready[i] = _Row(
             index=i, observation=prompt, reward=0.0, terminated=True, truncated=False, info=info, active=True,
-            group_id=int(self.group_ids[i]), traj_id=int(self.traj_ids[i]), step=int(self.step_indices[i]),
+            group_id=self.group_ids.item(i), traj_id=self.traj_ids.item(i), step=self.step_indices.item(i),
             anchor=self.state_keys[i], next_state_key=self.state_keys[i], error=True,
             prev_observation=prompt, action=action,
         )
@@ -865,7 +865,7 @@ class GroupVecEnv:
         return _Row(
             index=i, observation=self.observations[i], reward=0.0, terminated=bool(self._terminated[i]),
             truncated=bool(self._truncated[i]), info=self.infos[i], active=False,
-            group_id=int(self.group_ids[i]), traj_id=int(self.traj_ids[i]), step=int(self.step_indices[i]),
+            group_id=self.group_ids.item(i), traj_id=self.traj_ids.item(i), step=self.step_indices.item(i),
             anchor=self.state_keys[i], next_state_key=self.state_keys[i],
             won=bool(self.infos[i].get("won", False)), error=bool(self._failed[i]),
             prev_observation=self.observations[i],
