@@ -427,7 +427,8 @@ def _validate(config: EvalConfig) -> None:
 
 
 def _run_record(config: EvalConfig) -> dict[str, Any]:
-    record = asdict(config)
+    # Not asdict: it would deep-copy an agent object (a whole model) only to print its name.
+    record = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     record["env"] = config.env if isinstance(config.env, str) else _agent_label(config.env)
     record["agent"] = _agent_label(config.agent)
     return to_jsonable(record)
