@@ -282,3 +282,23 @@ def test_env_factory_and_agent_object_labels(tmp_path):
     assert summary["success_rate"] == 1.0 and summary["env"].endswith("GuessEnv")
     summary = evaluate(GUESS_ID, always("b"), episodes=3, progress=False)
     assert "always.<locals>" in summary["agent"] and summary["successes"] == 1
+
+
+def test_agent_objects_are_used_as_they_are():
+    class Locked:
+        """A batched agent holding something that cannot be copied (a lock, a model on a device...)."""
+
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.calls = 0
+
+        def reset(self, tasks, infos):
+            pass
+
+        def act(self, observations, infos):
+            self.calls += 1
+            return ["a"] * len(observations)
+
+    agent = Locked()
+    summary = evaluate(GUESS_ID, agent, episodes=3, progress=False)
+    assert summary["errors"] == 0 and agent.calls > 0  # this very object played
