@@ -222,10 +222,10 @@ class WebShopEnv(gym.Env):
             return name, arg
         return None
 
-    def _search(self, query: str, page: int = 1) -> None:
-        keywords = tuple(query.split(" "))
+    def _search(self, query: str) -> None:
+        keywords = tuple(query.split(" "))  # WebShop keeps the query as its words
         results = tuple(self.shop.search(" ".join(keywords)))
-        self._set_state(pg.PageState("results", keywords, page, results))
+        self._set_state(pg.PageState("results", keywords, 1, results))
 
     def _click(self, clickable: str) -> float:
         state = self._state

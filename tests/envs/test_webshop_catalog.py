@@ -93,6 +93,11 @@ def test_search_ranks_relevant_products(catalog: GeneratedCatalog) -> None:
     title = catalog.product(5).title.lower()
     assert 5 in index.search(title)[:10]
     assert index.search(title) == index.search(title)  # deterministic, ties by catalog order
+    # the dense rows for frequent tokens give bm25s's own scores, bit for bit
+    assert len(index._dense_row) > 10
+    for query in ("clip-in hair extensions color black", "gluten free protein bars with size 24 count", title):
+        ids = [index._vocab[t] for t in index.tokenize(query) if t in index._vocab]
+        assert np.array_equal(index.scores(ids), index.retriever.get_scores_from_ids(ids))
 
 
 def test_shop_is_cached_on_disk_and_in_process(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
