@@ -247,3 +247,22 @@ def test_the_documented_third_party_agent_runs(tmp_path, monkeypatch):
     summary = evaluate("hiergym/ALFWorld-v0", "my_agents:FirstAdmissible", agent_args={"look_every": 3},
                        episodes=2, max_steps=6, progress=False)
     assert summary["errors"] == 0 and summary["mean_steps"] == 6
+
+
+def test_hf_spec_loads_a_model_id_from_the_local_cache(tmp_path):
+    import os
+    import subprocess
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--hiergym-test--tiny"
+    CausalLMPolicy.tiny(seed=5).save(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    # The hub cache location is read when huggingface_hub is imported: a fresh interpreter sees it.
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "OMP_NUM_THREADS": "1"}
+    code = ("from hiergym.agents.spec import load_backend\n"
+            "print(load_backend('hf:hiergym-test/tiny', {'device': 'cpu'}).num_parameters())\n"
+            "load_backend('hf:hiergym-test/not-cached')\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split()[0] == str(CausalLMPolicy.tiny().num_parameters())
+    assert "ModelNotAvailableError" in proc.stderr and "without downloading" in proc.stderr
