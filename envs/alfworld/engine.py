@@ -11,7 +11,7 @@ touches only a few lists, so the engine runs tens of thousands of steps per seco
 
 from __future__ import annotations
 
-from hiergym.envs.alfworld.world import Task, can_contain
+from hiergym.envs.alfworld.world import Receptacle, Task, can_contain
 
 _HEX = "0123456789abcdef"
 AT_START = -1  # the agent stands in the middle of the room, at no receptacle
@@ -44,29 +44,44 @@ def display_list(items: list[str]) -> str:
     return ", ".join(items[:-1]) + ", and " + items[-1]
 
 
+_VIEWS: dict[int, tuple] = {}
+
+
+def _receptacle_view(scene: int, receptacles: tuple[Receptacle, ...]) -> tuple:
+    """Per-layout tables (names, "go to" commands, appliance flags, the room view), built once per layout
+    (a layout's receptacles are the same in all its tasks; the lists are shared and never mutated)."""
+    view = _VIEWS.get(scene)
+    if view is None:
+        view = _VIEWS[scene] = _build_view(receptacles)
+    return view
+
+
+def _build_view(receptacles: tuple[Receptacle, ...]) -> tuple:
+    names = [r.name for r in receptacles]
+    types = [r.type for r in receptacles]
+    room_view = ("You are in the middle of a room. Looking quickly around you, you see "
+                 + display_list(["a " + name for name in names]) + ".")
+    return (names, [f"go to {name}" for name in names], types, [t == "Microwave" for t in types],
+            [t == "Fridge" for t in types], [t == "SinkBasin" for t in types], room_view)
+
+
 class NativeEngine:
     """One task's game state and rules. ``step`` returns ``(feedback, valid)``."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
         recs, objs = task.receptacles, task.objects
-        self.rec_names = [r.name for r in recs]
+        (self.rec_names, self._goto, self._rec_types, self._heater, self._cooler, self._cleaner,
+         self._room_view) = _receptacle_view(task.scene, recs)
         self.obj_names = [o.name for o in objs]
         self.obj_labels = ["a " + o.name for o in objs]
-        self._goto = [f"go to {name}" for name in self.rec_names]
-        self._rec_types = [r.type for r in recs]
         self._obj_types = [o.type for o in objs]
-        self._heater = [r.type == "Microwave" for r in recs]
-        self._cooler = [r.type == "Fridge" for r in recs]
-        self._cleaner = [r.type == "SinkBasin" for r in recs]
-        self._goal_recs = [r.type == task.recep_type for r in recs]
+        self._goal_recs = [t == task.recep_type for t in self._rec_types]
         self._goal_objs = [o.type == task.obj_type for o in objs]
         self._goal_obj_indices = [i for i, goal in enumerate(self._goal_objs) if goal]
         self._lamps = [o.toggleable and o.type == task.toggle_type for o in objs]
         self.intro_prefix = "-= Welcome to TextWorld, ALFRED! =-\n\n"
         self.intro_suffix = f"\n\nYour task is to: {task.description}."
-        self._room_view = "You are in the middle of a room. Looking quickly around you, you see " + display_list(
-            ["a " + name for name in self.rec_names]) + "."
         self.reset()
 
     # ------------------------------------------------------------------ state
