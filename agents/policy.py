@@ -183,19 +183,28 @@ class CausalLMPolicy:
         *,
         seed: int = 0,
         device: str | torch.device | None = "cpu",
+        dtype: torch.dtype | None = None,
+        architecture: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> CausalLMPolicy:
-        """The built-in tiny model: fresh (seeded) without ``checkpoint``, else loaded from that directory."""
+        """The built-in tiny model: fresh (seeded) without ``checkpoint``, else loaded from that directory.
+
+        ``architecture`` overrides :class:`~hiergym.agents.tiny.TinyModelConfig` fields of a fresh model, e.g.
+        Qwen2.5-0.5B's sizes (``hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2``) for a real-size model with the byte tokenizer.
+        ``dtype`` defaults to float32 (tiny models train best in full precision).
+        """
         if checkpoint:
             if not (Path(checkpoint) / "config.json").exists():
                 raise ModelNotAvailableError(
                     f"no tiny checkpoint at {str(checkpoint)!r} (expected a directory with config.json, saved by "
                     "CausalLMPolicy.save or `hiergym train`)"
                 )
-            return cls.from_pretrained(checkpoint, device=device, dtype=torch.float32, **kwargs)
+            return cls.from_pretrained(checkpoint, device=device, dtype=dtype or torch.float32, **kwargs)
         from hiergym.agents.tiny import build_byte_tokenizer, build_tiny_model
 
-        model = build_tiny_model(seed=seed).to(resolve_device(device))
+        model = build_tiny_model(seed=seed, **(architecture or {})).to(resolve_device(device),
+                                                                       dtype=dtype or torch.float32)
         model.eval()
         return cls(model, build_byte_tokenizer(), name="tiny", **kwargs)
 

@@ -116,3 +116,11 @@ def test_long_prompts_are_cut_from_the_left():
     assert len(ids) == 16 and bytes(i - BYTE_OFFSET for i in ids[-7:]) == b"the end"
     out = short.generate(["y" * 200], max_new_tokens=2, temperature=0.5, top_p=0.9, seed=0)[0]
     assert len(out.prompt_token_ids) == 16 and len(out.response_token_ids) == 2
+
+
+def test_tiny_architecture_overrides():
+    wider = CausalLMPolicy.tiny(seed=0, architecture={"hidden_size": 64, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 2, "num_key_value_heads": 1})
+    assert wider.model.config.hidden_size == 64 and wider.model.config.num_key_value_heads == 1
+    assert wider.num_parameters() < CausalLMPolicy.tiny(seed=0).num_parameters()
+    assert len(wider.generate(["x"], max_new_tokens=2, temperature=0)[0].response_token_ids) == 2
