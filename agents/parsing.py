@@ -29,7 +29,8 @@ SUBGOAL_FAILED = "<subgoal_failed/>"
 _FENCE = re.compile(r"```[a-zA-Z0-9_+-]*")
 _DONE = re.compile(r"<\s*subgoal[_ ]done\s*/?\s*>", re.IGNORECASE)
 _FAILED = re.compile(r"<\s*subgoal[_ ]failed\s*/?\s*>", re.IGNORECASE)
-_WRAPPERS = "`'\"[](){}*<> \t\n"
+_QUOTES = "`'\"* \t\n"
+_PAIRS = {"[": "]", "(": ")", "{": "}", "<": ">"}
 
 
 def _tag_patterns(tag: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
@@ -74,12 +75,27 @@ def extract_tag(text: str, tag: str) -> tuple[str | None, str]:
 
 
 def clean_action(text: str) -> str:
-    """Collapse whitespace and drop quotes, brackets, markdown and a final full stop around an action."""
-    text = " ".join(text.split())
-    text = text.strip(_WRAPPERS)
+    """Collapse whitespace; drop quotes, markdown, a bracket pair around the whole action and a final full stop.
+
+    Brackets that belong to the action stay: ``click[Buy Now]`` and ``search[red shoes]`` keep theirs, only
+    ``[up]`` or ``(go to desk 1)`` lose them.
+    """
+    text = " ".join(text.split()).strip(_QUOTES)
     if text.endswith(".") and not text.endswith(".."):
-        text = text[:-1].rstrip(_WRAPPERS)
+        text = text[:-1].rstrip(_QUOTES)
+    while len(text) >= 2 and _PAIRS.get(text[0]) == text[-1] and _closes_at_end(text):
+        text = text[1:-1].strip(_QUOTES)
     return text
+
+
+def _closes_at_end(text: str) -> bool:
+    """True when the bracket opening ``text`` is closed by its last character (``[a] or [b]`` is not)."""
+    opener, closer, depth = text[0], text[-1], 0
+    for i, ch in enumerate(text):
+        depth += (ch == opener) - (ch == closer)
+        if depth == 0:
+            return i == len(text) - 1
+    return False
 
 
 @dataclass
@@ -149,7 +165,7 @@ def parse_subgoal(text: object) -> ParsedAction:
     content, how = extract_tag(text, "subgoal")
     if content is None:
         return ParsedAction(None, False, "no <subgoal>...</subgoal> in the output", think=think, how="failed")
-    subgoal = " ".join(content.split()).strip(_WRAPPERS)
+    subgoal = clean_action(content)
     if not subgoal:
         return ParsedAction(None, False, "empty <subgoal>", think=think, how="failed")
     return ParsedAction(subgoal[:500], True, think=think, how=how)

@@ -30,6 +30,13 @@ ADMISSIBLE = ["up", "down", "left", "right", "go to cabinet 1"]
         ("down", "down"),  # a bare admissible action
         ("  Right.  ", "right"),
         ("<action>open the box</action>", "open the box"),  # not admissible: still the action; the env decides
+        ("<action>click[Buy Now]</action>", "click[Buy Now]"),  # brackets that belong to the action stay
+        ("<action>search[red shoes, size 9]</action>", "search[red shoes, size 9]"),
+        ("<action>\"click[< Prev]\"</action>", "click[< Prev]"),
+        ("<action>answer[3.5]</action>", "answer[3.5]"),
+        ("<action>[up]</action>", "up"),  # a pair around the whole action goes
+        ("<action>(go to cabinet 1).</action>", "go to cabinet 1"),
+        ("<action>[a] or [b]</action>", "[a] or [b]"),
     ],
 )
 def test_reads_the_action(text, expected):
