@@ -98,3 +98,29 @@ def test_never_raises_on_fuzzed_outputs(text):
     assert parsed.ok == (parsed.action is not None)
     if parsed.ok:
         assert parsed.action.strip() and len(parsed.action) <= 300
+
+
+@pytest.mark.parametrize("env_id", ["hiergym/Sokoban-v0", "hiergym/ALFWorld-v0", "hiergym/WebShop-v0",
+                                    "hiergym/ToolQA-v0"])
+def test_expert_actions_survive_the_output_format(env_id):
+    """Every expert action, written in the agent's output format (with the usual noise) and parsed back,
+    still wins the episode: the parser never mangles a real action of any env."""
+    import gymnasium as gym
+
+    import hiergym  # noqa: F401
+    from hiergym.agents.prompts import format_action_response
+
+    env = gym.make(env_id)
+    for task_id in range(2):
+        _, info = env.reset(seed=task_id, options={"split": "eval_in", "task_id": task_id})
+        for _ in range(60):
+            plan = env.unwrapped.expert_plan()
+            assert plan, "the expert has a plan from every state it reaches"
+            response = "<think>the plan says so</think> " + format_action_response(plan[0]) + "\n"
+            parsed = parse_action(response, info.get("admissible_actions"))
+            assert parsed.ok, parsed.error
+            _, _, terminated, truncated, info = env.step(parsed.action)
+            assert info["action_valid"], (plan[0], parsed.action)
+            if terminated or truncated:
+                break
+        assert info["won"]
