@@ -60,7 +60,7 @@ def extract_tag(text: str, tag: str) -> tuple[str | None, str]:
     if openers:  # an opening tag after the last complete pair: the model started one more and never closed it
         rest = text[openers[-1].end():].strip()
         line = rest.split("\n", 1)[0] if rest else ""
-        line = re.split(r"<\s*/?\s*[a-zA-Z_]+", line, maxsplit=1)[0]
+        line = re.split(r"</?[a-zA-Z_]", line, maxsplit=1)[0]  # the next tag; "< Prev" is text
         if line.strip():
             return line, "unclosed"
     if matches:

@@ -37,6 +37,8 @@ ADMISSIBLE = ["up", "down", "left", "right", "go to cabinet 1"]
         ("<action>[up]</action>", "up"),  # a pair around the whole action goes
         ("<action>(go to cabinet 1).</action>", "go to cabinet 1"),
         ("<action>[a] or [b]</action>", "[a] or [b]"),
+        ("<think>x</think><action>click[< Prev]", "click[< Prev]"),  # unclosed, with a '<' inside
+        ("<action>up</subgoal>", "up"),
     ],
 )
 def test_reads_the_action(text, expected):
