@@ -120,11 +120,17 @@ class SearchIndex:
         ids = [self._vocab[t] for t in self.tokenize(query) if t in self._vocab]
         if not ids:
             return []
-        scores = self.scores(ids)
-        n = len(scores)
-        # documents scoring at least the k-th best score (and above zero: only matching documents), then
-        # sorted by score and, for equal scores, catalog order
-        kth = np.partition(scores, n - k)[n - k] if n > k else 0.0
-        matching = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores > 0)
-        order = np.lexsort((matching, -scores[matching]))
-        return matching[order][:k].tolist()
+        return top_k(self.scores(ids), k).tolist()
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest positive scores, by score and, for equal scores, index.
+
+    Only documents at or above the k-th best score (and above zero: documents matching a query word) are
+    sorted, so the cost is one partition of the scores.
+    """
+    n = len(scores)
+    kth = np.partition(scores, n - k)[n - k] if n > k else 0.0
+    candidates = np.flatnonzero(scores >= kth) if kth > 0 else np.flatnonzero(scores > 0)
+    order = np.lexsort((candidates, -scores[candidates]))[:k]
+    return candidates[order]

@@ -12,7 +12,7 @@ from hiergym.envs.webshop import taxonomy as tx
 from hiergym.envs.webshop.catalog import GeneratedCatalog
 from hiergym.envs.webshop.env import default_cache_dir, load_shop
 from hiergym.envs.webshop.reward import fuzzy_score, normalize_color
-from hiergym.envs.webshop.search import SEARCH_RETURN_N, SearchIndex
+from hiergym.envs.webshop.search import SEARCH_RETURN_N, SearchIndex, top_k
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,14 @@ def test_shop_is_cached_on_disk_and_in_process(tmp_path, monkeypatch: pytest.Mon
     assert reloaded.search("office chair") == shop.search("office chair")
     with pytest.raises(ValueError, match="num_products"):
         load_shop(num_products=0, cache_dir=str(tmp_path))
+
+
+def test_top_k_is_exact_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, k = int(rng.integers(1, 3000)), int(rng.integers(1, 60))
+        scores = rng.choice([0.0, 0.0, 0.5, 1.0, 2.0], size=n).astype(np.float32) if trial % 2 else \
+            (rng.random(n) * (rng.random(n) < 0.3)).astype(np.float32)
+        positive = np.flatnonzero(scores > 0)
+        expected = positive[np.lexsort((positive, -scores[positive]))][:k]
+        assert np.array_equal(top_k(scores, k), expected)
