@@ -73,7 +73,7 @@ class StepOutput:
     executed (or failed with ``error``), and every field describes that step; ``group_id``, ``traj_id`` and
     ``step`` are those of the trajectory the action belonged to. An inactive row is a masked copy (finished,
     waiting for the batch or group reset): reward 0, its last observation and info, ``terminated`` /
-    ``truncated`` repeating how its episode ended, and the ids of its current trajectory.
+    ``truncated`` / ``error`` repeating how its episode ended, and the ids of its current trajectory.
 
     ``observations`` are what each copy shows *now*, i.e. the next prompt. When ``autoreset`` is set the
     copy's group was reset in this call: the observation and info are the new episode's (Gymnasium's

@@ -376,6 +376,10 @@ def test_process_worker_killed_is_reported_and_restarted() -> None:
     env.reset()
     out = env.step(["inc"] * 4)
     assert not out.error.any() and out.active.all()
+    # A worker that dies between steps is found by the next reset, which restarts it and retries.
+    os.kill(env.worker_pids[0], signal.SIGKILL)
+    obs, _ = env.reset()
+    assert env.worker_restarts == 2 and env.running.all() and obs[0] == obs[1]
     env.close()
 
 
@@ -388,11 +392,15 @@ def test_process_env_raise_and_hung_worker_fail_cleanly() -> None:
     assert env.worker_restarts == 0, "an env that raises does not take its worker down"
     env.reset()
     start = time.monotonic()
-    out = env.step(["inc", "hang", "inc", "inc"])
+    env.step_async(["hang"], indices=[1])
+    out = env.step_wait()
     assert time.monotonic() - start < 10, "a hung worker must not hang the batch"
-    assert out.error.tolist() == [False, True, False, True]
+    assert out.error.tolist() == [False, True, False, False] and out.active.tolist() == [False, True, False, False]
     assert "did not answer within 1 s per copy" in out.infos[1]["error"] and env.worker_restarts == 1
-    # Copy 3 shared the hung worker and its step was in the same message: it failed too. After a reset all work.
+    # Copy 3 lived in the killed worker too: its env is gone, so its next step fails at once.
+    out = env.step(["inc"] * 4)
+    assert out.active.tolist() == [True, False, True, True] and "lost its environment" in out.infos[3]["error"]
+    assert out.error.tolist() == [False, True, False, True], "copy 1's masked row repeats how it ended"
     env.reset()
     assert not env.step(["inc"] * 4).error.any()
     # A mistake in reset options is raised here, as the sync backend does, with the worker's traceback.
