@@ -104,6 +104,8 @@ class Shop:
 def _atomic_build(final: Path, build: Any) -> None:
     """Build into a temporary folder beside ``final`` and move it in place, so readers never see half a cache."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():  # an incomplete cache (a file deleted by hand): rebuild it whole
+        shutil.rmtree(final, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp", dir=final.parent))
     try:
         build(tmp)

@@ -112,6 +112,11 @@ def test_shop_is_cached_on_disk_and_in_process(tmp_path, monkeypatch: pytest.Mon
     reloaded = load_shop(catalog_seed=3, num_products=800)
     assert reloaded is not shop and reloaded.catalog.product(10) == shop.catalog.product(10)
     assert reloaded.search("office chair") == shop.search("office chair")
+    # a cache missing a file is rebuilt whole
+    (folders[0] / "index" / "hiergym.json").unlink()
+    load_shop.cache_clear()
+    assert load_shop(catalog_seed=3, num_products=800).search("office chair") == shop.search("office chair")
+    assert (folders[0] / "index" / "hiergym.json").is_file()
     with pytest.raises(ValueError, match="num_products"):
         load_shop(num_products=0, cache_dir=str(tmp_path))
 
