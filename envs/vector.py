@@ -310,18 +310,27 @@ def _worker_main(conn: Any, make_env: Callable[[], gym.Env]) -> None:
                 break
             if kind == "close":
                 break
-            results = _run_commands(envs, make_env, kind, items)
+            results = [_picklable_result(r) for r in _run_commands(envs, make_env, kind, items)]
             try:
-                conn.send((kind, [_picklable_result(r) for r in results]))
-            except Exception as exc:  # an info value that cannot be pickled fails those copies, not us
-                text = f"the result could not be sent back from the worker: {type(exc).__name__}: {exc}"
-                conn.send((kind, [(r[0], False, (RuntimeError(text), text, "")) for r in results]))
+                conn.send((kind, results))
+            except Exception:  # a value that cannot be pickled (a lambda in info) fails its copy, not us
+                conn.send((kind, [_sendable_result(r) for r in results]))
     finally:
         for env in envs.values():
             try:
                 env.close()
             except Exception:
                 pass
+
+
+def _sendable_result(result: _Result) -> _Result:
+    """The result itself if it pickles, else a failure of its copy that says why."""
+    try:
+        pickle.dumps(result)
+        return result
+    except Exception as exc:
+        text = f"the result could not be sent back from the worker: {type(exc).__name__}: {exc}"
+        return result[0], False, (RuntimeError(text), text, "")
 
 
 def _picklable_result(result: _Result) -> _Result:

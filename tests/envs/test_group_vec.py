@@ -28,7 +28,7 @@ class CounterEnv(gym.Env):
     """Count up to a target drawn from the seed: a small deterministic env for the vector tests.
 
     Observation: "count C of T". Actions: "inc", "dec" (admissible); "crash" raises; "hang" sleeps 30 s;
-    anything else is invalid ("Nothing happens."). Reward 1 and termination when C == T; -0.1 per invalid
+    "unpicklable" puts a lambda in info; anything else is invalid ("Nothing happens."). Reward 1 and termination when C == T; -0.1 per invalid
     action. The time limit (registered) truncates.
     """
 
@@ -60,6 +60,8 @@ class CounterEnv(gym.Env):
             raise RuntimeError("counter exploded")
         if text == "hang":
             time.sleep(30)
+        if text == "unpicklable":  # an info value a worker cannot send back
+            return self._obs(), 0.0, False, False, {**self._info(True), "callback": lambda: None}
         if text in ("inc", "dec"):
             self.count += 1 if text == "inc" else -1
             won = self.count == self.target
@@ -390,6 +392,10 @@ def test_process_env_raise_and_hung_worker_fail_cleanly() -> None:
     out = env.step(["crash", "inc", "inc", "inc"])
     assert out.error.tolist() == [True, False, False, False] and "counter exploded" in out.infos[0]["error"]
     assert env.worker_restarts == 0, "an env that raises does not take its worker down"
+    env.reset()
+    out = env.step(["inc", "unpicklable", "inc", "inc"])
+    assert out.error.tolist() == [False, True, False, False], "only the copy whose result cannot be sent fails"
+    assert "could not be sent back" in out.infos[1]["error"] and env.worker_restarts == 0
     env.reset()
     start = time.monotonic()
     env.step_async(["hang"], indices=[1])
