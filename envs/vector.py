@@ -64,6 +64,16 @@ def group_task_seed(seed: int, batch_index: int, slot: int, episode: int = 0) ->
     return stable_seed(SEED_NAMESPACE, int(seed), int(batch_index), int(slot), "autoreset", int(episode))
 
 
+def default_num_workers(num_copies: int) -> int:
+    """Worker processes when none are asked for: the CPUs this process may use, less one left to the caller
+    (it generates, and it pickles every action and result), at least 1 and at most one per copy."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus - 1, num_copies))
+
+
 # ------------------------------------------------------------------------------------------- step output
 @dataclass
 class StepOutput:
@@ -552,7 +562,7 @@ class GroupVecEnv:
             self.num_workers = 0
         else:
             probe.close()
-            workers = num_workers if num_workers is not None else min(os.cpu_count() or 1, n)
+            workers = num_workers if num_workers is not None else default_num_workers(n)
             if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
                 raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
             self.num_workers = min(int(workers), n)
@@ -998,8 +1008,8 @@ def make_group_vec(
         seed: the seed the task seeds are drawn from (``reset(seed=...)`` changes it).
         split: the task split passed in every reset's options (None: pass none, for envs outside the contract).
         backend: ``"sync"`` (in-process) or ``"process"`` (worker processes).
-        num_workers: worker processes of the process backend (default: CPU count, at most B*G); copy ``i``
-            lives in worker ``i % num_workers``.
+        num_workers: worker processes of the process backend (default: the usable CPUs less one, at least
+            1, at most B*G); copy ``i`` lives in worker ``i % num_workers``.
         autoreset: reset each group to a new task as soon as all its copies finished (streaming).
         step_timeout: seconds one copy's step (or reset) may take in a worker: a worker that has not answered
             a command for k of its copies within k * step_timeout is killed and restarted, and the copies it
