@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -368,26 +369,22 @@ class WebShopEnv(gym.Env):
         state = self._state
         if state.kind == "done":
             return None
-        winners = self._winning_purchases()
-        if not winners:
-            return None
-        by_index = dict(winners)
-        if state.kind in ("item", "sub") and state.item in by_index:
-            finish = self._finish_on_item(state.item, by_index[state.item], state.options)
+        if state.kind in ("item", "sub") and (choice := self._winning_choice(state.item)) is not None:
+            finish = self._finish_on_item(state.item, choice, state.options)
             if finish is not None:
                 return (["click[< prev]"] if state.kind == "sub" else []) + finish
         if state.kind == "results":
             start = (state.page - 1) * pg.PRODUCT_WINDOW
             for index in state.results[start:start + pg.PRODUCT_WINDOW]:
-                if index in by_index:
-                    finish = self._finish_on_item(index, by_index[index], {})
-                    if finish is not None:
-                        return [f"click[{self.catalog.asin(index).lower()}]"] + finish
+                choice = self._winning_choice(index)
+                finish = self._finish_on_item(index, choice, {}) if choice is not None else None
+                if finish is not None:
+                    return [f"click[{self.catalog.asin(index).lower()}]"] + finish
         # Search like a shopper first (the instruction's words), then for a winning product's title.
         prefix = [] if state.kind == "search" else ["click[back to search]"]
-        queries = [_query_for(_PRICE_CLAUSE.sub("", self._goal["instruction_text"]))]
-        queries += [_query_for(self.catalog.product(index).title) for index, _ in winners]
-        for query in dict.fromkeys(queries):
+        natural = _query_for(_PRICE_CLAUSE.sub("", self._goal["instruction_text"]))
+        titles = (_query_for(self.catalog.product(index).title) for index, _ in self._winning_purchases())
+        for query in itertools.chain([natural], titles):  # titles are only looked at if needed
             for position, index in enumerate(self.shop.search(query)):
                 choice = self._winning_choice(index)
                 finish = self._finish_on_item(index, choice, {}) if choice is not None else None
