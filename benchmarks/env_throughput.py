@@ -25,7 +25,7 @@ import argparse
 import io
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 
 import hiergym  # noqa: F401  (registers the environments)
+from hiergym.envs.sokoban import count_pushes, parse_board, solve
 
 SOKOBAN_SIZES: tuple[tuple[tuple[int, int], int], ...] = (((6, 6), 1), ((7, 7), 2), ((10, 10), 3), ((12, 12), 4))
 DIRECTIONS = ("up", "down", "left", "right")
@@ -51,27 +52,26 @@ class Row:
 
 
 # --------------------------------------------------------------------------------------------- sokoban
-def bench_sokoban(args: argparse.Namespace) -> list[Row]:
+def bench_sokoban(args: argparse.Namespace) -> Iterator[Row]:
     baseline, why_not = _import_gym_sokoban()
-    rows = []
     for dim, boxes in SOKOBAN_SIZES:
         config = f"{dim[0]}x{dim[1]}, {boxes} box{'es' if boxes > 1 else ''}"
-        rows.append(_bench_hiergym_sokoban(config, dim, boxes, args))
+        yield _bench_hiergym_sokoban(config, dim, boxes, args)
         if baseline is None:
-            rows.append(Row("sokoban", config, "gym-sokoban", None, None, None, note=f"skipped: {why_not}"))
+            yield Row("sokoban", config, "gym-sokoban", None, None, None, note=f"skipped: {why_not}")
         else:
-            rows.append(_bench_gym_sokoban(baseline, config, dim, boxes, args))
-    return rows
+            yield _bench_gym_sokoban(baseline, config, dim, boxes, args)
 
 
 def _bench_hiergym_sokoban(config: str, dim: tuple[int, int], boxes: int, args: argparse.Namespace) -> Row:
     env = gym.make("hiergym/Sokoban-v0", dim_room=dim, num_boxes=boxes)
-    reset_times, lengths = [], []
+    reset_times, pushes, moves = [], [], []
     for seed in range(args.resets):
         start = time.perf_counter()
         _, info = env.reset(seed=seed)
         reset_times.append(time.perf_counter() - start)
-        lengths.append(info["optimal_solution_length"])
+        pushes.append(info["optimal_solution_length"])
+        moves.append(info["expert_plan_length"])
     rng = np.random.default_rng(0)
     actions = [DIRECTIONS[i] for i in rng.integers(0, 4, size=args.steps)]
     env.reset(seed=0)
@@ -82,7 +82,7 @@ def _bench_hiergym_sokoban(config: str, dim: tuple[int, int], boxes: int, args: 
         elapsed += time.perf_counter() - start
         if terminated or truncated:
             env.reset()
-    note = f"optimal solution {statistics.mean(lengths):.1f} moves on average"
+    note = f"optimal solution {statistics.mean(pushes):.1f} pushes ({statistics.mean(moves):.1f} moves) on average"
     return Row("sokoban", config, "hiergym", *_ms(reset_times), args.steps / elapsed, len(reset_times), note)
 
 
@@ -105,18 +105,34 @@ def _bench_gym_sokoban(module, config: str, dim: tuple[int, int], boxes: int, ar
     np.random.seed(0)
     num_steps = int(1.7 * (dim[0] + dim[1]))  # gym-sokoban's default for its env
     reset_times: list[float] = []
+    pushes, moves = [], []
     budget_end = time.perf_counter() + args.baseline_budget
     while len(reset_times) < args.baseline_resets and time.perf_counter() < budget_end:
         start = time.perf_counter()
         while True:  # gym-sokoban's reset retries a room that scored zero
             try:
-                generate_room(dim=dim, num_steps=num_steps, num_boxes=boxes)
+                room_fixed, room_state, _ = generate_room(dim=dim, num_steps=num_steps, num_boxes=boxes)
                 break
             except (RuntimeError, RuntimeWarning):
                 continue
         reset_times.append(time.perf_counter() - start)
+        # Its rooms' difficulty, by hiergym's solver (not timed).
+        level = parse_board(_gym_sokoban_board(room_fixed, room_state))
+        plan = solve(level.room, level.player, level.boxes, "pushes")
+        if plan is not None:
+            pushes.append(count_pushes(level.room, level.player, level.boxes, plan))
+            moves.append(len(plan))
     env = module.SokobanEnv(dim_room=dim, num_boxes=boxes, reset=False)
-    env.reset(render_mode="tiny_rgb_array")
+    with redirect_stdout(io.StringIO()):  # its reset prints every retry
+        env.reset(render_mode="tiny_rgb_array")
+    # Episodes restart from the same room (a new one would cost seconds on large rooms; resets are not timed).
+    snapshot = (env.room_state.copy(), env.player_position.copy(), dict(env.box_mapping))
+
+    def restart() -> None:
+        env.room_state, env.player_position = snapshot[0].copy(), snapshot[1].copy()
+        env.box_mapping = dict(snapshot[2])
+        env.num_env_steps, env.boxes_on_target, env.reward_last = 0, 0, 0
+
     actions = np.random.randint(1, 9, size=args.steps)
     elapsed = 0.0
     for action in actions:
@@ -124,14 +140,36 @@ def _bench_gym_sokoban(module, config: str, dim: tuple[int, int], boxes: int, ar
         _, _, done, _ = env.step(int(action), observation_mode="tiny_rgb_array")
         elapsed += time.perf_counter() - start
         if done:
-            env.reset(render_mode="tiny_rgb_array")
-    note = "generate_room only (no render); steps with tiny_rgb_array observations"
+            restart()
+    note = "generate_room only; steps with tiny_rgb_array observations"
+    if pushes:
+        note = f"optimal solution {statistics.mean(pushes):.1f} pushes ({statistics.mean(moves):.1f} moves); " + note
     return Row("sokoban", config, "gym-sokoban", *_ms(reset_times), args.steps / elapsed, len(reset_times), note)
 
 
+def _gym_sokoban_board(room_fixed: np.ndarray, room_state: np.ndarray) -> str:
+    """A gym-sokoban room (fixed: 0 wall, 1 floor, 2 target; state: 3 box on target, 4 box, 5 player) as text."""
+    rows = []
+    for fixed_row, state_row in zip(room_fixed.tolist(), room_state.tolist(), strict=True):
+        line = ""
+        for fixed, state in zip(fixed_row, state_row, strict=True):
+            on_target = fixed == 2
+            if fixed == 0:
+                line += "#"
+            elif state in (3, 4):
+                line += "V" if on_target else "X"
+            elif state == 5:
+                line += "S" if on_target else "P"
+            else:
+                line += "O" if on_target else "_"
+        rows.append(line)
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------------------------- driver
-#: Environment family -> benchmark function. Add a family by adding a function returning rows.
-FAMILIES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {"sokoban": bench_sokoban}
+#: Environment family -> benchmark function. Add a family by adding a function that yields rows, its
+#: hiergym row for a configuration before any reference rows for it.
+FAMILIES: dict[str, Callable[[argparse.Namespace], Iterator[Row]]] = {"sokoban": bench_sokoban}
 
 
 def _ms(times: Sequence[float]) -> tuple[float | None, float | None]:
@@ -140,28 +178,31 @@ def _ms(times: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.median(times) * 1e3, float(np.percentile(times, 90)) * 1e3
 
 
-def format_table(rows: list[Row]) -> str:
+HEADER = (
+    f"{'env':<9} {'config':<17} {'implementation':<14} {'resets':>6} {'reset ms (median)':>17} "
+    f"{'p90':>8} {'steps/s':>9} {'reset speed-up':>14}  note"
+)
+
+
+def format_row(row: Row, ours: Row | None = None) -> str:
+    """One table line; ``ours`` is hiergym's row for the same configuration, for the reset-time ratio."""
+
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    lines = [
-        f"{'env':<9} {'config':<17} {'implementation':<14} {'resets':>6} {'reset ms (median)':>17} "
-        f"{'p90':>8} {'steps/s':>9} {'reset speed-up':>14}  note"
-    ]
-    ours: dict[tuple[str, str], Row] = {}
-    for row in rows:
-        if row.implementation == "hiergym":
-            ours[(row.family, row.config)] = row
-        mine = ours.get((row.family, row.config))
-        ratio = None
-        if row.implementation != "hiergym" and mine and row.reset_ms_median and mine.reset_ms_median:
-            ratio = row.reset_ms_median / mine.reset_ms_median
-        lines.append(
-            f"{row.family:<9} {row.config:<17} {row.implementation:<14} {row.resets:>6} "
-            f"{fmt(row.reset_ms_median, '.2f'):>17} {fmt(row.reset_ms_p90, '.2f'):>8} "
-            f"{fmt(row.steps_per_s, ',.0f'):>9} {('-' if ratio is None else f'{ratio:,.0f}x'):>14}  {row.note}"
-        )
-    return "\n".join(lines)
+    ratio = None
+    if ours is not None and ours is not row and row.reset_ms_median and ours.reset_ms_median:
+        ratio = row.reset_ms_median / ours.reset_ms_median
+    return (
+        f"{row.family:<9} {row.config:<17} {row.implementation:<14} {row.resets:>6} "
+        f"{fmt(row.reset_ms_median, '.2f'):>17} {fmt(row.reset_ms_p90, '.2f'):>8} "
+        f"{fmt(row.steps_per_s, ',.0f'):>9} {('-' if ratio is None else f'{ratio:,.0f}x'):>14}  {row.note}"
+    )
+
+
+def format_table(rows: list[Row]) -> str:
+    ours = {(r.family, r.config): r for r in rows if r.implementation == "hiergym"}
+    return "\n".join([HEADER, *(format_row(r, ours.get((r.family, r.config))) for r in rows)])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -182,10 +223,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rows: list[Row] = []
+    print(HEADER, flush=True)
+    ours: dict[tuple[str, str], Row] = {}
     for family in args.envs:
-        rows += FAMILIES[family](args)
-    print(format_table(rows))
+        for row in FAMILIES[family](args):  # printed as measured: reference rows can take minutes
+            if row.implementation == "hiergym":
+                ours[(row.family, row.config)] = row
+            print(format_row(row, ours.get((row.family, row.config))), flush=True)
     return 0
 
 

@@ -59,8 +59,9 @@ Splits (``reset(options={"split": ...})``):
     Every generated room has a fingerprint (a hash of walls, targets, boxes and player). Train rooms are those
     whose fingerprint is not 0 mod 8; ``eval_in`` and ``eval_out`` draw only from the other eighth, so no
     evaluation room is ever a training room, even for 6x6 rooms with one box where repeats are common.
-    Sokoban has no structural hold-out, so ``eval_out`` is a shifted distribution instead: its reverse play
-    is twice as long, which gives rooms with boxes further from their targets (longer solutions).
+    Sokoban has no structural hold-out, so ``eval_out`` is a harder distribution instead: its rooms need at
+    least ``2 * num_boxes + 1`` pushes (train and ``eval_in``: ``num_boxes + 1``), from reverse plays twice
+    as long.
 
 Arguments:
     dim_room: ``(height, width)`` of the room, border walls included (default ``(6, 6)``; tested up to
@@ -647,12 +648,14 @@ def generate_level(
     walk_scale: float = 1.0,
     eval_rooms: bool | None = None,
     metric: str = "pushes",
+    min_pushes: int | None = None,
     max_tries: int = 1000,
 ) -> Level:
     """A random solvable level with its optimal solution in ``metric`` (see :func:`solve`).
 
     ``eval_rooms``: ``False`` keeps only training rooms (fingerprint not 0 mod :data:`SPLIT_MODULUS`),
     ``True`` only evaluation rooms, ``None`` any. ``walk_scale`` multiplies the number of reverse-play pulls.
+    Rooms solved with fewer than ``min_pushes`` pushes (default ``num_boxes + 1``) are rejected as trivial.
     """
     height, width = dim_room
     interior = (height - 2) * (width - 2)
@@ -685,7 +688,7 @@ def generate_level(
             continue
         if plan is None:  # impossible by construction; a bug if it happens
             raise AssertionError("reverse play produced an unsolvable room")
-        if count_pushes(room, player, boxes, plan) < num_boxes + 1:  # trivial: one push per box
+        if count_pushes(room, player, boxes, plan) < (min_pushes or num_boxes + 1):
             continue
         return Level(room, player, boxes, tuple(plan))
     raise RuntimeError(
@@ -883,6 +886,7 @@ class SokobanEnv(gym.Env[str, str]):
                 self.dim_room,
                 self.num_boxes,
                 walk_scale=2.0 if split == "eval_out" else 1.0,
+                min_pushes=2 * self.num_boxes + 1 if split == "eval_out" else None,
                 eval_rooms=split != "train",
                 metric=self.expert_metric,
             )
