@@ -37,7 +37,8 @@ forgiven; anything not in ``info["admissible_actions"]`` answers "Nothing happen
 - ``render_mode``: ``"ansi"`` (the last observation).
 
 **Reset options**: ``split`` (``train``, ``eval_in``, ``eval_out``), ``task_id`` (``eval_in`` has 140 tasks,
-``eval_out`` 134, as ALFWorld's valid_seen / valid_unseen; ``train`` any non-negative id), ``task_type``.
+``eval_out`` 134, as ALFWorld's valid_seen / valid_unseen; ``train`` any non-negative id), ``task_type`` (one
+type for this reset; an evaluation task id already fixes its type).
 
 **Info** (besides the contract keys): ``task_type``, ``split``, ``task_id``, ``scene`` (FloorPlan number, or
 the game file for real ALFWorld games), ``engine``.
@@ -151,6 +152,9 @@ class AlfWorldEnv(gym.Env[str, str]):
             position = positions[task_id]
             # Seeded by the position in the full set, so a task is the same whatever the task_types filter.
             rng = np.random.default_rng(stable_seed(ENV_ID, split, "eval", position))
+            if task_type is not None and task_type != eval_set(split)[position]:
+                raise ValueError(f"{split} task {task_id} is a {eval_set(split)[position]} task, not {task_type}; "
+                                 "filter the evaluation set with task_types=[...] instead")
             task_type = eval_set(split)[position]
         elif task_type is None:
             task_type = self.task_types[int(rng.integers(len(self.task_types)))]
