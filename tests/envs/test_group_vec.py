@@ -365,6 +365,26 @@ def test_process_backend_matches_sync() -> None:
 
 
 @needs_fork
+def test_chunked_step_async_equals_step() -> None:
+    """docs/vector.md's micro-batched pattern (submit chunks, then step_wait) gives what step() gives."""
+    outputs = {}
+    for backend in ("sync", "process"):
+        with make_counter(backend, num_tasks=3, group_size=2, seed=6, autoreset=True) as env:
+            env.reset()
+            rng, outs = np.random.default_rng(4), []
+            for _ in range(8):
+                actions = random_actions(env, rng)
+                if backend == "sync":
+                    outs.append(env.step(actions))
+                    continue
+                for chunk in np.array_split(np.flatnonzero(env.running), 3):
+                    env.step_async([actions[i] for i in chunk], indices=chunk)
+                outs.append(env.step_wait())
+            outputs[backend] = [output_fields(o) for o in outs]
+    assert outputs["sync"] == outputs["process"]
+
+
+@needs_fork
 def test_process_worker_killed_is_reported_and_restarted() -> None:
     env = make_counter("process", num_tasks=2, group_size=2, seed=0, step_timeout=20)
     env.reset()
