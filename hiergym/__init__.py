@@ -19,7 +19,7 @@ _LAZY_ATTRIBUTES = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _LAZY_ATTRIBUTES:
         import importlib
 
