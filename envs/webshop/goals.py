@@ -38,7 +38,7 @@ NO_PRICE_BOUND = 1_000_000
 #: Size of each fixed evaluation set (like WebShop's 500-goal test set).
 EVAL_SET_SIZE = 500
 
-_MASS_NOUNS = ("shampoo", "granola", "ground coffee", "herbal tea", "hot sauce", "mixed nuts", "nail polish",
+_MASS_NOUNS = ("shampoo", "granola", "ground coffee", "herbal tea", "hot sauce", "nail polish",
                "lipstick", "natural deodorant")
 
 
@@ -61,18 +61,47 @@ def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+# Last words that make an attribute read as a description ("sugar free", "natural looking") rather than a
+# thing the product has ("lumbar support") or a use it is for ("dry skin").
+_DESCRIPTIVE = frozenset("""free resistant proof friendly looking lasting safe based certified wrapped tested
+compatible efficient washable included sided soft drying toxic greasy pigmented organic unsalted vegan waterproof
+shockproof hypoallergenic lightweight foldable stackable packable dimmable cancelling gmo ready slip""".split())
+_FOR_USE = frozenset({"skin", "hair", "growth"})
+_PLURAL_NOUNS = ("mixed nuts", "men's slim jeans")
+
+
+def _article(phrase: str) -> str:
+    # by sound: "a usb c charger", "an hdmi cable"
+    vowel_sound = (phrase[0] in "aeiou" and not phrase.startswith(("usb", "uni"))) or phrase.startswith("hdmi")
+    return "an " if vowel_sound else "a "
+
+
 def instruction_for(noun: str, attributes: list[str], rnd: random.Random) -> str:
-    """A natural request for a product type with some attributes ("i need a long lasting lipstick...")."""
+    """A natural request for a product type with some attributes, worded by what each attribute is.
+
+    "i need a lipstick which is long lasting and cruelty free", "i am looking for an office chair with lumbar
+    support", "find me a face moisturizer which is fragrance free, for dry skin", "i want a vegan hot sauce".
+    """
     opening = rnd.choice(tx.INSTRUCTION_OPENINGS)
-    article = "" if noun in _MASS_NOUNS or noun.endswith("s") else ("an " if noun[0] in "aeiou" else "a ")
-    style = rnd.randrange(4)
-    if style == 0 and len(attributes) <= 2:
-        return f"{opening} {article}{_join(attributes)} {noun}".replace(" a a", " an a")
-    if style == 1:
-        return f"{opening} {article}{noun} which is {_join(attributes)}"
-    if style == 2:
-        return f"{opening} {article}{noun} that is {_join(attributes)}"
-    return f"{opening} {article}{noun} with {_join(attributes)}"
+    countable = noun not in _MASS_NOUNS and noun not in _PLURAL_NOUNS
+    descriptive = [a for a in attributes if a.split()[-1] in _DESCRIPTIVE]
+    uses = [a for a in attributes if a.split()[-1] in _FOR_USE]
+    things = [a for a in attributes if a not in descriptive and a not in uses]
+    if descriptive and len(descriptive) == len(attributes) == 1 and rnd.random() < 0.5:
+        head = f"{descriptive[0]} {noun}"  # "a sugar free hot sauce"
+        descriptive = []
+    else:
+        head = noun
+    clauses = []
+    if descriptive:
+        verb = "is" if countable or noun in _MASS_NOUNS else "are"
+        clauses.append(f"{rnd.choice(['which', 'that'])} {verb} {_join(descriptive)}")
+    if things:
+        clauses.append(f"with {_join(things)}")
+    if uses:
+        clauses.append(f"for {_join(uses)}")
+    article = _article(head) if countable else ""
+    return f"{opening} {article}{head}" + (" " if clauses else "") + ", ".join(clauses)
 
 
 def goal_record(product: Any, *, instruction_text: str, attributes: list[str], goal_options: Any,
