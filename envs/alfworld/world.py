@@ -235,7 +235,6 @@ def _goal_options(scene: int, task_type: str, split: str) -> tuple[tuple[str, st
             continue
         if task_type == "pick_cool_then_place_in_recep" and (obj not in _COOLABLE or "Fridge" not in present_recs):
             continue
-        # Some receptacle other than a goal one must be able to hold the object at the start.
         if task_type == "look_at_obj_in_light":
             for lamp in lay.lamp_types:
                 options.append((obj, None, lamp))
@@ -243,6 +242,7 @@ def _goal_options(scene: int, task_type: str, split: str) -> tuple[tuple[str, st
         for recep in sorted(present_recs):
             if obj not in _CAN_CONTAIN[recep] or recep in _EXCLUDED_GOAL_RECEPTACLES.get(task_type, ()):
                 continue
+            # Some receptacle other than a goal one must be able to hold the object at the start.
             if not any(obj in _CAN_CONTAIN[r] for r in present_recs if r != recep):
                 continue
             held = is_held_out_pair(obj, recep)
