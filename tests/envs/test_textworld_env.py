@@ -119,3 +119,12 @@ def test_wrong_arguments_are_named(cache_dir: str) -> None:
         gym.make("hiergym/TextWorld-v0", game_file="/nonexistent/game.z8")
     with pytest.raises(ValueError, match="task_id"):
         make(cache_dir).reset(options={"task_id": 2})
+
+
+@pytest.mark.parametrize("challenge", ["tw-cooking", "custom"])
+def test_other_generators_make_winnable_games(challenge: str, cache_dir: str) -> None:
+    env = gym.make("hiergym/TextWorld-v0", challenge=challenge, cache_dir=cache_dir, num_games=1)
+    _, info = env.reset(seed=0)
+    assert info["task"] and info["admissible_actions"]
+    total, terminated, info = play(env, env.unwrapped.expert_plan())
+    assert terminated and info["won"] and total == info["max_score"]
