@@ -120,6 +120,8 @@ SPLIT_MODULUS = 8
 #: Rooms whose optimal solution needs more A* expansions than this are redrawn by the generator. This bounds
 #: generation time; it drops about one 12x12/4-box room in ten, and almost never a smaller one.
 GENERATION_EXPANSION_LIMIT = 5_000
+#: Reverse plays tried per carved room; the generator keeps the best-scoring start (more: harder rooms).
+REVERSE_PLAYS = 3
 #: Heuristic value meaning "no matching of boxes to targets exists".
 _UNMATCHABLE = 1 << 40
 
@@ -256,19 +258,6 @@ class Room:
         return any(self.frozen_at(b, boxes) for b in _bits(boxes & ~self.targets))
 
     # ----------------------------------------------------------------------------------- player moves
-    def reachable_layers(self, player: int, boxes: int) -> list[int]:
-        """Breadth-first layers (bitsets) of the cells the player can walk to without pushing."""
-        free = self.floor & ~boxes
-        w = self.width
-        seen = frontier = 1 << player
-        layers = [frontier]
-        while True:
-            frontier = ((frontier << 1) | (frontier >> 1) | (frontier << w) | (frontier >> w)) & free & ~seen
-            if not frontier:
-                return layers
-            seen |= frontier
-            layers.append(frontier)
-
     def walk(self, start: int, goal: int, boxes: int) -> list[int]:
         """Directions of a shortest walk from ``start`` to ``goal`` around the boxes (goal reachable)."""
         if start == goal:
@@ -542,7 +531,7 @@ _BRUSHES = (
 
 def carve_room(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Floor mask of a connected room: a random walk inside the border walls stamping small brushes."""
-    steps = int(1.5 * (height + width))
+    steps = int(1.7 * (height + width))  # gym-sokoban's env default (num_gen_steps)
     r, c = int(rng.integers(1, height - 1)), int(rng.integers(1, width - 1))
     turns = (rng.random(steps) < 0.35).tolist()
     new_dirs = rng.integers(0, 4, size=steps).tolist()
@@ -561,8 +550,10 @@ def carve_room(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return floor
 
 
-def reverse_play(room: Room, rng: np.random.Generator, player: int, num_pulls: int) -> tuple[int, int] | None:
-    """Play backwards from the solved room (boxes on targets) by pulling boxes; returns ``(player, boxes)``.
+def reverse_play(
+    room: Room, rng: np.random.Generator, player: int, num_pulls: int
+) -> tuple[int, int, int] | None:
+    """Play backwards from the solved room (boxes on targets) by pulling boxes; ``(player, boxes, score)``.
 
     Each reverse step walks the player anywhere in its region and pulls one adjacent box one cell (the player
     steps back, the box follows): the exact reverse of a push, so every state reached is solvable. Pulls
@@ -582,9 +573,7 @@ def reverse_play(room: Room, rng: np.random.Generator, player: int, num_pulls: i
     uniforms = rng.random((num_pulls, 3))
     for step in range(num_pulls):
         free = room.floor & ~boxes
-        region = 0
-        for layer in room.reachable_layers(player, boxes):
-            region |= layer
+        region = _region(room, player, boxes)
         # pulls[d]: cells p of the region with a box on p - delta and a free cell p + delta to step back to.
         pulls = [region & _shift(boxes, delta) & _shift(free, -delta) for delta in deltas]
         options = [(p, d) for d in range(4) for p in _bits(pulls[d])]
@@ -614,11 +603,8 @@ def reverse_play(room: Room, rng: np.random.Generator, player: int, num_pulls: i
     if best is None:
         return None
     player, boxes = best
-    region = 0
-    for layer in room.reachable_layers(player, boxes):
-        region |= layer
-    cells = list(_bits(region))
-    return cells[int(rng.integers(len(cells)))], boxes
+    cells = list(_bits(_region(room, player, boxes)))
+    return cells[int(rng.integers(len(cells)))], boxes, best_score
 
 
 @dataclass(frozen=True)
@@ -629,10 +615,6 @@ class Level:
     player: int
     boxes: int
     plan: tuple[int, ...] | None
-
-    @property
-    def fingerprint(self) -> int:
-        return level_fingerprint(self.room, self.player, self.boxes)
 
 
 def level_fingerprint(room: Room, player: int, boxes: int) -> int:
@@ -670,18 +652,23 @@ def generate_level(
         tiles = np.where(floor_mask, _FLOOR, _WALL).reshape(-1)
         tiles[chosen[:num_boxes]] = _TARGET
         room = Room(tiles.reshape(height, width))
-        # Several reverse plays per room: a room is costlier to build than a play, and the split filter
-        # below keeps only one fingerprint in SPLIT_MODULUS for evaluation rooms.
-        for _ in range(2 * SPLIT_MODULUS):
+        # Several reverse plays per room, keeping the best-scoring start: harder rooms, and a room costs more
+        # to build than a play. The split filter keeps one fingerprint in SPLIT_MODULUS for evaluation.
+        best, kept = None, 0
+        for _ in range(REVERSE_PLAYS * (SPLIT_MODULUS if eval_rooms else 1)):
             state = reverse_play(room, rng, int(chosen[-1]), pulls)
             if state is None:
                 break
-            player, boxes = state
-            if eval_rooms is None or (level_fingerprint(room, player, boxes) % SPLIT_MODULUS == 0) == eval_rooms:
+            if eval_rooms is not None and (level_fingerprint(room, *state[:2]) % SPLIT_MODULUS == 0) != eval_rooms:
+                continue
+            if best is None or state[2] > best[2]:
+                best = state
+            kept += 1
+            if kept == REVERSE_PLAYS:
                 break
-            state = None
-        if state is None:
+        if best is None:
             continue
+        player, boxes, _ = best
         try:
             plan = solve(room, player, boxes, metric, max_expansions=GENERATION_EXPANSION_LIMIT)
         except SearchLimitExceeded:
