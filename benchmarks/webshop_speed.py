@@ -15,7 +15,9 @@ cache folder and reports, in one process:
   task often do, answered from the shop's cache of recent results;
 - ``click``: steps per second of ``click[...]`` actions (results pages, item pages, options, sub-pages,
   previous/next: a fixed tour of clicks an agent makes);
-- ``expert``: expert episodes per second (reset, plan and play to the purchase).
+- ``expert``: expert episodes per second (reset, plan and play to the purchase);
+- simple agents' mean reward and success on 200 ``eval_in`` goals (see :func:`heuristic_agents`), to show
+  how much searching and reading matter.
 
     python -m hiergym.benchmarks.webshop_speed                  # 10k and 100k products
     python -m hiergym.benchmarks.webshop_speed --sizes 10000 --steps 2000
@@ -25,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 import shutil
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hiergym.envs.webshop.catalog import GeneratedCatalog
 from hiergym.envs.webshop.env import WebShopEnv, load_shop
@@ -99,9 +103,51 @@ def time_expert(env: WebShopEnv, n: int) -> tuple[float, float]:
     return n / (time.perf_counter() - start), won / n
 
 
-def bench_size(size: int, steps: int, cache_root: Path) -> dict[str, float]:
+def _results(observation: str) -> list[tuple[str, float]]:
+    """(asin, price) of the products on a results page, read from the text observation."""
+    parts = observation.split(" [SEP] ")
+    return [(p.lower(), float(parts[i + 2].lstrip("$").split()[0])) for i, p in enumerate(parts)
+            if re.fullmatch(r"B0[0-9A-Z]{8}", p) and i + 2 < len(parts)]
+
+
+def heuristic_agents(env: WebShopEnv, episodes: int) -> dict[str, tuple[float, float]]:
+    """(mean reward, success rate) of simple agents, to show how much searching and reading matter.
+
+    - ``rule``: WebShop's rule baseline: search the instruction, click the first result, buy.
+    - ``budget+options``: search the instruction (without the price clause), open the first result within the
+      price bound (prices show on the results page), click the instruction's option values, buy; it never
+      reads a product's features.
+    - ``expert``: :meth:`WebShopEnv.expert_plan`.
+    """
+    scores: dict[str, list[tuple[float, bool]]] = {"rule": [], "budget+options": [], "expert": []}
+    for seed in range(episodes):
+        for name in scores:
+            _, info = env.reset(seed=seed, options={"split": "eval_in"})
+            goal, reward = info["goal"], 0.0
+            if name == "expert":
+                actions = env.expert_plan() or []
+                for action in actions:
+                    _, reward, _, _, info = env.step(action)
+            else:
+                query = info["task"] if name == "rule" else info["task"].split(", and price")[0]
+                obs, _, _, _, info = env.step(f"search[{query}]")
+                results = _results(obs)
+                if name == "budget+options":
+                    results = [r for r in results if r[1] <= goal["price_upper"]]
+                if results:
+                    _, _, _, _, info = env.step(f"click[{results[0][0]}]")
+                    if name == "budget+options":
+                        for value in goal["goal_options"].values():
+                            if f"click[{value}]" in info["admissible_actions"]:
+                                env.step(f"click[{value}]")
+                    _, reward, _, _, info = env.step("click[buy now]")
+            scores[name].append((float(reward), bool(info["won"])))
+    return {name: (sum(r for r, _ in v) / len(v), sum(w for _, w in v) / len(v)) for name, v in scores.items()}
+
+
+def bench_size(size: int, steps: int, cache_root: Path) -> dict[str, Any]:
     cache = cache_root / f"n{size}"
-    row: dict[str, float] = {"size": size}
+    row: dict[str, Any] = {"size": size}
     start = time.perf_counter()
     catalog = GeneratedCatalog.generate(0, size)
     row["generate_s"] = time.perf_counter() - start
@@ -134,6 +180,7 @@ def bench_size(size: int, steps: int, cache_root: Path) -> dict[str, float]:
     row["repeat_sps"] = time_search_steps(env, steps, repeat=True)
     row["click_sps"] = time_click_steps(env, steps)
     row["expert_eps"], row["expert_success"] = time_expert(env, 200)
+    row["agents"] = heuristic_agents(env, 200)
     load_shop.cache_clear()
     return row
 
@@ -157,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{r['load_s']:>6.2f}s "
               f"{r['memory_mib']:>6.0f}MiB {r['disk_mib']:>5.0f}MiB {r['reset_ms']:>6.2f}ms {r['search_sps']:>9,.0f} {r['repeat_sps']:>9,.0f} "
               f"{r['click_sps']:>9,.0f} {r['expert_eps']:>11,.0f} {r['expert_success']:>5.0%}")
+    print("\nsimple agents on 200 eval_in goals (mean reward / success):")
+    for r in rows:
+        agents = ", ".join(f"{name} {score:.2f} / {won:.0%}" for name, (score, won) in r["agents"].items())
+        print(f"{r['size']:>9,}: {agents}")
 
 
 if __name__ == "__main__":

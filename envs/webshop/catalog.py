@@ -7,8 +7,8 @@ bullet point and the options, lower-cased).
 
 :class:`GeneratedCatalog` draws every product attribute as numpy arrays in one vectorised pass (100k products
 in well under a second) and renders a product's text only when a page or the index asks for it. Products come
-in *families*: one to four products of the same type with the same attributes and option values but different
-brands, titles and prices, so that several products can satisfy a goal, as in the real data.
+in *families*: one to four products of the same type with the same attributes but different brands, titles,
+prices and option values, so that several products can satisfy a goal, as in the real data.
 
 :class:`WebShopDataCatalog` reads ``items_shuffle*.json`` (products), ``items_ins_v2*.json`` (attributes and
 synthetic instructions), ``items_human_ins.json`` (human instructions) and, when present, ``reviews.json``, in
@@ -35,7 +35,7 @@ from hiergym.envs.core import stable_seed
 from hiergym.envs.webshop import taxonomy as tx
 
 #: Bump when the generator changes, so on-disk caches of older catalogs are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 
 _MAX_ATTRS = max(len(t.attributes) for t in tx.PRODUCT_TYPES)
 _MAX_OPTION_SLOTS = max(len(t.options) for t in tx.PRODUCT_TYPES)
@@ -156,15 +156,9 @@ class GeneratedCatalog(Catalog):
         n_families = len(family_sizes)
         family_type = rng.integers(0, n_types, n_families)
         n_attrs = np.array([len(t.attributes) for t in types])[family_type]
-        family_attr_mask = _random_subset_masks(rng, n_attrs, np.minimum(3, n_attrs), np.minimum(5, n_attrs),
+        # two to four of the type's five or six attributes: look-alike products differ in what they offer
+        family_attr_mask = _random_subset_masks(rng, n_attrs, np.minimum(2, n_attrs), np.minimum(4, n_attrs),
                                                 _MAX_ATTRS)
-        family_option_masks = np.zeros((n_families, _MAX_OPTION_SLOTS), dtype=np.int64)
-        for slot in range(_MAX_OPTION_SLOTS):
-            n_values = np.array([len(list(t.options.values())[slot]) if slot < len(t.options) else 0
-                                 for t in types])[family_type]
-            masks = _random_subset_masks(rng, n_values, np.minimum(2, n_values), np.minimum(5, n_values),
-                                         _MAX_OPTION_VALUES)
-            family_option_masks[:, slot] = np.where(n_values > 0, masks, 0)
         low = np.array([t.price[0] for t in types])[family_type]
         high = np.array([t.price[1] for t in types])[family_type]
         family_price = np.exp(rng.uniform(np.log(low), np.log(high)))
@@ -174,6 +168,15 @@ class GeneratedCatalog(Catalog):
         type_id = family_type[family]
         price = family_price[family] * rng.uniform(0.8, 1.25, size)
         price = np.round(np.floor(price) + rng.choice([0.99, 0.49, 0.95, 0.0, 0.79], size=size), 2)
+        # Options per product, not per family, and most of the type's values: a product's option text says
+        # little about which attributes it has, as on a real store.
+        option_masks = np.zeros((size, _MAX_OPTION_SLOTS), dtype=np.int64)
+        for slot in range(_MAX_OPTION_SLOTS):
+            n_values = np.array([len(list(t.options.values())[slot]) if slot < len(t.options) else 0
+                                 for t in types])[type_id]
+            masks = _random_subset_masks(rng, n_values, np.minimum(2, n_values), np.maximum(2, n_values - 1),
+                                         _MAX_OPTION_VALUES)
+            option_masks[:, slot] = np.where(n_values > 0, masks, 0)
         asin_code = (np.arange(size, dtype=np.int64) * 2_654_435_761 + int(rng.integers(0, 36**7))) % 36**8
         columns = {
             "type_id": type_id.astype(np.int16),
@@ -182,9 +185,9 @@ class GeneratedCatalog(Catalog):
             "brand": ((rng.integers(0, 16, n_families)[family] + _rank_within(family)) % 16).astype(np.int8),
             "descriptor": rng.integers(0, 5, size).astype(np.int8),
             "suffix": rng.integers(0, 5, size).astype(np.int8),
-            "title_attr": (rng.random(size) < 0.4),
+            "title_attr": (rng.random(size) < 0.15),
             "attr_mask": family_attr_mask[family],
-            "option_masks": family_option_masks[family],
+            "option_masks": option_masks,
             "price": price,
             "n_reviews": rng.choice([0, 1, 2, 3], p=[0.2, 0.3, 0.3, 0.2], size=size).astype(np.int8),
             "text_seed": rng.integers(0, 2**31 - 1, size).astype(np.int64),
@@ -250,12 +253,13 @@ class GeneratedCatalog(Catalog):
         rnd.shuffle(generic)
         attr_order = attributes[:]
         rnd.shuffle(attr_order)
-        # bullets name every attribute, each with a generic sentence; the first always names an attribute
+        # bullets name every attribute, each with a generic sentence, plus one generic bullet anywhere (the
+        # first bullet is indexed for search: half the time it names no attribute, so reading matters)
         bullets = [rnd.choice(tx.ATTRIBUTE_BULLETS).format(a=a, A=a[:1].upper() + a[1:], g=generic[4 + j % 4])
                    for j, a in enumerate(attr_order)]
-        bullets.insert(rnd.randint(1, len(bullets)), generic[0])
+        bullets.insert(0 if rnd.random() < 0.5 else rnd.randint(1, len(bullets)), generic[0])
         description = f"{brand} {t.title_noun}. " + " ".join(generic[1:4])
-        if attributes and rnd.random() < 0.5:
+        if attributes and rnd.random() < 0.3:
             description += f" Customers tell us they chose it because it is {rnd.choice(attributes)}."
 
         reviews = []

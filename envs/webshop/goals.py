@@ -151,7 +151,7 @@ class GeneratedGoals:
     def make_goal(self, index: int, rnd: random.Random) -> dict[str, Any]:
         product = self.catalog.product(index)
         t = self.catalog.product_type(index)
-        k = min(len(product.attributes), rnd.choice([1, 1, 2, 2, 2, 3]))
+        k = min(len(product.attributes), rnd.choice([1, 2, 2, 2, 3, 3]))
         attributes = sorted(rnd.sample(product.attributes, k), key=product.attributes.index)
         goal_options = {name: rnd.choice(values) for name, values in sorted(product.options.items()) if values}
         price_upper, price_text = price_bound(product.price, rnd)

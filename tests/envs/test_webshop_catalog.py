@@ -37,7 +37,7 @@ def test_products_look_like_webshop_products(catalog: GeneratedCatalog) -> None:
         p = catalog.product(i)
         assert catalog.index_of(p.asin) == i and catalog.index_of(p.asin.lower()) == i
         assert p.title.isascii() and p.description and len(p.bullets) >= 4
-        assert 3 <= len(p.attributes) <= 5 and p.options and all(len(v) >= 2 for v in p.options.values())
+        assert 2 <= len(p.attributes) <= 4 and p.options and all(len(v) >= 2 for v in p.options.values())
         assert p.price > 0 and p.price_tag == f"${p.price}"
         assert p.product_category.count("\u203a") >= 2 and p.query and p.category in tx.CATEGORIES
         # every attribute can be read on the page: in the bullet points (the Features page)
@@ -49,14 +49,16 @@ def test_products_look_like_webshop_products(catalog: GeneratedCatalog) -> None:
         assert all(t.isascii() and t.isprintable() and " ".join(t.split()) == t for t in texts)
 
 
-def test_families_share_attributes_and_options(catalog: GeneratedCatalog) -> None:
+def test_families_share_attributes(catalog: GeneratedCatalog) -> None:
     sizes = np.bincount(catalog.family)
     assert (sizes >= 2).sum() > len(sizes) // 3
     family = int(np.flatnonzero(sizes >= 3)[0])
     members = np.flatnonzero(catalog.family == family)
     products = [catalog.product(i) for i in members]
     assert len({p.title for p in products}) == len(products)  # different brands
-    assert all(p.attributes == products[0].attributes and p.options == products[0].options for p in products)
+    assert all(p.attributes == products[0].attributes and p.query == products[0].query for p in products)
+    # options are drawn per product (most of the type's values), so option text does not reveal the family
+    assert len({str(catalog.product(i).options) for i in range(50)}) > 25
 
 
 def test_vocabulary_separates_right_from_wrong(catalog: GeneratedCatalog) -> None:
