@@ -115,16 +115,19 @@ def generate_game(challenge: str, settings: dict[str, Any], seed: int, cache_dir
     # Compile under a private name, then move into place: parallel workers may build the same game.
     tmp_base = os.path.join(cache_dir, f".{challenge}-{key}-{os.getpid()}")
     options.path = tmp_base + ".z8"
-    if challenge == "custom":
-        options.nb_rooms = int(settings["nb_rooms"])
-        options.nb_objects = int(settings["nb_objects"])
-        options.quest_length = int(settings["quest_length"])
-        game = make_game(options)
-    else:
-        from textworld.challenges import CHALLENGES as TW_CHALLENGES
+    # Generation replays walkthroughs in Jericho, which calls every TextWorld game "not fully supported".
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Game .* is not fully supported")
+        if challenge == "custom":
+            options.nb_rooms = int(settings["nb_rooms"])
+            options.nb_objects = int(settings["nb_objects"])
+            options.quest_length = int(settings["quest_length"])
+            game = make_game(options)
+        else:
+            from textworld.challenges import CHALLENGES as TW_CHALLENGES
 
-        game = TW_CHALLENGES[challenge][1](settings, options)
-    compiled = compile_game(game, options)
+            game = TW_CHALLENGES[challenge][1](settings, options)
+        compiled = compile_game(game, options)
     os.replace(compiled[:-3] + ".json", path[:-3] + ".json")
     os.replace(compiled, path)
     for leftover in (tmp_base + ".ni",):
@@ -205,7 +208,10 @@ class TextWorldEnv(gym.Env[str, str]):
             admissible_commands=self._tw_game, won=True, lost=True, score=True, max_score=True,
             policy_commands=self._tw_game, facts=self._tw_game, objective=True, extras=["walkthrough"],
         )
-        self._env = textworld.start(path, request_infos=infos)
+        with warnings.catch_warnings():
+            if self._tw_game:  # TextWorld tracks score and state itself; Jericho's "unsupported game" is noise
+                warnings.filterwarnings("ignore", message="Game .* is not fully supported")
+            self._env = textworld.start(path, request_infos=infos)
         self._loaded = path
 
     def _quietly(self, call, *args):
