@@ -67,6 +67,8 @@ class RealEngine:
 
     def load(self, game_file: str) -> None:
         """Load a ``.tw-pddl`` game (Fast Downward translates the problem here: tenths of a second)."""
+        if game_file == self._game_file and self._env is not None:
+            return  # the same game again: reset() starts it over
         # Fast Downward's translator rewrites sys.argv while parsing; keep the caller's intact.
         argv = list(sys.argv)
         try:
