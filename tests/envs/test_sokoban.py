@@ -134,12 +134,13 @@ def test_splits_never_share_a_room_and_eval_out_is_harder() -> None:
     lengths: dict[str, list[int]] = {}
     for split in ("train", "eval_in", "eval_out"):
         for task_id in range(30):
-            env.reset(options={"split": split, "task_id": task_id})
+            _, info = env.reset(options={"split": split, "task_id": task_id})
             level = env._level
             in_eval_class = level_fingerprint(level.room, level.player, level.boxes) % SPLIT_MODULUS == 0
             assert in_eval_class == (split != "train")
-            lengths.setdefault(split, []).append(len(env.expert_plan()))
-    # eval_out's reverse play is twice as long: boxes end further away on average.
+            lengths.setdefault(split, []).append(info["optimal_solution_length"])
+    # eval_out holds harder rooms: at least 2 * num_boxes + 1 pushes (train and eval_in: num_boxes + 1).
+    assert min(lengths["eval_out"]) >= 3 and min(lengths["train"]) >= 2 and min(lengths["eval_in"]) >= 2
     assert np.mean(lengths["eval_out"]) > np.mean(lengths["eval_in"])
 
 
@@ -339,6 +340,13 @@ def test_move_optimal_generation_records_moves() -> None:
     for seed in range(10):
         _, info = env.reset(seed=seed)
         assert len(env.expert_plan()) == info["optimal_solution_length"] == info["expert_plan_length"]
+
+
+def test_fixed_board_is_solved_once() -> None:
+    env = SokobanEnv.from_board("#######\n#P_XO_#\n#_____#\n#######")
+    first = env.reset()[1]
+    assert env._fixed_board.plan == (3, 3)  # cached on the board: later resets do not search again
+    assert env.reset()[1] == first
 
 
 def test_reset_with_board_option() -> None:
