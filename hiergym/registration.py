@@ -79,7 +79,8 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         entry_point="hiergym.envs.webshop.env:WebShopEnv",
         max_episode_steps=15,
         description="Search a product catalog and buy what the instruction asks for (WebShop's pages and reward).",
-        arguments={"num_products": 10_000, "catalog_seed": 0, "data_dir": None, "human_goals": True},
+        arguments={"num_products": "10000 (all with data_dir)", "catalog_seed": 0, "data_dir": None,
+                   "human_goals": True},
     ),
     EnvEntry(
         id="hiergym/HouseholdCoop-v0",

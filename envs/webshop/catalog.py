@@ -6,7 +6,7 @@ with the fields WebShop's pages and reward read), ``catalog.index_of(asin)`` and
 bullet point and the options, lower-cased).
 
 :class:`GeneratedCatalog` draws every product attribute as numpy arrays in one vectorised pass (100k products
-in well under a second) and renders a product's text only when a page or the index asks for it. Products come
+in about a second) and renders a product's text only when a page or the index asks for it. Products come
 in *families*: one to four products of the same type with the same attributes but different brands, titles,
 prices and option values, so that several products can satisfy a goal, as in the real data.
 

@@ -25,10 +25,10 @@ Reward
 Episode end
     Terminates on ``buy now``; truncated at ``max_episode_steps=15`` by the registered TimeLimit.
 Arguments
-    ``num_products`` (10,000) and ``catalog_seed`` (0): the generated catalog; ``data_dir``: a folder with
-    WebShop's own ``items_shuffle*.json`` / ``items_ins_v2*.json`` / ``items_human_ins.json`` (default: the
-    ``WEBSHOP_DATA`` environment variable; unset means the generated catalog), in which case ``num_products``
-    keeps the first N products as WebShop's ``num_products`` does (None: all); ``human_goals`` (True): WebShop's
+    ``num_products`` (None: 10,000) and ``catalog_seed`` (0): the generated catalog; ``data_dir``: a folder
+    with WebShop's own ``items_shuffle*.json`` / ``items_ins_v2*.json`` / ``items_human_ins.json`` (default:
+    the ``WEBSHOP_DATA`` environment variable; unset means the generated catalog), in which case
+    ``num_products`` keeps the first N products as WebShop's ``num_products`` does (None: all); ``human_goals`` (True): WebShop's
     human instructions, or its synthetic ones; ``cache_dir``: where catalogs and search indices are cached
     (default ``$HIERGYM_CACHE/webshop`` or ``~/.cache/hiergym/webshop``).
 Reset options
@@ -75,6 +75,7 @@ from hiergym.envs.webshop.reward import (
 from hiergym.envs.webshop.search import INDEX_VERSION, SearchIndex
 
 ENV_ID = "hiergym/WebShop-v0"
+DEFAULT_NUM_PRODUCTS = 10_000  # generated catalog size when num_products is not given
 SEARCH_PLACEHOLDER = "search[<query>]"
 MAX_OBSERVATION_CHARS = 65536
 _ACTION = re.compile(r"(.+)\[(.+)\]")  # WebShop's parse_action
@@ -149,7 +150,7 @@ class WebShopEnv(gym.Env):
     __doc__ = __doc__
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, render_mode: str | None = None, *, num_products: int | None = 10_000, catalog_seed: int = 0,
+    def __init__(self, render_mode: str | None = None, *, num_products: int | None = None, catalog_seed: int = 0,
                  data_dir: str | os.PathLike | None = None, human_goals: bool = True,
                  cache_dir: str | os.PathLike | None = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -157,7 +158,7 @@ class WebShopEnv(gym.Env):
         self.render_mode = render_mode
         data_dir = data_dir if data_dir is not None else os.environ.get("WEBSHOP_DATA") or None
         if data_dir is None and num_products is None:
-            num_products = 10_000
+            num_products = DEFAULT_NUM_PRODUCTS
         self.shop = load_shop(int(catalog_seed), None if num_products is None else int(num_products),
                               None if data_dir is None else str(data_dir), bool(human_goals),
                               None if cache_dir is None else str(cache_dir))

@@ -8,8 +8,9 @@ A goal is WebShop's goal dict: the target ``asin``, its ``name`` (title), ``quer
   one value of each of its options and WebShop's price bound, worded like WebShop's synthetic instructions
   ("i need a clip-in hair extension which is natural looking with color: black, and size: 18 inch, and price
   lower than 50.00 dollars"). Splits: ``eval_out`` targets the held-out product types
-  (:data:`taxonomy.HELD_OUT_TYPES`, one per category); the other products are divided by a hash of their
-  asin, 1 in 10 into ``eval_in`` and the rest into ``train``, so evaluation targets are never training targets.
+  (:data:`taxonomy.HELD_OUT_TYPES`, one per category); the other products are divided by the last digit of their
+  asin code, 1 in 10 into ``eval_in`` and the rest into ``train``, so evaluation targets are never training
+  targets.
 - WebShop's data (:class:`WebShopDataGoals`): WebShop's human goals (or synthetic ones), shuffled with
   ``random.seed(233)`` exactly as WebShop's ``SimServer`` does; ``eval_in`` is WebShop's test set (goals
   0-499), ``eval_out`` its validation range (500-1499) and ``train`` the rest (1500+), the split WebShop's
