@@ -116,3 +116,17 @@ def test_missing_files_are_named(tmp_path) -> None:
     (partial / "items_shuffle.json").write_text(json.dumps(json.loads((partial / "items_shuffle_1000.json")
                                                                       .read_text())[:2]))
     assert len(WebShopDataCatalog(partial, human_goals=False)) == 2  # the full file is preferred
+
+
+def test_env_with_webshop_synthetic_goals(tmp_path) -> None:
+    env = WebShopEnv(data_dir=str(FIXTURE), human_goals=False, cache_dir=str(tmp_path))
+    goals = env.shop.goals.goals
+    assert len(goals) == 3 * 2 + 2 + 2 + 1 + 2 + 2 * 2  # every option combination of every product
+    won = 0
+    for task_id in range(6):
+        _, info = env.reset(options={"split": "eval_in", "task_id": task_id})
+        assert isinstance(info["goal"]["goal_options"], dict)
+        for action in env.expert_plan() or []:
+            _, _, _, _, info = env.step(action)
+        won += info["won"]
+    assert won >= 5
