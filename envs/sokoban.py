@@ -558,8 +558,8 @@ def reverse_play(
 
     Each reverse step walks the player anywhere in its region and pulls one adjacent box one cell (the player
     steps back, the box follows): the exact reverse of a push, so every state reached is solvable. Pulls
-    prefer boxes still on their targets (so every box gets moved) and often continue straight on (so boxes
-    travel). Of the states visited with every box off target, the one with the best score is returned,
+    often continue straight on, prefer boxes still on their targets (so every box gets moved), and otherwise
+    mostly move a box away from its own target (so boxes travel). Of the states visited with every box off target, the one with the best score is returned,
     gym-sokoban's score: total box displacement from its own target times the number of switches between
     pulled boxes. The player then starts from a random cell of its region. ``None`` if no state qualified.
     """
@@ -587,6 +587,11 @@ def reverse_play(
             options = straight
         elif on_target and u_targets < 0.7:
             options = on_target
+        else:
+            away = [(p, d) for p, d in options if _manhattan(w, p, origin[position.index(p - deltas[d])])
+                    > _manhattan(w, p - deltas[d], origin[position.index(p - deltas[d])])]
+            if away and u_targets < 0.85:
+                options = away
         p, d = options[int(u_pick * len(options))]
         box = p - deltas[d]
         index = position.index(box)
@@ -642,7 +647,7 @@ def generate_level(
     """
     height, width = dim_room
     interior = (height - 2) * (width - 2)
-    pulls = int(walk_scale * (4 + 6 * num_boxes))
+    pulls = int(walk_scale * (8 + 12 * num_boxes))
     for _ in range(max_tries):
         floor_mask = carve_room(rng, height, width)
         floor_cells = np.flatnonzero(floor_mask)
