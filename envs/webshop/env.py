@@ -103,9 +103,11 @@ class Shop:
         return list(self._search(query))
 
 
-def _atomic_build(final: Path, build: Any) -> None:
+def _atomic_build(final: Path, build: Any, is_complete: Any) -> None:
     """Build into a temporary folder beside ``final`` and move it in place, so readers never see half a cache."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    if is_complete(final):  # another process finished it meanwhile
+        return
     if final.exists():  # an incomplete cache (a file deleted by hand): rebuild it whole
         shutil.rmtree(final, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp", dir=final.parent))
@@ -129,19 +131,29 @@ def load_shop(catalog_seed: int = 0, num_products: int | None = 10_000, data_dir
         catalog = WebShopDataCatalog(data_dir, num_products=num_products, human_goals=human_goals)
         key = hashlib.sha1(f"{catalog.fingerprint()}|{num_products}|{INDEX_VERSION}".encode()).hexdigest()[:16]
         folder = cache / f"webshop-data-{key}"
-        if not SearchIndex.exists(folder / "index"):
-            _atomic_build(folder, lambda tmp: SearchIndex.build(catalog.documents()).save(tmp / "index"))
+
+        def data_complete(path: Path) -> bool:
+            return SearchIndex.exists(path / "index")
+
+        if not data_complete(folder):
+            _atomic_build(folder, lambda tmp: SearchIndex.build(catalog.documents()).save(tmp / "index"),
+                          data_complete)
         return Shop(catalog, SearchIndex.load(folder / "index"), WebShopDataGoals(catalog, human_goals))
 
     if num_products is None or num_products < 1:
         raise ValueError(f"num_products must be a positive number of products, got {num_products!r}")
     folder = cache / f"generated-v{GENERATOR_VERSION}.{INDEX_VERSION}-seed{catalog_seed}-n{num_products}"
-    if not (folder / "catalog.npz").is_file() or not SearchIndex.exists(folder / "index"):
-        def build(tmp: Path) -> None:
-            generated = GeneratedCatalog.generate(catalog_seed, num_products)
-            generated.save(tmp / "catalog.npz")
-            SearchIndex.build(generated.documents()).save(tmp / "index")
-        _atomic_build(folder, build)
+
+    def complete(path: Path) -> bool:
+        return (path / "catalog.npz").is_file() and SearchIndex.exists(path / "index")
+
+    def build(tmp: Path) -> None:
+        generated = GeneratedCatalog.generate(catalog_seed, num_products)
+        generated.save(tmp / "catalog.npz")
+        SearchIndex.build(generated.documents()).save(tmp / "index")
+
+    if not complete(folder):
+        _atomic_build(folder, build, complete)
     catalog = GeneratedCatalog.load(folder / "catalog.npz")
     return Shop(catalog, SearchIndex.load(folder / "index"), GeneratedGoals(catalog))
 
