@@ -56,9 +56,9 @@ Expert:
     the push), which is exact for the step count but an order of magnitude slower on large rooms.
 
 Splits (``reset(options={"split": ...})``):
-    Every generated room has a fingerprint (a hash of walls, targets, boxes and player). Train rooms are those
-    whose fingerprint is not 0 mod 8; ``eval_in`` and ``eval_out`` draw only from the other eighth, so no
-    evaluation room is ever a training room, even for 6x6 rooms with one box where repeats are common.
+    Every room layout (size, walls and targets) has a fingerprint. Train uses the layouts whose fingerprint
+    is not 0 mod 8; ``eval_in`` and ``eval_out`` only the other eighth, so no evaluation layout is ever seen
+    in training, whatever the boxes' start (even for 6x6 rooms with one box, where repeats are common).
     Sokoban has no structural hold-out, so ``eval_out`` is a harder distribution instead: its rooms need at
     least ``2 * num_boxes + 1`` pushes (train and ``eval_in``: ``num_boxes + 1``), from reverse plays twice
     as long.
@@ -216,8 +216,9 @@ class Room:
         #: Cells from which a box can still reach some target ("live"); every other floor cell is dead.
         self.live = sum(1 << c for c, dist in enumerate(self.push_distance) if dist >= 0)
         self.squares_of = _squares(self.height, self.width)
-        key = f"{self.height}x{self.width}:{self.floor:x}:{self.targets:x}"
-        self.id = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+        #: A hash of the layout (size, walls, targets): names the room in state keys and picks its split.
+        self.fingerprint = layout_fingerprint(self.height, self.width, self.floor, self.targets)
+        self.id = f"{self.fingerprint & 0xFFFFFFFF:08x}"
         base = np.where(flat == _WALL, "#", np.where(flat == _TARGET, "O", "_"))
         self._base_chars = base.tolist()
 
@@ -623,9 +624,15 @@ class Level:
     plan: tuple[int, ...] | None
 
 
-def level_fingerprint(room: Room, player: int, boxes: int) -> int:
-    key = f"{room.id}:{player}:{boxes:x}"
+def layout_fingerprint(height: int, width: int, floor: int, targets: int) -> int:
+    """A 64-bit hash of a room layout (floor and target bitsets), stable across processes."""
+    key = f"{height}x{width}:{floor:x}:{targets:x}"
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def is_eval_layout(fingerprint: int) -> bool:
+    """Layouts reserved for the evaluation splits (one in :data:`SPLIT_MODULUS`); train never uses them."""
+    return fingerprint % SPLIT_MODULUS == 0
 
 
 def generate_level(
@@ -641,8 +648,8 @@ def generate_level(
 ) -> Level:
     """A random solvable level with its optimal solution in ``metric`` (see :func:`solve`).
 
-    ``eval_rooms``: ``False`` keeps only training rooms (fingerprint not 0 mod :data:`SPLIT_MODULUS`),
-    ``True`` only evaluation rooms, ``None`` any. ``walk_scale`` multiplies the number of reverse-play pulls.
+    ``eval_rooms``: ``False`` keeps only training layouts, ``True`` only evaluation layouts (see
+    :func:`is_eval_layout`), ``None`` any. ``walk_scale`` multiplies the number of reverse-play pulls.
     Rooms solved with fewer than ``min_pushes`` pushes (default ``num_boxes + 1``) are rejected as trivial.
     """
     height, width = dim_room
@@ -655,23 +662,23 @@ def generate_level(
         if len(floor_cells) < min(num_boxes + 4, interior) or len(floor_cells) < 2 * num_boxes + 2:
             continue
         chosen = rng.choice(floor_cells, size=num_boxes + 1, replace=False)
+        if eval_rooms is not None:  # split by layout, before the costlier work
+            floor_bits = sum(1 << int(i) for i in floor_cells)
+            target_bits = sum(1 << int(i) for i in chosen[:num_boxes])
+            if is_eval_layout(layout_fingerprint(height, width, floor_bits, target_bits)) != eval_rooms:
+                continue
         tiles = np.where(floor_mask, _FLOOR, _WALL).reshape(-1)
         tiles[chosen[:num_boxes]] = _TARGET
         room = Room(tiles.reshape(height, width))
         # Several reverse plays per room, keeping the best-scoring start: harder rooms, and a room costs more
-        # to build than a play. The split filter keeps one fingerprint in SPLIT_MODULUS for evaluation.
-        best, kept = None, 0
-        for _ in range(REVERSE_PLAYS * (SPLIT_MODULUS if eval_rooms else 1)):
+        # to build than a play.
+        best = None
+        for _ in range(REVERSE_PLAYS):
             state = reverse_play(room, rng, int(chosen[-1]), pulls)
             if state is None:
                 break
-            if eval_rooms is not None and (level_fingerprint(room, *state[:2]) % SPLIT_MODULUS == 0) != eval_rooms:
-                continue
             if best is None or state[2] > best[2]:
                 best = state
-            kept += 1
-            if kept == REVERSE_PLAYS:
-                break
         if best is None:
             continue
         player, boxes, _ = best
