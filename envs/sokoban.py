@@ -654,7 +654,8 @@ def generate_level(
     """
     height, width = dim_room
     interior = (height - 2) * (width - 2)
-    pulls = int(walk_scale * (8 + 12 * num_boxes))
+    # Small rooms saturate quickly (a 6x6 room has 16 interior cells): fewer pulls there, same difficulty.
+    pulls = int(walk_scale * (8 + 12 * num_boxes) * min(1.0, max(0.5, interior / 32)))
     for _ in range(max_tries):
         floor_mask = carve_room(rng, height, width)
         floor_cells = np.flatnonzero(floor_mask)
