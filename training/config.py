@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: What ``model_architecture`` may set (the fields of :class:`hiergym.agents.tiny.TinyModelConfig`).
+ARCHITECTURE_FIELDS = frozenset({"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                 "num_key_value_heads", "max_position_embeddings", "rope_theta",
+                                 "tie_word_embeddings"})
+
 
 @dataclass
 class TrainConfig:
@@ -25,6 +30,8 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ agent and model
     model: str = field(default="tiny", metadata={"help": "'tiny', 'tiny:DIR', or a local HF path / cached id"})
+    model_architecture: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "fresh tiny model: TinyModelConfig overrides (hidden_size, num_hidden_layers, ...)"})
     agent: str = field(default="flat", metadata={"help": "'flat' or 'hierarchical' (planner/executor)"})
     prompt_style: str = field(default="auto", metadata={"help": "prompt style: auto, compact or full"})
     replan_every: int = field(default=4, metadata={"help": "hierarchical: planner rewrites the subgoal "
@@ -32,6 +39,7 @@ class TrainConfig:
     history_window: int = field(default=2, metadata={"help": "recent steps shown in the prompt"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature during rollouts"})
     max_new_tokens: int = field(default=24, metadata={"help": "longest generation per decision"})
+    planner_max_new_tokens: int = field(default=48, metadata={"help": "hierarchical: longest subgoal generation"})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
     bf16: bool = field(default=True, metadata={"help": "bf16 weights on CUDA (ignored on CPU)"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters through peft"})
@@ -42,11 +50,16 @@ class TrainConfig:
     estimator: str = field(default="gigpo", metadata={"help": "grpo, rloo, gigpo, hgpo, hiper or gae"})
     estimator_options: dict[str, Any] = field(default_factory=dict,
                                               metadata={"help": "options of the estimator (gamma, ...)"})
+    center_advantages: bool = field(default=True, metadata={
+        "help": "subtract the mean over the batch's trained rows from their advantages before the loss (a "
+                "failing trajectory has more steps than a winning one; uncentred, its many negative rows "
+                "push the sampled tokens down on balance and flatten a small policy)"})
 
     # ------------------------------------------------------------------ optimisation
     iterations: int = field(default=30, metadata={"help": "RL iterations (rollout batch + update)"})
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate for RL"})
     epochs: int = field(default=1, metadata={"help": "passes over each rollout batch"})
+    mini_batches: int = field(default=4, metadata={"help": "optimizer steps per epoch (the batch split evenly)"})
     micro_batch_size: int = field(default=32, metadata={"help": "sequences per forward/backward"})
     clip_low: float = field(default=0.2, metadata={"help": "PPO clip range below 1"})
     clip_high: float = field(default=0.28, metadata={"help": "clip range above 1 (clip-higher if > clip_low)"})
@@ -94,6 +107,9 @@ class TrainConfig:
             (self.reward_mode in ("env", "hbpo"), f"reward_mode {self.reward_mode!r}: choose env or hbpo"),
             (self.num_tasks >= 1 and self.group_size >= 1, "num_tasks and group_size must be >= 1"),
             (self.reward_mode != "hbpo" or bool(self.token_budgets), "reward_mode=hbpo needs token_budgets"),
+            (isinstance(self.model_architecture, dict) and set(self.model_architecture) <= ARCHITECTURE_FIELDS,
+             f"model_architecture {self.model_architecture!r}: keys must be among {sorted(ARCHITECTURE_FIELDS)} "
+             "(YAML needs a space after each colon: {hidden_size: 64, num_hidden_layers: 2})"),
         ]
         for ok, message in checks:
             if not ok:

@@ -88,20 +88,22 @@ def collect_rollouts(
             done = bool(out.terminated[r] or out.truncated[r])
             base = dict(group_id=int(out.group_id[r]), traj_id=int(out.traj_id[r]), step=int(out.step[r]),
                         anchor=str(out.anchor[r]), observation=out.prev_observations[r], done=done)
-            executor_seen = False
-            for generation in decision.generations:
-                is_executor = generation.level == "executor"
-                executor_seen |= is_executor
+            # The last executor generation chose the env action; an earlier one in the same step (an executor that
+            # declared its subgoal done or failed, honoured with a new plan) took no env action: no env reward.
+            acting = max((k for k, g in enumerate(decision.generations) if g.level == "executor"), default=-1)
+            for k, generation in enumerate(decision.generations):
+                is_acting = k == acting
                 records.append(StepRecord(
                     **base, level=generation.level, segment=int(generation.segment),
-                    action=decision.action if is_executor else generation.response_text,
-                    reward=reward if is_executor else 0.0,
-                    invalid=bool(out.invalid[r] or not generation.parse_ok) if is_executor else not generation.parse_ok,
+                    action=decision.action if is_acting else generation.response_text,
+                    reward=reward if is_acting else 0.0,
+                    invalid=(bool(out.invalid[r] or not generation.parse_ok) if is_acting
+                             else generation.level == "planner" and not generation.parse_ok),
                     prompt_token_ids=list(generation.prompt_token_ids),
                     response_token_ids=list(generation.response_token_ids),
                     response_logprobs=list(generation.response_logprobs),
                 ))
-            if not executor_seen:  # a non-LLM agent: the env step still is a row
+            if acting < 0:  # a non-LLM agent: the env step still is a row
                 segment = decision.generations[-1].segment if decision.generations else 0
                 records.append(StepRecord(**base, level="executor", segment=segment, action=decision.action,
                                           reward=reward, invalid=bool(out.invalid[r])))

@@ -36,7 +36,7 @@ import torch
 from hiergym.training.advantages import compute_advantages, value_targets
 from hiergym.training.config import TrainConfig
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
-from hiergym.training.rollout import RolloutResult, collect_rollouts
+from hiergym.training.rollout import collect_rollouts
 from hiergym.training.trajectory import StepBatch
 
 #: Estimators that need a value head, with the options that select the value-based form.
@@ -65,7 +65,8 @@ def build_policy(config: TrainConfig, checkpoint_model: Path | None = None):
     source = str(checkpoint_model) if checkpoint_model is not None else config.model
     kind, _, path = source.partition(":")
     if checkpoint_model is None and kind == "tiny":
-        policy = CausalLMPolicy.tiny(path or None, seed=config.seed, device=device)
+        policy = CausalLMPolicy.tiny(path or None, seed=config.seed, device=device,
+                                     architecture=config.model_architecture or None)
     else:
         dtype = torch.bfloat16 if (device.type == "cuda" and config.bf16) else torch.float32
         policy = CausalLMPolicy.from_pretrained(source, device=device, dtype=dtype)
@@ -87,6 +88,16 @@ def _with_lora(model, rank: int):
     return get_peft_model(model, config)
 
 
+def saved_agent_settings(config: TrainConfig) -> dict[str, Any]:
+    """The agent settings stored with a checkpoint, so ``hiergym eval --agent tiny:OUT/checkpoint/model`` (or
+    ``hf:...``) plays exactly as the trainer's evaluation did."""
+    settings = {"mode": config.agent, "style": resolve_prompt_style(config), "history_window": config.history_window,
+                "max_new_tokens": config.max_new_tokens, "temperature": config.eval_temperature}
+    if config.agent == "hierarchical":
+        settings.update(replan_every=config.replan_every, planner_max_new_tokens=config.planner_max_new_tokens)
+    return settings
+
+
 def build_agent(config: TrainConfig, policy, temperature: float):
     from hiergym.agents.hierarchical import HierarchicalAgent, HierarchicalAgentConfig
     from hiergym.agents.llm import LLMAgent, LLMAgentConfig
@@ -94,7 +105,9 @@ def build_agent(config: TrainConfig, policy, temperature: float):
     common = dict(style=resolve_prompt_style(config), history_window=config.history_window,
                   max_new_tokens=config.max_new_tokens, temperature=temperature, seed=config.seed)
     if config.agent == "hierarchical":
-        return HierarchicalAgent(policy, HierarchicalAgentConfig(replan_every=config.replan_every, **common),
+        return HierarchicalAgent(policy, HierarchicalAgentConfig(replan_every=config.replan_every,
+                                                                 planner_max_new_tokens=config.planner_max_new_tokens,
+                                                                 **common),
                                  env_id=config.env_id)
     return LLMAgent(policy, LLMAgentConfig(**common), env_id=config.env_id)
 
@@ -126,7 +139,6 @@ class Trainer:
         self.value_head = (ValueHead(self.policy.model.config.hidden_size).to(self.policy.device)
                            if needs_value_head(config) else None)
         self.train_vec = make_vec(config, config.num_tasks, config.group_size, config.train_split)
-        self.eval_vec = make_vec(config, config.eval_episodes, 1, config.eval_split)
         self.reference = None
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -171,7 +183,6 @@ class Trainer:
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.plot_curves()
         self.train_vec.close()
-        self.eval_vec.close()
         return summary
 
     # ---------------------------------------------------------------------------------- phases
@@ -216,7 +227,8 @@ class Trainer:
         advantages = compute_advantages(cfg.estimator, batch, **cfg.estimator_options)
         sequences = self._sequences(batch, advantages, self._trained_levels(iteration))
         update = policy_update(
-            self.policy, self.optimizer, sequences, epochs=cfg.epochs, micro_batch_size=cfg.micro_batch_size,
+            self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
+            micro_batch_size=cfg.micro_batch_size,
             clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, aggregation=cfg.aggregation,
             kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, reference=self.reference,
             entropy_coef=cfg.entropy_coef, max_grad_norm=cfg.max_grad_norm, value_head=self.value_head,
@@ -235,14 +247,21 @@ class Trainer:
         return metrics
 
     def evaluate(self, label: str) -> dict[str, Any]:
-        """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``)."""
+        """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``), played by the
+        evaluation harness exactly as ``hiergym eval`` plays them; the episodes go to ``OUT/eval/LABEL``."""
+        from hiergym.benchmarks.harness import evaluate
+
         cfg = self.config
         agent = build_agent(cfg, self.policy, cfg.eval_temperature)
-        rollout = collect_rollouts(self.eval_vec, agent, task_ids=list(range(cfg.eval_episodes)))
-        result = _evaluation_summary(rollout)
-        result["label"] = label
+        summary = evaluate(
+            cfg.env_id, agent, episodes=cfg.eval_episodes, split=cfg.eval_split, seed=cfg.seed,
+            batch_size=cfg.eval_episodes, env_args=dict(cfg.env_kwargs), max_steps=cfg.max_episode_steps,
+            step_timeout=None, progress=False, out=str(self.out / "eval" / label), overwrite=True, label=label)
+        keys = ("episodes", "success_rate", "success_ci95", "mean_return", "mean_steps", "invalid_action_rate",
+                "parse_error_rate", "response_tokens_per_episode")
+        result = {"label": label, **{k: summary[k] for k in keys}}
         self.state["evaluations"].append(result)
-        self.log({"phase": "eval", "label": label, **{k: v for k, v in result.items() if k != "label"}})
+        self.log({"phase": "eval", **result})
         return result
 
     # ---------------------------------------------------------------------------------- pieces
@@ -254,6 +273,8 @@ class Trainer:
 
     def _sequences(self, batch: StepBatch, advantages: np.ndarray, levels: list[str]) -> list[TrainSequence]:
         targets = value_targets(batch, advantages) if self.value_head is not None else None
+        if self.config.center_advantages:
+            advantages = center_advantages(batch, advantages, levels)
         sequences = []
         for i, record in enumerate(batch.records or []):
             if record.level not in levels or not record.response_token_ids:
@@ -361,7 +382,7 @@ class Trainer:
         tmp = self.out / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.policy.save(tmp / "model")
+        self.policy.save(tmp / "model", agent_config=saved_agent_settings(self.config))
         torch.save({
             "state": self.state,
             "optimizer": self.optimizer.state_dict(),
@@ -392,25 +413,24 @@ class Trainer:
         print(f"resumed from {self.checkpoint_dir} at iteration {self.state['iteration']}")
 
 
+def center_advantages(batch: StepBatch, advantages: np.ndarray, levels: list[str]) -> np.ndarray:
+    """Advantages minus their mean over the rows that will be trained (per level, so planner and executor
+    credit stay separate); the value targets are computed before, from the raw advantages."""
+    from hiergym.training.trajectory import LEVELS
+
+    centred = advantages.astype(np.float64, copy=True)
+    for level in levels:
+        rows = batch.level == LEVELS.index(level)
+        if rows.any():
+            centred[rows] -= centred[rows].mean()
+    return centred
+
+
 def hbpo_reward(reward: float, tokens: int, budget: int, penalty: float = 0.5) -> float:
     """HBPO-style budget-aware reward: the step's reward, minus ``penalty`` times the fraction of the budget
     overspent (0 within budget), so efficiency pressure differs between the budget subgroups."""
     overspend = max(0, tokens - budget) / max(budget, 1)
     return reward - penalty * min(overspend, 1.0)
-
-
-def _evaluation_summary(rollout: RolloutResult) -> dict[str, Any]:
-    episodes = rollout.episodes
-    wins = np.array([e["won"] for e in episodes], dtype=float)
-    n = max(len(wins), 1)
-    p = float(wins.mean()) if len(wins) else 0.0
-    return {
-        "episodes": len(episodes), "success_rate": p,
-        "success_ci95": 1.96 * float(np.sqrt(p * (1 - p) / n)),
-        "mean_return": rollout.mean_return,
-        "mean_steps": float(np.mean([e["steps"] for e in episodes])) if episodes else 0.0,
-        "invalid_rate": float(sum(e["invalid_actions"] for e in episodes) / max(sum(e["steps"] for e in episodes), 1)),
-    }
 
 
 def _progress_bar(total: int, enabled: bool, label: str, initial: int = 0):

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from hiergym.envs.core import make_info, normalize_action, select_task, text_action_space, text_observation_space
+from hiergym.envs.core import (
+    make_info,
+    normalize_action,
+    select_task,
+    text_action_space,
+    text_observation_space,
+)
 from hiergym.training.config import TrainConfig, load_config
 from hiergym.training.trainer import Trainer, build_agent, build_policy, make_vec
 

@@ -1,0 +1,180 @@
+"""Learning benchmark: the advantage estimators side by side, at the same budget, seeds and model.
+
+    python -m hiergym.benchmarks.learning                      # Sokoban and ALFWorld, 4 estimators, 3 seeds
+    python -m hiergym.benchmarks.learning --envs sokoban --seeds 0 1 --iterations 6 --out runs/learning-quick
+
+For every environment and seed, the agent is behaviour-cloned once on the expert (the shared start), then
+each estimator trains a copy of that start for the same number of RL iterations on the same rollout budget
+(``num_tasks x group_size`` trajectories per iteration, the same task seeds) and is evaluated greedily on
+the same fixed evaluation tasks every ``eval_every`` iterations. The agent is the hierarchical
+planner/executor agent by default (``--agent flat`` for the flat one), so ``hiper`` gets the subgoal
+segments it is built for and every estimator sees the same rows.
+
+Prints the success curves and a final table (mean and spread over seeds of evaluation success before and
+after RL); writes them, with every run's metrics, to ``OUT/learning.md`` and ``OUT/learning.json`` (and
+``OUT/learning.png`` when matplotlib is installed). Finished runs are kept: the same command continues a
+killed benchmark where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hiergym.training.config import TrainConfig, load_config
+
+ESTIMATORS = ("grpo", "gigpo", "hgpo", "hiper")
+
+#: Per-environment settings of the benchmark (on top of the trainer's preset of the same name).
+ENV_SETTINGS: dict[str, dict[str, Any]] = {
+    "sokoban": {"preset": "sokoban", "overrides": {}},
+    # One task type in small rooms keeps prompts short enough for the tiny model on a CPU.
+    "alfworld": {"preset": "alfworld", "overrides": {"env_kwargs": {"task_types": ["pick_and_place_simple"]},
+                                                     "max_episode_steps": 15}},
+}
+
+
+def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, start_model: str | None,
+               out: Path) -> TrainConfig:
+    settings = ENV_SETTINGS[env]
+    overrides: dict[str, Any] = {**settings["overrides"], "agent": args.agent, "seed": seed,
+                                 "estimator": estimator, "iterations": args.iterations,
+                                 "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
+                                 "out_dir": str(out), "progress": False, "checkpoint_every": args.iterations}
+    if start_model is not None:  # RL from the shared behaviour-cloned start
+        overrides.update(model=f"tiny:{start_model}", sft_episodes=0)
+    else:  # the behaviour-cloning run: no RL
+        overrides.update(iterations=0)
+    return load_config(settings["preset"], overrides=overrides)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """One run, skipped when it already finished (its summary.json exists)."""
+    from hiergym.training.trainer import Trainer
+
+    summary_path = Path(config.out_dir) / "summary.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    started = time.perf_counter()
+    summary = Trainer(config, resume=True).run()
+    summary["wall_seconds"] = time.perf_counter() - started
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def curve(summary: dict[str, Any]) -> list[tuple[int, float]]:
+    """(iteration, eval success) points of a run, iteration 0 being the start of RL."""
+    points = []
+    for evaluation in summary["evaluations"]:
+        label = evaluation["label"]
+        iteration = 0 if label == "before_rl" else summary["iterations"] if label == "after_rl" \
+            else int(label.split("_")[1])
+        points.append((iteration, evaluation["success_rate"]))
+    return sorted(points)
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread over seeds of one estimator's runs on one env."""
+    before = np.array([r["success_before_rl"] for r in runs])
+    after = np.array([r["success_after_rl"] for r in runs])
+    curves = [curve(r) for r in runs]
+    iterations = [i for i, _ in curves[0]]
+    mean_curve = [float(np.mean([dict(c).get(i, np.nan) for c in curves])) for i in iterations]
+    return {
+        "seeds": len(runs), "before_mean": float(before.mean()), "after_mean": float(after.mean()),
+        "after_std": float(after.std()), "gain_mean": float((after - before).mean()),
+        "gain_std": float((after - before).std()), "curve_iterations": iterations, "curve_mean": mean_curve,
+        "seconds_mean": float(np.mean([r.get("wall_seconds", np.nan) for r in runs])),
+    }
+
+
+def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace) -> str:
+    lines = [f"# Learning benchmark: {args.agent} tiny agent, {args.iterations} RL iterations, seeds "
+             f"{', '.join(map(str, args.seeds))}", ""]
+    for env, by_estimator in results.items():
+        config = load_config(ENV_SETTINGS[env]["preset"], overrides=ENV_SETTINGS[env]["overrides"])
+        lines += [f"## {config.env_id} ({config.num_tasks} tasks x {config.group_size} rollouts per iteration, "
+                  f"{args.eval_episodes} eval tasks of {config.eval_split})", "",
+                  "| estimator | success before RL | after RL (mean ± std) | gain (mean ± std) | "
+                  "eval curve (iteration: success) | s/run |", "|---|---|---|---|---|---|"]
+        for estimator, row in by_estimator.items():
+            points = " · ".join(f"{i}: {s:.2f}" for i, s in zip(row["curve_iterations"], row["curve_mean"],
+                                                                 strict=True))
+            lines.append(f"| {estimator} | {row['before_mean']:.1%} | {row['after_mean']:.1%} ± "
+                         f"{row['after_std']:.1%} | {row['gain_mean']:+.1%} ± {row['gain_std']:.1%} | {points} | "
+                         f"{row['seconds_mean']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
+    for ax, (env, by_estimator) in zip(axes[0], results.items(), strict=True):
+        for estimator, row in by_estimator.items():
+            ax.plot(row["curve_iterations"], row["curve_mean"], "o-", label=estimator)
+        ax.set_title(env)
+        ax.set_xlabel("RL iteration")
+        ax.set_ylabel("eval success (mean over seeds)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=list(ENV_SETTINGS), choices=list(ENV_SETTINGS))
+    parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=10, help="RL iterations per run")
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--eval-episodes", type=int, default=64)
+    parser.add_argument("--agent", choices=("hierarchical", "flat"), default="hierarchical")
+    parser.add_argument("--out", default="runs/learning")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    runs: dict[str, Any] = {}
+    for env in args.envs:
+        by_estimator: dict[str, list[dict[str, Any]]] = {e: [] for e in args.estimators}
+        for seed in args.seeds:
+            start_dir = out / env / f"seed{seed}" / "bc"
+            train(run_config(env, seed, "gigpo", args, None, start_dir))
+            start_model = str(start_dir / "checkpoint" / "model")
+            for estimator in args.estimators:
+                config = run_config(env, seed, estimator, args, start_model, out / env / f"seed{seed}" / estimator)
+                summary = train(config)
+                by_estimator[estimator].append(summary)
+                runs[f"{env}/seed{seed}/{estimator}"] = {"config": dataclasses.asdict(config), "summary": summary}
+                print(f"{env} seed {seed} {estimator}: success {summary['success_before_rl']:.2f} -> "
+                      f"{summary['success_after_rl']:.2f}", flush=True)
+        results[env] = {e: aggregate(r) for e, r in by_estimator.items()}
+    text = report(results, args)
+    print(text)
+    (out / "learning.md").write_text(text + "\n")
+    (out / "learning.json").write_text(json.dumps({"results": results, "runs": runs}, indent=1, default=float) + "\n")
+    if plot(results, out / "learning.png"):
+        print(f"curves: {out / 'learning.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
