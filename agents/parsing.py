@@ -8,7 +8,8 @@ so :func:`parse_action` is forgiving:
 - tags in any case and with inner spaces (``< Action >``), a missing closing tag (the text up to the end of
   the line), a missing opening tag when the closing one is there (a prompt that ended in ``<action>``);
 - code fences, quotes, brackets and a trailing full stop around the action are dropped, whitespace collapsed;
-- an untagged answer is accepted only when it is exactly one of the admissible actions.
+- an untagged answer (the compact style's format, status markers allowed before it) is accepted only when
+  it is exactly one of the admissible actions.
 
 Anything else is a parse failure: ``ParsedAction.ok`` is False with the reason in ``error``; the agent then
 sends an empty action, which every env treats as an invalid action (never a crash).
@@ -136,8 +137,8 @@ def parse_action(text: object, admissible: Sequence[str] | None = None, *, tag: 
     failed = bool(_FAILED.search(text))
     content, how = extract_tag(text, tag)
     if content is None:
-        bare = clean_action(_FENCE.sub("", re.sub(r"<\s*think\s*>.*?<\s*/\s*think\s*>", "", text,
-                                                   flags=re.IGNORECASE | re.DOTALL)))
+        unthought = re.sub(r"<\s*think\s*>.*?<\s*/\s*think\s*>", "", text, flags=re.IGNORECASE | re.DOTALL)
+        bare = clean_action(_FENCE.sub("", _FAILED.sub("", _DONE.sub("", unthought))))
         match = match_admissible(bare, admissible)
         if match is not None:
             return ParsedAction(match, True, think=think, how="untagged", subgoal_done=done, subgoal_failed=failed)

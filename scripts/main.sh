@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The README's main job: install hiergym and run it on the built-in default.
+# The README's main job: install hiergym, then train the built-in default (the `sokoban` preset): behaviour
+# cloning of the tiny agent on the Sokoban expert, RL with GiGPO, and evaluation success before and after RL on
+# the same 128 evaluation rooms. About 6 minutes on 2 CPU cores. Extra arguments go to `hiergym train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --upgrade pip
 python -m pip install -q -e .
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 hiergym list
-hiergym play hiergym/Sokoban-v0 --seed 0 --expert
+hiergym train --preset sokoban --out runs/sokoban "$@"

@@ -34,6 +34,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="preset name (sokoban, alfworld, webshop, ...); default sokoban")
     p.add_argument("--config", default=None, help="YAML file of options")
     p.add_argument("--out", default=None, help="output directory (default: runs/<preset>)")
+    p.add_argument("--model", default=None, metavar="PATH_OR_HF_ID",
+                   help="'tiny' (default), 'tiny:DIR', or a local Hugging Face model path / id already in the cache")
     p.add_argument("--help-config", action="store_true", help="list every option with its default and exit")
 
 
@@ -45,6 +47,8 @@ def _load(args: argparse.Namespace):
         return None
     preset = args.preset or DEFAULT_PRESET
     overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model={args.model}")
     if args.out:
         overrides.append(f"out_dir={args.out}")
     elif not any(o.startswith("out_dir=") for o in overrides):
@@ -86,10 +90,15 @@ def run_sft(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict) -> None:
-    before, after = summary["success_before_rl"], summary["success_after_rl"]
+    evaluations = {e["label"]: e for e in summary["evaluations"]}
     print(f"\n{summary['env_id']} · {summary['agent']} agent · {summary['estimator']} · "
-          f"{summary['iterations']} RL iterations · {summary['eval_episodes']} fixed eval tasks")
-    print(f"{'':<22}{'success':>10}{'return':>10}")
-    print(f"{'before RL (after BC)':<22}{before:>10.1%}{summary['return_before_rl']:>10.2f}")
-    print(f"{'after RL':<22}{after:>10.1%}{summary['return_after_rl']:>10.2f}")
+          f"{summary['iterations']} RL iterations · {summary['eval_episodes']} fixed eval tasks (greedy)")
+    print(f"{'':<22}{'success':>9}  {'95% interval':<15}{'return':>8}{'invalid':>9}")
+    for label, name in (("before_rl", "before RL (after BC)"), ("after_rl", "after RL")):
+        e = evaluations.get(label)
+        if e is None:
+            continue
+        low, high = e["success_ci95"]
+        print(f"{name:<22}{e['success_rate']:>9.1%}  {f'[{low:.0%}, {high:.0%}]':<15}{e['mean_return']:>8.2f}"
+              f"{e['invalid_action_rate']:>9.1%}")
     print(f"metrics, checkpoint and curves in {summary['out_dir']}")

@@ -75,11 +75,12 @@ def choice_config(tmp_path, **overrides) -> TrainConfig:
 
 
 def probability_of_a(policy, agent_prompt: str) -> float:
-    """P(response '<action>a</action><eos>') / (P(a) + P(b)) under the policy: the preference RL must change."""
+    """P(response 'a') / (P(a) + P(b)) under the policy (compact style: the bare action): the preference RL
+    must change."""
     prompt = policy.encode_prompt(agent_prompt)
     scores = []
     for answer in ("a", "b"):
-        response = policy.tokenizer(f"<action>{answer}</action>", add_special_tokens=False)["input_ids"]
+        response = policy.tokenizer(answer, add_special_tokens=False)["input_ids"] + [policy.eos_token_ids[0]]
         with torch.no_grad():
             scores.append(float(policy.sequence_logprobs([prompt], [response])[0].sum()))
     return 1 / (1 + math.exp(scores[1] - scores[0]))
@@ -169,3 +170,63 @@ def test_value_estimators_get_a_value_head(tmp_path) -> None:
     assert trainer.value_head is not None
     metrics = trainer.train_iteration(0)
     assert "update_value_loss" in metrics and np.isfinite(metrics["update_value_loss"])
+
+
+class GiveUpThenActAgent:
+    """Batched stub: every step, an executor generation that gives its subgoal up, a new plan, then the action."""
+
+    def reset(self, tasks, infos) -> None:
+        pass
+
+    def act(self, observations, infos):
+        from hiergym.agents.base import Decision, Generation
+
+        def generation(level: str, segment: int, text: str, ok: bool) -> Generation:
+            return Generation(level=level, segment=segment, prompt_text="p", response_text=text,
+                              prompt_token_ids=[1], response_token_ids=[5], response_logprobs=[-0.1], parse_ok=ok)
+
+        return [Decision("a", [generation("executor", 0, "<subgoal done>", False), generation("planner", 1, "x", True),
+                               generation("executor", 1, "<action>a</action>", True)]) for _ in observations]
+
+
+def test_only_the_acting_executor_generation_gets_the_env_reward(tmp_path) -> None:
+    from hiergym.training.rollout import collect_rollouts
+
+    vec = make_vec(choice_config(tmp_path), num_tasks=1, group_size=2, split="train")
+    records = collect_rollouts(vec, GiveUpThenActAgent(), invalid_action_penalty=0.5).records
+    vec.close()
+    assert [(r.level, r.segment, r.reward, r.invalid) for r in records[:3]] == [
+        ("executor", 0, 0.0, False), ("planner", 1, 0.0, False), ("executor", 1, 1.0, False)]
+
+
+def test_centred_advantages_have_zero_mean_per_level() -> None:
+    from hiergym.training.trainer import center_advantages
+    from hiergym.training.trajectory import StepBatch
+
+    batch = StepBatch.from_arrays(group_id=[0, 0, 0, 0], traj_id=[0, 0, 1, 1], step=[0, 0, 0, 1],
+                                  reward=[0, 1, 0, 0], level=[1, 0, 1, 0])
+    raw = np.array([3.0, 1.0, 1.0, -1.0])
+    centred = center_advantages(batch, raw, ["planner", "executor"])
+    assert centred.tolist() == [1.0, 1.0, -1.0, -1.0]
+    assert center_advantages(batch, raw, ["executor"]).tolist() == [3.0, 1.0, 1.0, -1.0]
+
+
+def test_checkpoint_replays_in_the_harness_as_the_trainer_evaluated(tmp_path) -> None:
+    from hiergym.agents.spec import saved_agent_config
+    from hiergym.benchmarks.harness import evaluate
+
+    config = choice_config(tmp_path, iterations=1, sft_steps=20, eval_episodes=6)
+    summary = Trainer(config).run()
+    model = tmp_path / "run" / "checkpoint" / "model"
+    assert saved_agent_config(f"tiny:{model}")["mode"] == "flat"
+    replay = evaluate(CHOICE_ID, f"tiny:{model}", episodes=6, split=config.eval_split, seed=config.seed,
+                      progress=False)
+    assert replay["success_rate"] == summary["success_after_rl"]
+    assert (tmp_path / "run" / "eval" / "after_rl" / "results.jsonl").is_file()
+
+
+def test_model_architecture_is_checked() -> None:
+    assert load_config(None, None, ["model_architecture={hidden_size: 32, num_hidden_layers: 1}"]
+                       ).model_architecture == {"hidden_size": 32, "num_hidden_layers": 1}
+    with pytest.raises(ValueError, match="space after each colon"):
+        load_config(None, None, ["model_architecture={hidden_size:32}"])
