@@ -33,17 +33,20 @@ ESTIMATORS = ("grpo", "gigpo", "hgpo", "hiper")
 
 #: Per-environment settings of the benchmark (on top of the trainer's preset of the same name).
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
-    "sokoban": {"preset": "sokoban", "overrides": {}},
-    # One task type in small rooms keeps prompts short enough for the tiny model on a CPU.
-    "alfworld": {"preset": "alfworld", "overrides": {"env_kwargs": {"task_types": ["pick_and_place_simple"]},
-                                                     "max_episode_steps": 15}},
+    "sokoban": {"preset": "sokoban-hierarchical", "overrides": {}},
+    # One task type, 15 steps, the small tiny model and a one-step history keep ALFWorld affordable on a CPU.
+    "alfworld": {"preset": "alfworld", "overrides": {
+        "env_kwargs": {"task_types": ["pick_and_place_simple"]}, "max_episode_steps": 15, "history_window": 1,
+        "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+        "sft_steps": 600, "sft_learning_rate": 3e-3, "num_tasks": 8, "group_size": 4, "learning_rate": 5e-4}},
 }
 
 
 def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, start_model: str | None,
                out: Path) -> TrainConfig:
     settings = ENV_SETTINGS[env]
-    overrides: dict[str, Any] = {**settings["overrides"], "agent": args.agent, "seed": seed,
+    overrides: dict[str, Any] = {**settings["overrides"], "agent": args.agent,
+                                 "seed": seed,
                                  "estimator": estimator, "iterations": args.iterations,
                                  "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                                  "out_dir": str(out), "progress": False, "checkpoint_every": args.iterations}

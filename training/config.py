@@ -123,12 +123,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "history_window": 0, "sft_steps": 600, "sft_learning_rate": 3e-3, "num_tasks": 8, "group_size": 8,
                 "learning_rate": 5e-4, "iterations": 30, "eval_episodes": 128},
     "sokoban-hierarchical": {},  # the sokoban preset with the planner/executor agent and hiper (below)
-    "alfworld": {"env_id": "hiergym/ALFWorld-v0", "max_episode_steps": 30, "max_new_tokens": 48},
+    "alfworld": {"env_id": "hiergym/ALFWorld-v0", "max_episode_steps": 30, "max_new_tokens": 48,
+                 "planner_max_new_tokens": 128},
     "webshop": {"env_id": "hiergym/WebShop-v0", "max_episode_steps": 15, "max_new_tokens": 64},
     "toolqa": {"env_id": "hiergym/ToolQA-v0", "max_episode_steps": 10, "max_new_tokens": 48},
     "tictactoe": {"env_id": "hiergym/TicTacToe-v0", "max_episode_steps": 9},
 }
-PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper"}
+PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper",
+                                   "planner_max_new_tokens": 64}
 DEFAULT_PRESET = "sokoban"
 
 
