@@ -37,7 +37,7 @@ from hiergym.training.advantages import compute_advantages, value_targets
 from hiergym.training.config import TrainConfig
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
 from hiergym.training.rollout import collect_rollouts
-from hiergym.training.trajectory import StepBatch
+from hiergym.training.trajectory import LEVELS, StepBatch
 
 #: Estimators that need a value head, with the options that select the value-based form.
 VALUE_ESTIMATORS = {"gae": {}, "hiper": {"form": "value"}}
@@ -414,10 +414,8 @@ class Trainer:
 
 
 def center_advantages(batch: StepBatch, advantages: np.ndarray, levels: list[str]) -> np.ndarray:
-    """Advantages minus their mean over the rows that will be trained (per level, so planner and executor
+    """Advantages minus their mean over the rows of each trained level (per level, so planner and executor
     credit stay separate); the value targets are computed before, from the raw advantages."""
-    from hiergym.training.trajectory import LEVELS
-
     centred = advantages.astype(np.float64, copy=True)
     for level in levels:
         rows = batch.level == LEVELS.index(level)
