@@ -73,13 +73,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def curve(summary: dict[str, Any]) -> list[tuple[int, float]]:
     """(iteration, eval success) points of a run, iteration 0 being the start of RL."""
-    points = []
-    for evaluation in summary["evaluations"]:
-        label = evaluation["label"]
-        iteration = 0 if label == "before_rl" else summary["iterations"] if label == "after_rl" \
-            else int(label.split("_")[1])
-        points.append((iteration, evaluation["success_rate"]))
-    return sorted(points)
+    from hiergym.training.trainer import evaluation_iteration
+
+    return sorted((evaluation_iteration(e["label"], summary["iterations"]), e["success_rate"])
+                  for e in summary["evaluations"])
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:

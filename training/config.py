@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: What ``model_architecture`` may set (the fields of :class:`hiergym.agents.tiny.TinyModelConfig`).
-ARCHITECTURE_FIELDS = frozenset({"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                                 "num_key_value_heads", "max_position_embeddings", "rope_theta",
-                                 "tie_word_embeddings"})
+from hiergym.agents.tiny import TinyModelConfig
+
+#: What ``model_architecture`` may set: the fields of the tiny model's config.
+ARCHITECTURE_FIELDS = frozenset(f.name for f in dataclasses.fields(TinyModelConfig))
 
 
 @dataclass

@@ -363,8 +363,7 @@ class Trainer:
         evals = [r for r in rows if r.get("phase") == "eval"]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["iteration"] for r in train], [r["train_success"] for r in train], label="train (sampled)")
-        xs = [0 if r["label"] == "before_rl" else self.state["iteration"] if r["label"] == "after_rl"
-              else int(r["label"].split("_")[1]) for r in evals]
+        xs = [evaluation_iteration(r["label"], self.state["iteration"]) for r in evals]
         ax.plot(xs, [r["success_rate"] for r in evals], "o-", label="eval (greedy)")
         ax.set_xlabel("RL iteration")
         ax.set_ylabel("success rate")
@@ -411,6 +410,15 @@ class Trainer:
         self.rng.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
         print(f"resumed from {self.checkpoint_dir} at iteration {self.state['iteration']}")
+
+
+def evaluation_iteration(label: str, final_iteration: int) -> int:
+    """The RL iteration an evaluation label stands for: ``before_rl`` 0, ``iteration_N`` N, ``after_rl`` the last."""
+    if label == "before_rl":
+        return 0
+    if label == "after_rl":
+        return final_iteration
+    return int(label.split("_")[1])
 
 
 def center_advantages(batch: StepBatch, advantages: np.ndarray, levels: list[str]) -> np.ndarray:
