@@ -60,7 +60,8 @@ class TrainConfig:
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate for RL"})
     epochs: int = field(default=1, metadata={"help": "passes over each rollout batch"})
     mini_batches: int = field(default=4, metadata={"help": "optimizer steps per epoch (the batch split evenly)"})
-    micro_batch_size: int = field(default=32, metadata={"help": "sequences per forward/backward"})
+    micro_batch_size: int = field(default=32, metadata={
+        "help": "distinct sequences per forward/backward (identical rollout rows share one)"})
     clip_low: float = field(default=0.2, metadata={"help": "PPO clip range below 1"})
     clip_high: float = field(default=0.28, metadata={"help": "clip range above 1 (clip-higher if > clip_low)"})
     dual_clip: float | None = field(default=None, metadata={"help": "dual-clip bound for A < 0 (e.g. 3.0)"})

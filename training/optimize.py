@@ -99,69 +99,89 @@ def policy_update(
     """One PPO-style update on a finished batch of generations. Returns averaged metrics.
 
     Each epoch shuffles the sequences and splits them into ``mini_batches`` optimizer steps; each step
-    accumulates gradients over micro-batches of ``micro_batch_size`` sequences.
+    accumulates gradients over micro-batches of ``micro_batch_size`` distinct sequences (identical rows, the
+    same prompt and response in several rollouts, share one forward/backward and stay in one mini-batch).
     """
     usable = [s for s in sequences if s.response_ids]
     if not usable:
         return {"pg_loss": 0.0, "sequences": 0}
     rng = rng or random.Random(0)
     total_tokens = sum(len(s.response_ids) for s in usable)
+    duplicates = identical_sequences(usable)
     model = policy.model
     model.train()
     metrics: dict[str, list[float]] = {k: [] for k in ("loss", "pg_loss", "kl", "entropy", "clip_fraction",
                                                         "approx_kl", "grad_norm", "value_loss")}
     for _ in range(epochs):
-        order = list(range(len(usable)))
+        # Shuffle whole sets of identical rows, so that each set shares one forward/backward in its mini-batch.
+        order = list(range(len(duplicates)))
         rng.shuffle(order)
         for mini in np.array_split(np.array(order), max(1, min(mini_batches, len(order)))):
             _accumulate_and_step(
-                policy, optimizer, [usable[i] for i in mini], metrics, micro_batch_size=micro_batch_size,
-                aggregation=aggregation, loss_options=dict(clip_low=clip_low, clip_high=clip_high,
-                dual_clip=dual_clip, aggregation=aggregation, kl_coef=kl_coef, kl_estimator=kl_estimator,
-                entropy_coef=entropy_coef), reference=reference, value_head=value_head, value_coef=value_coef,
-                max_grad_norm=max_grad_norm)
+                policy, optimizer, [[usable[i] for i in duplicates[g]] for g in mini], metrics,
+                micro_batch_size=micro_batch_size, aggregation=aggregation, loss_options=dict(
+                    clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip, aggregation=aggregation,
+                    kl_coef=kl_coef, kl_estimator=kl_estimator, entropy_coef=entropy_coef),
+                reference=reference, value_head=value_head, value_coef=value_coef, max_grad_norm=max_grad_norm)
     model.eval()
     summary = {k: float(np.mean(v)) for k, v in metrics.items() if v}
     summary["sequences"] = len(usable)
+    summary["unique_sequences"] = len(duplicates)
     summary["tokens"] = total_tokens
     return summary
 
 
-def _accumulate_and_step(policy, optimizer, batch: list[TrainSequence], metrics: dict[str, list[float]], *,
+def identical_sequences(sequences: Sequence[TrainSequence]) -> list[list[int]]:
+    """Indices of ``sequences`` grouped by equal (prompt, response, temperature), in order of first appearance.
+
+    Rollouts of one group often reach the same state and answer it the same way (every copy starts from the
+    same observation); such rows need one forward/backward between them, each keeping its own advantage.
+    """
+    sets: dict[tuple, list[int]] = {}
+    for i, s in enumerate(sequences):
+        sets.setdefault((tuple(s.prompt_ids), tuple(s.response_ids), s.temperature), []).append(i)
+    return list(sets.values())
+
+
+def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], metrics: dict[str, list[float]], *,
                          micro_batch_size: int, aggregation: str, loss_options: dict, reference,
                          value_head: ValueHead | None, value_coef: float, max_grad_norm: float) -> None:
-    """One optimizer step on ``batch``, accumulated over micro-batches."""
+    """One optimizer step on ``batch`` (sets of identical sequences), accumulated over micro-batches of
+    ``micro_batch_size`` distinct sequences; the loss still counts every row with its own advantage."""
     device = policy.device
     model = policy.model
-    total_tokens = sum(len(s.response_ids) for s in batch)
+    rows_in_batch = sum(len(same) for same in batch)
+    total_tokens = sum(len(same[0].response_ids) * len(same) for same in batch)
     optimizer.zero_grad(set_to_none=True)
     for start in range(0, len(batch), micro_batch_size):
         chunk = batch[start:start + micro_batch_size]
+        rows = [s for same in chunk for s in same]
+        expand = torch.tensor([k for k, same in enumerate(chunk) for _ in same], device=device)
         # Every micro-batch's share of the batch, so accumulated gradients equal the full-batch gradient.
-        share = (sum(len(s.response_ids) for s in chunk) / total_tokens if aggregation == "token-mean"
-                 else len(chunk) / len(batch))
-        prompts = [s.prompt_ids for s in chunk]
-        responses = [s.response_ids for s in chunk]
-        temperature = chunk[0].temperature
+        share = (sum(len(s.response_ids) for s in rows) / total_tokens if aggregation == "token-mean"
+                 else len(rows) / rows_in_batch)
+        prompts = [same[0].prompt_ids for same in chunk]
+        responses = [same[0].response_ids for same in chunk]
+        temperature = chunk[0][0].temperature
         logps, entropies = policy.sequence_logprobs(prompts, responses, temperature=temperature,
                                                     return_entropy=True)
         width = max(len(r) for r in responses)
-        logprobs = _stack_padded(logps, width)
-        entropy = _stack_padded(entropies, width)
-        old, mask = _padded([s.old_logprobs for s in chunk], device)
-        advantages = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=device)
+        logprobs = _stack_padded(logps, width)[expand]
+        entropy = _stack_padded(entropies, width)[expand]
+        old, mask = _padded([s.old_logprobs for s in rows], device)
+        advantages = torch.tensor([s.advantage for s in rows], dtype=torch.float32, device=device)
         ref_logprobs = None
         if reference is not None and loss_options["kl_coef"] > 0:
             with torch.no_grad():
                 ref_logprobs = _stack_padded(reference.sequence_logprobs(prompts, responses,
-                                                                         temperature=temperature), width)
-        out = clipped_policy_loss(logprobs, old, advantages, mask, ref_logprobs=ref_logprobs,
-                                  entropy=entropy, **loss_options)
+                                                                         temperature=temperature), width)[expand]
+        out = clipped_policy_loss(logprobs, old, advantages, mask, ref_logprobs=ref_logprobs, entropy=entropy,
+                                  **loss_options)
         loss = out.loss
         if value_head is not None:
-            values = value_head(model, prompts, policy.tokenizer.pad_token_id)
-            targets = torch.tensor([s.value_target for s in chunk], dtype=torch.float32, device=device)
-            old_values = torch.tensor([s.old_value for s in chunk], dtype=torch.float32, device=device)
+            values = value_head(model, prompts, policy.tokenizer.pad_token_id)[expand]
+            targets = torch.tensor([s.value_target for s in rows], dtype=torch.float32, device=device)
+            old_values = torch.tensor([s.old_value for s in rows], dtype=torch.float32, device=device)
             v_loss = value_loss(values, old_values, targets)
             loss = loss + value_coef * v_loss
             metrics["value_loss"].append(v_loss.item())
