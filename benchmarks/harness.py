@@ -125,6 +125,44 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return low, high
 
 
+def paired_success_difference(first: Sequence[EpisodeResult], second: Sequence[EpisodeResult],
+                               z: float = 1.959963984540054) -> dict[str, Any]:
+    """Success of ``second`` minus ``first`` on the same episodes (matched by episode id), paired.
+
+    Two runs on the same tasks differ only on *discordant* episodes (won by one, lost by the other), so the
+    paired difference is far tighter than two separate intervals: ``ci95`` is the normal interval of the mean
+    per-episode difference, and ``p_value`` McNemar's exact two-sided test (a binomial test of the discordant
+    episodes at 1/2).
+    """
+    before = {r.episode: bool(r.success) for r in first}
+    after = {r.episode: bool(r.success) for r in second}
+    common = sorted(before.keys() & after.keys())
+    n = len(common)
+    gained = sum(after[e] and not before[e] for e in common)
+    lost = sum(before[e] and not after[e] for e in common)
+    if n == 0:
+        return {"pairs": 0, "gained": 0, "lost": 0, "difference": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0}
+    difference = (gained - lost) / n
+    variance = (gained + lost) / n - difference ** 2
+    half = z * math.sqrt(max(variance, 0.0) / n)
+    discordant = gained + lost
+    tail = sum(math.comb(discordant, k) for k in range(min(gained, lost) + 1)) / 2 ** discordant
+    return {"pairs": n, "gained": gained, "lost": lost, "difference": difference,
+            "ci95": [difference - half, difference + half], "p_value": min(1.0, 2 * tail)}
+
+
+def load_results(directory: str | os.PathLike[str]) -> list[EpisodeResult]:
+    """The per-episode results of a run directory (``results.jsonl``)."""
+    path = Path(directory) / "results.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} holds no results.jsonl (make one with `hiergym eval --out DIR`)")
+    results = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError, TypeError):
+            results.append(EpisodeResult(**json.loads(line)))
+    return results
+
+
 def to_jsonable(value: Any, depth: int = 0) -> Any:
     """JSON-safe copy of info values (NumPy scalars and arrays, tuples, sets, anything else as text)."""
     if value is None or isinstance(value, bool | int | str):
@@ -721,10 +759,7 @@ def load_summary(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if (path / "summary.json").is_file():
         return json.loads((path / "summary.json").read_text())
     if (path / "results.jsonl").is_file():
-        results = []
-        for line in (path / "results.jsonl").read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError, TypeError):
-                results.append(EpisodeResult(**json.loads(line)))
+        results = load_results(path)
         config = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
         return summarize(results, config=config)
     raise FileNotFoundError(f"{path} is not an evaluation run directory (no summary.json or results.jsonl; "
@@ -823,9 +858,31 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_compare)
 
 
+def paired_lines(runs: Sequence[str], summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """Each run's success against the first run's on the same episodes, when they played the same tasks
+    (same env, env arguments, split and seed) and kept their per-episode results."""
+    same = ("env", "env_args", "split", "seed")
+    if len(runs) < 2 or any(any(s.get(k) != summaries[0].get(k) for k in same) for s in summaries[1:]):
+        return []
+    try:
+        results = [load_results(run) for run in runs]
+    except FileNotFoundError:
+        return []
+    lines = [f"paired against {run_label(summaries[0])} on the same episodes (95% interval, McNemar's exact p):"]
+    for summary, result in zip(summaries[1:], results[1:], strict=True):
+        d = paired_success_difference(results[0], result)
+        lines.append(f"  {run_label(summary)}: {100 * d['difference']:+.1f} points [{100 * d['ci95'][0]:+.1f}, "
+                     f"{100 * d['ci95'][1]:+.1f}], {d['gained']} episodes gained, {d['lost']} lost of "
+                     f"{d['pairs']}, p = {d['p_value']:.2g}")
+    return lines
+
+
 def run_compare(args: argparse.Namespace) -> int:
     summaries = [load_summary(d) for d in args.runs]
     print(summary_markdown(summaries))
+    paired = paired_lines(args.runs, summaries)
+    if paired:
+        print("\n" + "\n".join(paired))
     if not args.no_png:
         if compare_chart(summaries, args.png):
             print(f"chart: {args.png}")

@@ -101,4 +101,10 @@ def print_summary(summary: dict) -> None:
         low, high = e["success_ci95"]
         print(f"{name:<22}{e['success_rate']:>9.1%}  {f'[{low:.0%}, {high:.0%}]':<15}{e['mean_return']:>8.2f}"
               f"{e['invalid_action_rate']:>9.1%}")
+    gain = summary.get("rl_gain")
+    if gain:
+        low, high = gain["ci95"]
+        print(f"RL gain, paired on the same tasks: {100 * gain['difference']:+.1f} points [{100 * low:+.1f}, "
+              f"{100 * high:+.1f}] ({gain['gained']} tasks gained, {gain['lost']} lost; McNemar p = "
+              f"{gain['p_value']:.2g})")
     print(f"metrics, checkpoint and curves in {summary['out_dir']}")

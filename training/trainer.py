@@ -347,8 +347,17 @@ class Trainer:
             "iterations": self.state["iteration"], "eval_episodes": self.config.eval_episodes,
             "success_before_rl": before.get("success_rate"), "success_after_rl": after.get("success_rate"),
             "return_before_rl": before.get("mean_return"), "return_after_rl": after.get("mean_return"),
-            "evaluations": self.state["evaluations"], "out_dir": str(self.out),
+            "rl_gain": self.rl_gain(), "evaluations": self.state["evaluations"], "out_dir": str(self.out),
         }
+
+    def rl_gain(self) -> dict[str, Any] | None:
+        """Success after RL minus before, paired on the same evaluation tasks (``paired_success_difference``)."""
+        from hiergym.benchmarks.harness import load_results, paired_success_difference
+
+        runs = [self.out / "eval" / label for label in ("before_rl", "after_rl")]
+        if not all((run / "results.jsonl").is_file() for run in runs):
+            return None
+        return paired_success_difference(*(load_results(run) for run in runs))
 
     def plot_curves(self) -> Path | None:
         try:

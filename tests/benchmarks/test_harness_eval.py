@@ -14,6 +14,7 @@ from hiergym.benchmarks.harness import (
     HarnessError,
     evaluate,
     load_summary,
+    paired_success_difference,
     summarize,
     summary_markdown,
     wilson_interval,
@@ -71,6 +72,23 @@ def test_wilson_interval_reference_values():
     assert low == pytest.approx(0.0968, abs=1e-4) and high == pytest.approx(0.7000, abs=1e-4)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_paired_success_difference_hand_checked():
+    def run(wins: list[int], extra: int = 0) -> list[EpisodeResult]:
+        return [EpisodeResult(episode=i, seed=0, task_id=i, success=bool(w)) for i, w in enumerate(wins + [1] * extra)]
+
+    first = run([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    second = run([1, 0, 1, 1, 1, 0, 0, 0, 0, 0], extra=1)  # episode 10 has no pair: ignored
+    d = paired_success_difference(first, second)
+    assert (d["pairs"], d["gained"], d["lost"]) == (10, 3, 1)
+    assert d["difference"] == pytest.approx(0.2)
+    # variance of the per-episode differences: 4/10 - 0.2^2 = 0.36; half width 1.96 * sqrt(0.36 / 10)
+    assert d["ci95"] == pytest.approx([0.2 - 0.371877, 0.2 + 0.371877], abs=1e-5)
+    assert d["p_value"] == pytest.approx(2 * (1 + 4) / 16)  # McNemar exact: 1 of 4 discordant pairs
+    same = paired_success_difference(first, first)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0 and same["ci95"] == [0.0, 0.0]
+    assert paired_success_difference([], first)["pairs"] == 0
 
 
 def test_hand_checked_run(tmp_path):
@@ -251,6 +269,8 @@ def test_cli_eval_and_compare(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "random @ hiergymtest/Guess-v0" in printed and "the expert" in printed
     assert "| vowel |" in printed  # per task type, side by side
+    assert "paired against random @ hiergymtest/Guess-v0 on the same episodes" in printed
+    assert "0 lost of 4" in printed  # the expert wins every episode
     try:
         import matplotlib  # noqa: F401
     except ImportError:
