@@ -147,9 +147,9 @@ def _p_after_bc(tmp_path, agent_prompt: str) -> float:
 def test_config_layers_and_errors(tmp_path) -> None:
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("iterations: 7\nestimator: hgpo\nestimator_options: {depth: 3}\n")
-    config = load_config("sokoban", yaml_file, ["iterations=9", "learning_rate=1e-4"])
+    config = load_config("sokoban", yaml_file, ["iterations=9", "learning_rate=2e-4"])
     assert config.iterations == 9 and config.estimator == "hgpo" and config.estimator_options == {"depth": 3}
-    assert config.learning_rate == pytest.approx(1e-4)
+    assert config.learning_rate == pytest.approx(2e-4)
     with pytest.raises(ValueError, match="did you mean iterations"):
         load_config(None, None, ["iteratons=3"])
     with pytest.raises(ValueError, match="estimator"):
