@@ -31,7 +31,8 @@ Reward (as gym-sokoban):
     +10 when every box is on a target.
 
 Episode end:
-    Terminated when every box is on a target (``info["won"]``). Truncated after ``max_steps`` steps (the
+    Terminated when every box is on a target (``info["won"]``), or with ``end_on_dead_end`` when the room can
+    provably not be solved any more. Truncated after ``max_steps`` steps (the
     registered ``hiergym/Sokoban-v0`` also has ``max_episode_steps=100``: pass ``max_episode_steps`` to
     ``gymnasium.make`` together with a larger ``max_steps``).
 
@@ -71,6 +72,12 @@ Arguments:
     render_mode: ``"ansi"`` (the text board) or ``"rgb_array"`` (16-pixel tiles drawn with numpy).
     expert_metric: what the expert and ``optimal_solution_length`` minimise: ``"pushes"`` (default) or
         ``"moves"``.
+    end_on_dead_end: terminate (not won) as soon as ``info["dead_end"]`` holds, with ``dead_end_penalty``
+        subtracted from that step's reward (default off, as gym-sokoban). Success is unchanged (the test is
+        sound: such a room could never be won); for training, it stops the steps that can no longer matter
+        from filling the batch.
+    dead_end_penalty: subtracted when ``end_on_dead_end`` ends an episode (default 2.0, what 20 more steps
+        would cost in step penalties, so that running into a dead end never beats trying to the limit).
 
 Hand-built rooms: ``SokobanEnv.from_board(text)`` makes an env whose every reset loads that board, and
 ``reset(options={"board": text})`` loads one for one episode. Boards use the symbols above or the standard
@@ -825,6 +832,8 @@ class SokobanEnv(gym.Env[str, str]):
         max_steps: int | None = 100,
         render_mode: str | None = None,
         expert_metric: str = "pushes",
+        end_on_dead_end: bool = False,
+        dead_end_penalty: float = 2.0,
     ) -> None:
         dim = tuple(int(n) for n in dim_room)
         if len(dim) != 2 or min(dim) < 5:
@@ -844,6 +853,8 @@ class SokobanEnv(gym.Env[str, str]):
         self.max_steps = max_steps
         self.render_mode = render_mode
         self.expert_metric = expert_metric
+        self.end_on_dead_end = bool(end_on_dead_end)
+        self.dead_end_penalty = float(dead_end_penalty)
         self.observation_space = text_observation_space()
         self.action_space = text_action_space()
         self._fixed_board: Level | None = None
@@ -863,10 +874,12 @@ class SokobanEnv(gym.Env[str, str]):
         max_steps: int | None = 100,
         render_mode: str | None = None,
         expert_metric: str = "pushes",
+        **kwargs: Any,
     ) -> SokobanEnv:
-        """An env whose every reset loads ``board`` (hiergym or XSB symbols); ``ValueError`` if malformed."""
+        """An env whose every reset loads ``board`` (hiergym or XSB symbols); ``ValueError`` if malformed.
+        Other keyword arguments (``end_on_dead_end``, ...) are the constructor's."""
         level = parse_board(board)
-        env = cls(max_steps=max_steps, render_mode=render_mode, expert_metric=expert_metric)
+        env = cls(max_steps=max_steps, render_mode=render_mode, expert_metric=expert_metric, **kwargs)
         env.dim_room = (level.room.height, level.room.width)
         env.num_boxes = level.boxes.bit_count()
         env._fixed_board = level
@@ -958,9 +971,15 @@ class SokobanEnv(gym.Env[str, str]):
         if won and valid:
             reward += SOLVED_REWARD
             self._feedback += " Every box is on a target: you solved the room!"
-        truncated = not won and self.max_steps is not None and self._steps >= self.max_steps
         info = self._info(action_valid=valid)
-        return self._observation(), float(round(reward, 6)), won, truncated, info
+        terminated = won
+        if self.end_on_dead_end and info["dead_end"]:
+            # Nothing can be won from here: end now, at a cost so that ending early is no shortcut.
+            terminated = True
+            reward -= self.dead_end_penalty
+            self._feedback += " A box is stuck where it can never reach a target: the room is lost."
+        truncated = not terminated and self.max_steps is not None and self._steps >= self.max_steps
+        return self._observation(), float(round(reward, 6)), terminated, truncated, info
 
     def render(self) -> str | np.ndarray | None:
         if self._room is None:

@@ -292,6 +292,25 @@ def test_dead_end_is_sound_in_random_play() -> None:
     assert flagged > 0
 
 
+def test_end_on_dead_end_terminates_with_its_penalty() -> None:
+    board = "#####\n#O__#\n#PX_#\n#___#\n#####"  # pushing right puts the box against a targetless wall
+    plain = SokobanEnv.from_board(board)
+    plain.reset()
+    _, reward, terminated, _, info = plain.step("right")
+    assert info["dead_end"] and not terminated and reward == pytest.approx(-0.1)  # gym-sokoban: play on
+
+    ending = SokobanEnv.from_board(board, end_on_dead_end=True, dead_end_penalty=2.0)
+    ending.reset()
+    obs, reward, terminated, truncated, info = ending.step("right")
+    assert terminated and not truncated and not info["won"] and info["dead_end"]
+    assert reward == pytest.approx(-2.1) and "the room is lost" in obs
+    ending.reset()
+    _, reward, terminated, _, info = ending.step("up")  # a move that keeps the room solvable
+    assert not terminated and not info["dead_end"] and reward == pytest.approx(-0.1)
+    made = gym.make("hiergym/Sokoban-v0", end_on_dead_end=True)
+    assert made.unwrapped.end_on_dead_end
+
+
 # --------------------------------------------------------------------------------------------- solver
 @pytest.mark.parametrize(("dim", "boxes", "count"), SIZES, ids=[f"{d[0]}x{d[1]}-{b}" for d, b, _ in SIZES])
 def test_expert_solves_every_generated_room_in_its_recorded_length(dim, boxes, count) -> None:
