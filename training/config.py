@@ -121,8 +121,10 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The default (README main job): 6x6 rooms with one box, a 120k-parameter tiny model, short prompts with the
     # last step (greedy decoding of a memoryless policy repeats any loop to the step limit; cloning reaches 29%
-    # with it, 19% without), 512 evaluation rooms so that the paired before/after difference can be resolved.
-    "sokoban": {"model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+    # with it, 19% without), episodes ended at a provable dead end (the steps after it carry no signal), 512
+    # evaluation rooms so that the paired before/after difference can be resolved.
+    "sokoban": {"env_kwargs": {"end_on_dead_end": True},
+                "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
                 "history_window": 1, "sft_steps": 600, "sft_learning_rate": 3e-3, "num_tasks": 8, "group_size": 8,
                 "learning_rate": 1e-4, "iterations": 60, "eval_every": 20, "eval_episodes": 512},
     "sokoban-hierarchical": {},  # the sokoban preset with the planner/executor agent and hiper (below)
