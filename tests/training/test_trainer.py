@@ -134,6 +134,9 @@ def test_rl_improves_the_tiny_agent_and_resumes(tmp_path) -> None:
     assert 0.15 < p_after_bc < 0.85, f"BC on a coin-flip expert should leave a mixed policy, got {p_after_bc}"
     assert p_final > max(0.9, p_after_bc + 0.2), f"RL did not learn that 'a' wins: {p_after_bc} -> {p_final}"
     assert summary["success_after_rl"] >= summary["success_before_rl"]
+    gain = summary["rl_gain"]  # paired on the same evaluation tasks
+    assert gain["pairs"] == config.eval_episodes and gain["lost"] == 0
+    assert gain["difference"] == pytest.approx(summary["success_after_rl"] - summary["success_before_rl"])
 
 
 def _p_after_bc(tmp_path, agent_prompt: str) -> float:
