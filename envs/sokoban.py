@@ -28,13 +28,14 @@ Action:
 
 Reward (as gym-sokoban):
     -0.1 per step (invalid ones included); +1 for pushing a box onto a target; -1 for pushing one off;
-    +10 when every box is on a target.
+    +10 when every box is on a target. With ``end_on_dead_end``, ``-dead_end_penalty`` on the step that ends
+    the episode in a dead end.
 
 Episode end:
-    Terminated when every box is on a target (``info["won"]``), or with ``end_on_dead_end`` when the room can
-    provably not be solved any more. Truncated after ``max_steps`` steps (the
-    registered ``hiergym/Sokoban-v0`` also has ``max_episode_steps=100``: pass ``max_episode_steps`` to
-    ``gymnasium.make`` together with a larger ``max_steps``).
+    Terminated when every box is on a target (``info["won"]``), or with ``end_on_dead_end`` when the room
+    provably cannot be solved any more. Truncated after ``max_steps`` steps (the registered
+    ``hiergym/Sokoban-v0`` also has ``max_episode_steps=100``: pass ``max_episode_steps`` to ``gymnasium.make``
+    together with a larger ``max_steps``).
 
 Info (besides the contract's ``task``, ``admissible_actions``, ``won``, ``action_valid``, ``state_key``):
     ``boxes_on_target``, ``num_boxes``; ``dead_end``: the state provably cannot be solved any more (a box

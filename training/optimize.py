@@ -107,18 +107,18 @@ def policy_update(
         return {"pg_loss": 0.0, "sequences": 0}
     rng = rng or random.Random(0)
     total_tokens = sum(len(s.response_ids) for s in usable)
-    duplicates = identical_sequences(usable)
+    identical_sets = identical_sequences(usable)
     model = policy.model
     model.train()
     metrics: dict[str, list[float]] = {k: [] for k in ("loss", "pg_loss", "kl", "entropy", "clip_fraction",
                                                         "approx_kl", "grad_norm", "value_loss")}
     for _ in range(epochs):
         # Shuffle whole sets of identical rows, so that each set shares one forward/backward in its mini-batch.
-        order = list(range(len(duplicates)))
+        order = list(range(len(identical_sets)))
         rng.shuffle(order)
         for mini in np.array_split(np.array(order), max(1, min(mini_batches, len(order)))):
             _accumulate_and_step(
-                policy, optimizer, [[usable[i] for i in duplicates[g]] for g in mini], metrics,
+                policy, optimizer, [[usable[i] for i in identical_sets[g]] for g in mini], metrics,
                 micro_batch_size=micro_batch_size, aggregation=aggregation, loss_options=dict(
                     clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip, aggregation=aggregation,
                     kl_coef=kl_coef, kl_estimator=kl_estimator, entropy_coef=entropy_coef),
@@ -126,7 +126,7 @@ def policy_update(
     model.eval()
     summary = {k: float(np.mean(v)) for k, v in metrics.items() if v}
     summary["sequences"] = len(usable)
-    summary["unique_sequences"] = len(duplicates)
+    summary["unique_sequences"] = len(identical_sets)
     summary["tokens"] = total_tokens
     return summary
 

@@ -23,7 +23,7 @@ def _sequence(policy, prompt: str, response: str, advantage: float) -> TrainSequ
 
 
 def _gradient_of_update(policy, sequences) -> list[torch.Tensor]:
-    """Parameter change of one plain-SGD step (lr 1, no clipping): minus the gradient the update used."""
+    """Parameter change of one plain-SGD step (lr 1, no gradient-norm clipping): minus the gradient used."""
     before = [p.detach().clone() for p in policy.model.parameters()]
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=1.0)
     policy_update(policy, optimizer, sequences, micro_batch_size=2, clip_low=0.2, clip_high=0.28,
