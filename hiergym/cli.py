@@ -147,9 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that KEY=VALUE overrides may also follow an option
+    (``train --out DIR iterations=5``), which argparse alone does not gather into the positional list."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        takes_overrides = isinstance(getattr(args, "overrides", None), list)
+        if takes_overrides and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

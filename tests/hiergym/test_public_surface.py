@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 
 import hiergym
-from hiergym.cli import main
+from hiergym.cli import build_parser, main, parse_args
 from hiergym.registration import UnknownEnvironmentError, parse_env_args, resolve_env_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +115,11 @@ def test_cli_play_scripted_session() -> None:
     assert "[invalid action]" in out.stdout
     assert "expert: " in out.stdout
     assert "episode over after 1 steps" in out.stdout
+
+
+def test_cli_overrides_may_follow_options() -> None:
+    parser = build_parser()
+    args = parse_args(parser, ["train", "iterations=3", "--out", "runs/x", "seed=1", "--model", "tiny", "lr_x=2"])
+    assert args.overrides == ["iterations=3", "seed=1", "lr_x=2"] and args.out == "runs/x"
+    with pytest.raises(SystemExit):  # commands without overrides take none
+        parse_args(parser, ["list", "iterations=3"])
