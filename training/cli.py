@@ -92,7 +92,8 @@ def run_sft(args: argparse.Namespace) -> int:
 def print_summary(summary: dict) -> None:
     evaluations = {e["label"]: e for e in summary["evaluations"]}
     print(f"\n{summary['env_id']} · {summary['agent']} agent · {summary['estimator']} · "
-          f"{summary['iterations']} RL iterations · {summary['eval_episodes']} fixed eval tasks (greedy)")
+          f"{summary['iterations']} RL iterations · {summary['eval_episodes']} fixed eval tasks "
+          f"({decoding_name(summary.get('eval_temperature', 0.0))})")
     print(f"{'':<22}{'success':>9}  {'95% interval':<15}{'return':>8}{'invalid':>9}")
     for label, name in (("before_rl", "before RL (after BC)"), ("after_rl", "after RL")):
         e = evaluations.get(label)
@@ -108,3 +109,7 @@ def print_summary(summary: dict) -> None:
               f"{100 * high:+.1f}] ({gain['gained']} tasks gained, {gain['lost']} lost; McNemar p = "
               f"{gain['p_value']:.2g})")
     print(f"metrics, checkpoint and curves in {summary['out_dir']}")
+
+
+def decoding_name(temperature: float) -> str:
+    return "greedy" if not temperature else f"sampled at temperature {temperature:g}"

@@ -125,8 +125,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # evaluation rooms so that the paired before/after difference can be resolved.
     "sokoban": {"env_kwargs": {"end_on_dead_end": True},
                 "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
-                "history_window": 1, "sft_steps": 600, "sft_learning_rate": 3e-3, "num_tasks": 8, "group_size": 8,
-                "learning_rate": 1e-4, "iterations": 60, "eval_every": 20, "eval_episodes": 512},
+                "history_window": 1, "sft_steps": 600, "sft_learning_rate": 3e-3, "num_tasks": 32, "group_size": 4,
+                "mini_batches": 2, "learning_rate": 5e-4, "iterations": 80, "eval_every": 40, "eval_episodes": 1024,
+                "eval_temperature": 0.4},
     "sokoban-hierarchical": {},  # the sokoban preset with the planner/executor agent and hiper (below)
     "alfworld": {"env_id": "hiergym/ALFWorld-v0", "max_episode_steps": 30, "max_new_tokens": 48,
                  "planner_max_new_tokens": 128},

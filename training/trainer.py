@@ -345,6 +345,7 @@ class Trainer:
         return {
             "env_id": self.config.env_id, "estimator": self.config.estimator, "agent": self.config.agent,
             "iterations": self.state["iteration"], "eval_episodes": self.config.eval_episodes,
+            "eval_temperature": self.config.eval_temperature,
             "success_before_rl": before.get("success_rate"), "success_after_rl": after.get("success_rate"),
             "return_before_rl": before.get("mean_return"), "return_after_rl": after.get("mean_return"),
             "rl_gain": self.rl_gain(), "evaluations": self.state["evaluations"], "out_dir": str(self.out),

@@ -18,6 +18,7 @@ from hiergym.envs.core import (
     text_action_space,
     text_observation_space,
 )
+from hiergym.training.cli import print_summary
 from hiergym.training.config import TrainConfig, load_config
 from hiergym.training.trainer import Trainer, build_agent, build_policy, make_vec
 
@@ -109,7 +110,7 @@ def test_rollout_records_follow_the_trajectory_contract(tmp_path) -> None:
     vec.close()
 
 
-def test_rl_improves_the_tiny_agent_and_resumes(tmp_path) -> None:
+def test_rl_improves_the_tiny_agent_and_resumes(tmp_path, capsys) -> None:
     config = choice_config(tmp_path, iterations=3)
     trainer = Trainer(config)
     trainer.run()
@@ -137,6 +138,12 @@ def test_rl_improves_the_tiny_agent_and_resumes(tmp_path) -> None:
     gain = summary["rl_gain"]  # paired on the same evaluation tasks
     assert gain["pairs"] == config.eval_episodes and gain["lost"] == 0
     assert gain["difference"] == pytest.approx(summary["success_after_rl"] - summary["success_before_rl"])
+    capsys.readouterr()
+    print_summary(summary)
+    header = capsys.readouterr().out.splitlines()[1]
+    assert header.endswith(f"{config.eval_episodes} fixed eval tasks (greedy)")
+    print_summary({**summary, "eval_temperature": 0.4})
+    assert "(sampled at temperature 0.4)" in capsys.readouterr().out
 
 
 def _p_after_bc(tmp_path, agent_prompt: str) -> float:
