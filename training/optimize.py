@@ -128,6 +128,9 @@ def policy_update(
     summary["sequences"] = len(usable)
     summary["unique_sequences"] = len(identical_sets)
     summary["tokens"] = total_tokens
+    # What the update runs through the model: every distinct sequence, prompt and response, once per epoch.
+    summary["forward_tokens"] = epochs * sum(len(usable[same[0]].prompt_ids) + len(usable[same[0]].response_ids)
+                                             for same in identical_sets)
     return summary
 
 

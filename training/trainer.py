@@ -234,9 +234,11 @@ class Trainer:
             entropy_coef=cfg.entropy_coef, max_grad_norm=cfg.max_grad_norm, value_head=self.value_head,
             value_coef=cfg.value_coef, rng=self.rng)
         tokens = sum(len(r.response_token_ids) for r in batch.records)
+        prompt_tokens = sum(len(r.prompt_token_ids) for r in batch.records)
         metrics = {
             "phase": "rl", "iteration": iteration + 1, "train_success": rollout.success_rate,
             "train_return": rollout.mean_return, "rows": len(batch), "generated_tokens": tokens,
+            "prompt_tokens": prompt_tokens,
             "invalid_rate": float(batch.invalid.mean()) if len(batch) else 0.0,
             "advantage_std": float(advantages.std()) if len(batch) else 0.0,
             "levels": self._trained_levels(iteration), "rollout_seconds": rollout_seconds,

@@ -69,3 +69,16 @@ def test_identical_rows_share_a_forward_and_keep_their_own_advantages() -> None:
     assert any(g.abs().max() > 0 for g in expected)
     for got, want in zip(change, expected, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_update_counts_the_tokens_it_runs_through_the_model() -> None:
+    policy = CausalLMPolicy.tiny(seed=0, architecture={"hidden_size": 32, "intermediate_size": 64,
+                                                       "num_hidden_layers": 1})
+    first = _sequence(policy, "room A\n", "left", 1.0)
+    second = _sequence(policy, "room B, longer\n", "down", -1.0)
+    rows = [first, second, TrainSequence(first.prompt_ids, first.response_ids, first.old_logprobs, 0.5)]
+    optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
+    summary = policy_update(policy, optimizer, rows, epochs=2, rng=random.Random(0))
+    distinct = [first, second]  # the repeated row shares its forward
+    assert summary["unique_sequences"] == 2 and summary["sequences"] == 3
+    assert summary["forward_tokens"] == 2 * sum(len(s.prompt_ids) + len(s.response_ids) for s in distinct)
