@@ -121,8 +121,10 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The default (README main job): 6x6 rooms with one box, a 120k-parameter tiny model, short prompts with the
     # last step (greedy decoding of a memoryless policy repeats any loop to the step limit; cloning reaches 29%
-    # with it, 19% without), episodes ended at a provable dead end (the steps after it carry no signal), 512
-    # evaluation rooms so that the paired before/after difference can be resolved.
+    # with it, 19% without), episodes ended at a provable dead end (the steps after it carry no signal). 32
+    # different rooms per batch: with 8 the model fits each batch's rooms and drifts on unseen ones. Evaluation
+    # on 1,024 rooms (to resolve the paired before/after difference), sampled at 0.4 as verl-agent validates:
+    # greedy decoding of the small RL-trained policy is fragile (docs/training.md).
     "sokoban": {"env_kwargs": {"end_on_dead_end": True},
                 "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
                 "history_window": 1, "sft_steps": 600, "sft_learning_rate": 3e-3, "num_tasks": 32, "group_size": 4,
