@@ -93,6 +93,20 @@ class _StopOnStrings:
         return done
 
 
+def pad_token_rows(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of token rows padded to the longest: on the left for generation (every
+    row ends at the last position), on the right for scoring (positions need no adjustment)."""
+    width = max((len(r) for r in rows), default=0)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        input_ids[i, span] = torch.tensor(list(row), dtype=torch.long)
+        attention[i, span] = 1
+    return input_ids, attention
+
+
 class CausalLMPolicy:
     """A Hugging Face causal LM + tokenizer as a batched text policy (see the module docstring).
 
@@ -300,12 +314,8 @@ class CausalLMPolicy:
         from transformers import StoppingCriteriaList
 
         pad = self.tokenizer.pad_token_id
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention = pad_token_rows(encoded, pad, left=True)
+        width = input_ids.shape[1]
         device = self.device
         criterion = _StopOnStrings(self.tokenizer, stops, width, len(encoded)) if stops else None
         sample = temperature > 0
@@ -373,13 +383,9 @@ class CausalLMPolicy:
         if width == 0:
             empty = [torch.zeros(0, device=device) for _ in prompt_ids_list]
             return (empty, list(empty)) if return_entropy else empty
-        # Right padding: positions need no adjustment and every row's response sits after its prompt.
-        input_ids = torch.full((len(lengths), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(lengths), width), dtype=torch.long)
-        for row, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list, strict=True)):
-            seq = list(p) + list(r)
-            input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-            attention[row, :len(seq)] = 1
+        # Right padding: every row's response sits after its prompt at unshifted positions.
+        input_ids, attention = pad_token_rows(
+            [list(p) + list(r) for p, r in zip(prompt_ids_list, response_ids_list, strict=True)], pad)
         logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         logprobs, entropies = [], []
         for row, (p, r) in enumerate(zip(prompt_ids_list, response_ids_list, strict=True)):

@@ -49,17 +49,15 @@ def plain_generate(policy, prompts: list[list[int]], new_tokens: int) -> float:
     sampling, exactly ``new_tokens`` per prompt."""
     import torch
 
+    from hiergym.agents.policy import pad_token_rows
+
     model, pad, device = policy.model, policy.tokenizer.pad_token_id, policy.device
     model.eval()
     generated, seconds = 0, 0.0
     for start in range(0, len(prompts), policy.batch_size):
         chunk = prompts[start:start + policy.batch_size]
-        width = max(len(p) for p in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for row, ids in enumerate(chunk):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention = pad_token_rows(chunk, pad, left=True)
+        width = input_ids.shape[1]
         _synchronize(device)
         began = time.perf_counter()
         with torch.no_grad():
@@ -74,19 +72,14 @@ def plain_generate(policy, prompts: list[list[int]], new_tokens: int) -> float:
 
 def plain_forward_backward(policy, sequences: list[list[int]], micro_batch_size: int) -> float:
     """Tokens/s of a plain forward and backward (next-token loss) over right-padded micro-batches."""
-    import torch
+    from hiergym.agents.policy import pad_token_rows
 
     model, pad, device = policy.model, policy.tokenizer.pad_token_id, policy.device
     model.train()
     tokens, seconds = 0, 0.0
     for start in range(0, len(sequences), micro_batch_size):
         chunk = sequences[start:start + micro_batch_size]
-        width = max(len(s) for s in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for row, ids in enumerate(chunk):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention[row, :len(ids)] = 1
+        input_ids, attention = pad_token_rows(chunk, pad)
         labels = input_ids.masked_fill(attention == 0, -100)
         _synchronize(device)
         began = time.perf_counter()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hiergym.agents.policy import pad_token_rows
 from hiergym.training.loss import clipped_policy_loss, value_loss
 
 
@@ -45,12 +46,7 @@ class ValueHead(torch.nn.Module):
 
     def forward(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
         device = self.linear.weight.device
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-            mask[row, : len(p)] = 1
+        ids, mask = pad_token_rows(prompts, pad_id)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
         last = torch.tensor([len(p) - 1 for p in prompts], device=device)
         hidden = out.hidden_states[-1][torch.arange(len(prompts), device=device), last]
