@@ -25,6 +25,7 @@ trainer / baseline.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -149,10 +150,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # The baselines run on the prompts and sequences of one more batch from the same policy.
     rollout = collect_rollouts(trainer.train_vec, build_agent(trainer.config, policy, trainer.config.temperature))
     prompts = [r.prompt_token_ids for r in rollout.records]
-    distinct = list({tuple(r.prompt_token_ids) + tuple(r.response_token_ids): None for r in rollout.records})
+    # The rows the update forwards: those with a response, identical (prompt, response) pairs once.
+    distinct = {(tuple(r.prompt_token_ids), tuple(r.response_token_ids)): None
+                for r in rollout.records if r.response_token_ids}
     baseline = {"generate": plain_generate(policy, prompts, args.max_new_tokens),
-                "update": plain_forward_backward(policy, [list(s) for s in distinct], args.micro_batch_size)}
+                "update": plain_forward_backward(policy, [list(p + r) for p, r in distinct], args.micro_batch_size)}
     trainer.train_vec.close()
+    shutil.rmtree(trainer.out, ignore_errors=True)
     print(f"\n{'':<34}{'trainer':>10}{'plain':>10}{'ratio':>8}")
     for key, label, plain in (("generate", "rollout generation (tokens/s)", "generate"),
                               ("update", "update (tokens/s through the model)", "fwd/bwd")):
