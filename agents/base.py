@@ -29,6 +29,11 @@ from typing import Any, Protocol, runtime_checkable
 EPISODE_INDEX = "episode_index"
 #: The info key (set at reset by the harness and the trainer) with the episode's seed, for agents that sample.
 EPISODE_SEED = "episode_seed"
+#: ``Decision.info`` key: the agent could not act for this episode (e.g. its model request failed); the value is
+#: the error message, and the driver fails this episode only.
+AGENT_ERROR = "agent_error"
+#: ``Decision.info`` key: the agent ends its episode here without acting (the episode counts as truncated).
+STOP_EPISODE = "stop_episode"
 
 
 @dataclass

@@ -113,14 +113,27 @@ class ParsedAction:
     subgoal_failed: bool = False
 
 
+#: An admissible entry that is a template rather than a command: ``search[<query>]`` stands for any
+#: ``search[...]`` with text inside the brackets.
+_TEMPLATE = re.compile(r"^([a-z_]+)\[<[^<>]+>\]$", re.IGNORECASE)
+
+
 def match_admissible(action: str, admissible: Sequence[str] | None) -> str | None:
-    """The admissible action equal to ``action`` up to case and whitespace, if any."""
+    """The admissible action equal to ``action`` up to case and whitespace, if any; for a template entry such
+    as ``search[<query>]``, ``action`` itself when it has that form (``search[red shoes]``)."""
     if not admissible:
         return None
     key = " ".join(action.split()).lower()
     for candidate in admissible:
         if " ".join(str(candidate).split()).lower() == key:
             return str(candidate)
+    for candidate in admissible:
+        template = _TEMPLATE.match(str(candidate).strip())
+        if template is not None:
+            verb = template.group(1).lower()
+            filled = re.match(rf"^{re.escape(verb)}\[(.*\S.*)\]$", key)
+            if filled is not None and "<" not in filled.group(1):
+                return " ".join(action.split())
     return None
 
 

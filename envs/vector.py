@@ -45,6 +45,7 @@ import gymnasium as gym
 import numpy as np
 
 from hiergym.envs.core import stable_seed
+from hiergym.records import StepRecord
 
 Backend = Literal["sync", "process"]
 BACKENDS = ("sync", "process")
@@ -132,14 +133,12 @@ class StepOutput:
     def done(self) -> np.ndarray:
         return self.terminated | self.truncated
 
-    def to_records(self) -> list[Any]:
-        """One :class:`hiergym.training.trajectory.StepRecord` per active row (level ``executor``).
+    def to_records(self) -> list[StepRecord]:
+        """One :class:`hiergym.records.StepRecord` (the trainer's rows) per active row (level ``executor``).
 
         Token ids and log-probs are the agent's to fill in; error rows are included (``done=True``, reward 0):
         drop their groups with ``self.error`` if the trainer should not learn from them.
         """
-        from hiergym.training.trajectory import StepRecord  # lazy: envs do not need the trainer
-
         return [
             StepRecord(
                 group_id=int(self.group_id[r]),

@@ -23,8 +23,8 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "hiergym.training.cli:add_train_parser",
     "sft": "hiergym.training.cli:add_sft_parser",
     "play": "hiergym.cli:add_play_parser",
-    "eval": "hiergym.benchmarks.harness:add_eval_parser",
-    "compare": "hiergym.benchmarks.harness:add_compare_parser",
+    "eval": "hiergym.benchmarks.eval_cli:add_eval_parser",
+    "compare": "hiergym.benchmarks.eval_cli:add_compare_parser",
     "arena": "hiergym.envs.multiagent.evaluate:add_arena_parser",
     "serve": "hiergym.envs.webshop.server:add_serve_parser",
 }

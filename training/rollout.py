@@ -1,23 +1,21 @@
 """Group rollouts: B tasks x G same-seed copies played by an agent, recorded per the trajectory contract.
 
-:func:`collect_rollouts` drives a :class:`hiergym.envs.vector.GroupVecEnv` in lock-step with a batched agent
-(``reset`` / ``act``, see ``docs/agents.md``) and turns every generation behind every decision into a
-:class:`hiergym.training.trajectory.StepRecord`: planner rows (reward 0) and executor rows (the env step's
-reward), with token ids and behaviour log-probs, so any estimator can run on the finished batch.
+:func:`collect_rollouts` plays the copies of a :class:`hiergym.envs.vector.GroupVecEnv` with the episode driver
+(:func:`hiergym.driver.play_episodes`, the loop evaluation and demonstrations use too) and turns every
+generation behind every decision into a :class:`hiergym.training.trajectory.StepRecord`: planner rows (reward
+0) and executor rows (the env step's reward), with token ids and behaviour log-probs, so any estimator can run
+on the finished batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from hiergym.driver import GroupEpisodes, RewardFn, play_episodes, step_records
 from hiergym.training.trajectory import StepRecord
-
-#: ``reward_fn(reward, info, decision, copy_index) -> reward``: shaping applied to every env step.
-RewardFn = Callable[[float, dict, Any, int], float]
 
 
 @dataclass
@@ -53,71 +51,19 @@ def collect_rollouts(
     the agent sees (e.g. stating that budget). ``invalid_action_penalty`` is subtracted from the reward of
     invalid actions.
     """
-    from hiergym.agents.base import EPISODE_INDEX, as_decision
-
-    observations, infos = vec_env.reset(task_ids=task_ids)
-    n = vec_env.num_envs
-    extra = copy_infos or [{} for _ in range(n)]
-
-    def agent_infos(indices) -> list[dict[str, Any]]:
-        return [{**infos[i], **extra[i], EPISODE_INDEX: int(i)} for i in indices]
-
-    def agent_observation(i: int) -> str:
-        return observations[i] + ("\n" + observation_notes[i] if observation_notes else "")
-
-    agent.reset([info.get("task", "") for info in infos], agent_infos(range(n)))
-    records: list[StepRecord] = []
-    episodes: dict[int, dict[str, Any]] = {}
-    while vec_env.running.any():
-        active = np.flatnonzero(vec_env.running)
-        outputs = agent.act([agent_observation(i) for i in active], agent_infos(active))
-        decisions = [as_decision(o) for o in outputs]
-        actions: list[Any] = [None] * n
-        for i, decision in zip(active, decisions, strict=True):
-            actions[i] = decision.action
-        out = vec_env.step(actions)
-        by_copy = dict(zip(active.tolist(), decisions, strict=True))
-        for r in np.flatnonzero(out.active):
-            copy = int(out.indices[r])
-            decision = by_copy[copy]
-            reward = float(out.rewards[r])
-            if reward_fn is not None:
-                reward = float(reward_fn(reward, out.infos[r], decision, copy))
-            if out.invalid[r]:
-                reward -= invalid_action_penalty
-            done = bool(out.terminated[r] or out.truncated[r])
-            base = dict(group_id=int(out.group_id[r]), traj_id=int(out.traj_id[r]), step=int(out.step[r]),
-                        anchor=str(out.anchor[r]), observation=out.prev_observations[r], done=done)
-            # The last executor generation chose the env action; an earlier one in the same step (an executor that
-            # declared its subgoal done or failed, honoured with a new plan) took no env action: no env reward.
-            acting = max((k for k, g in enumerate(decision.generations) if g.level == "executor"), default=-1)
-            for k, generation in enumerate(decision.generations):
-                is_acting = k == acting
-                records.append(StepRecord(
-                    **base, level=generation.level, segment=int(generation.segment),
-                    action=decision.action if is_acting else generation.response_text,
-                    reward=reward if is_acting else 0.0,
-                    invalid=(bool(out.invalid[r] or not generation.parse_ok) if is_acting
-                             else generation.level == "planner" and not generation.parse_ok),
-                    prompt_token_ids=list(generation.prompt_token_ids),
-                    response_token_ids=list(generation.response_token_ids),
-                    response_logprobs=list(generation.response_logprobs),
-                ))
-            if acting < 0:  # a non-LLM agent: the env step still is a row
-                segment = decision.generations[-1].segment if decision.generations else 0
-                records.append(StepRecord(**base, level="executor", segment=segment, action=decision.action,
-                                          reward=reward, invalid=bool(out.invalid[r])))
-            summary = episodes.setdefault(int(out.traj_id[r]), {
-                "traj_id": int(out.traj_id[r]), "group_id": int(out.group_id[r]), "return": 0.0, "steps": 0,
-                "won": False, "invalid_actions": 0, "tokens": 0, "error": None,
-                "task_type": out.infos[r].get("task_type")})
-            summary["return"] += reward
-            summary["steps"] += 1
-            summary["won"] = bool(out.won[r])
-            summary["invalid_actions"] += int(out.invalid[r])
-            summary["tokens"] += sum(len(g.response_token_ids) for g in decision.generations)
-            if out.error[r]:
-                summary["error"] = out.infos[r].get("error", "step failed")
-        # Rows of masked copies repeat their last view; the env's attributes hold every copy's current one.
-        observations, infos = list(vec_env.observations), list(vec_env.infos)
-    return RolloutResult(records=records, episodes=sorted(episodes.values(), key=lambda e: e["traj_id"]))
+    played = play_episodes(GroupEpisodes(vec_env, task_ids), agent, extra_infos=copy_infos,
+                           observation_notes=observation_notes, reward_fn=reward_fn,
+                           invalid_action_penalty=invalid_action_penalty)
+    last_step = {}
+    for step in played.steps:
+        last_step[step.episode] = step
+    episodes = []
+    for copy, result in enumerate(played.results):
+        if copy not in last_step:
+            continue
+        transition = last_step[copy].transition
+        episodes.append({"traj_id": transition.traj_id, "group_id": transition.group_id,
+                         "return": result.total_reward, "steps": result.steps, "won": result.success,
+                         "invalid_actions": result.invalid_actions, "tokens": result.response_tokens,
+                         "error": result.error, "task_type": result.task_type})
+    return RolloutResult(records=step_records(played.steps), episodes=sorted(episodes, key=lambda e: e["traj_id"]))

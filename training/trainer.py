@@ -30,9 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+from hiergym.driver import play_evaluation
+from hiergym.records import append_results, load_results, results_path
+from hiergym.stats import paired_success_difference, summarize
 from hiergym.training.advantages import compute_advantages, value_targets
 from hiergym.training.config import TrainConfig
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
@@ -191,9 +195,9 @@ class Trainer:
 
         cfg = self.config
         demos, expert_success = expert_demonstrations(
-            cfg.env_id, episodes=cfg.sft_episodes, seed=cfg.seed + 10_000_000, split=cfg.train_split,
-            env_kwargs=cfg.env_kwargs, agent=cfg.agent, style=resolve_prompt_style(cfg),
-            history_window=cfg.history_window, replan_every=cfg.replan_every, max_steps=cfg.max_episode_steps)
+            cfg.env_id, build_agent(cfg, None, temperature=0.0), episodes=cfg.sft_episodes,
+            seed=cfg.seed + 10_000_000, split=cfg.train_split, env_kwargs=cfg.env_kwargs,
+            max_steps=cfg.max_episode_steps)
         pairs = [(self.policy.encode_prompt(d.prompt),
                   self.policy.tokenizer(d.response, add_special_tokens=False)["input_ids"] + [self.policy.eos_token_ids[0]])
                  for d in demos]
@@ -250,15 +254,26 @@ class Trainer:
 
     def evaluate(self, label: str) -> dict[str, Any]:
         """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``), played by the
-        evaluation harness exactly as ``hiergym eval`` plays them; the episodes go to ``OUT/eval/LABEL``."""
-        from hiergym.benchmarks.harness import evaluate
-
+        episode driver exactly as ``hiergym eval`` plays them (``play_evaluation``); the episodes go to
+        ``OUT/eval/LABEL`` (transcripts, ``results.jsonl``, ``summary.json``)."""
         cfg = self.config
         agent = build_agent(cfg, self.policy, cfg.eval_temperature)
-        summary = evaluate(
-            cfg.env_id, agent, episodes=cfg.eval_episodes, split=cfg.eval_split, seed=cfg.seed,
-            batch_size=cfg.eval_episodes, env_args=dict(cfg.env_kwargs), max_steps=cfg.max_episode_steps,
-            step_timeout=None, progress=False, out=str(self.out / "eval" / label), overwrite=True, label=label)
+        run_dir = self.out / "eval" / label
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        envs = [gym.make(cfg.env_id, **cfg.env_kwargs) for _ in range(cfg.eval_episodes)]
+        started = time.perf_counter()
+        try:
+            results = play_evaluation(envs, agent, range(cfg.eval_episodes), seed=cfg.seed, split=cfg.eval_split,
+                                      max_steps=cfg.max_episode_steps, out=run_dir)
+        finally:
+            for env in envs:
+                env.close()
+        append_results(results_path(run_dir), results)
+        record = {"env": cfg.env_id, "env_args": dict(cfg.env_kwargs), "agent": f"{cfg.agent} ({cfg.model})",
+                  "agent_args": saved_agent_settings(cfg), "split": cfg.eval_split, "seed": cfg.seed, "label": label}
+        summary = summarize(results, config=record, wall_time_s=time.perf_counter() - started)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         keys = ("episodes", "success_rate", "success_ci95", "mean_return", "mean_steps", "invalid_action_rate",
                 "parse_error_rate", "response_tokens_per_episode")
         result = {"label": label, **{k: summary[k] for k in keys}}
@@ -355,8 +370,6 @@ class Trainer:
 
     def rl_gain(self) -> dict[str, Any] | None:
         """Success after RL minus before, paired on the same evaluation tasks (``paired_success_difference``)."""
-        from hiergym.benchmarks.harness import load_results, paired_success_difference
-
         runs = [self.out / "eval" / label for label in ("before_rl", "after_rl")]
         if not all((run / "results.jsonl").is_file() for run in runs):
             return None

@@ -1,6 +1,7 @@
 """The trajectory contract: what a rollout records, and the columnar batch that estimators consume.
 
-A rollout produces one :class:`StepRecord` per *generation* of the agent:
+A rollout produces one :class:`StepRecord` (defined in :mod:`hiergym.records`, below every layer that makes
+or reads one) per *generation* of the agent:
 
 - ``level="executor"`` rows are environment steps (a flat agent produces only these): the observation the
   agent saw, the action text it produced, the reward the env returned for it.
@@ -18,12 +19,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-LEVELS = ("executor", "planner")
+from hiergym.records import LEVELS, StepRecord
+
 EXECUTOR, PLANNER = 0, 1
+
+__all__ = ["EXECUTOR", "LEVELS", "PLANNER", "StepBatch", "StepRecord", "anchor_hash"]
 
 
 def anchor_hash(state_key: str) -> int:
@@ -36,29 +40,6 @@ def _anchor_codes(anchors: Sequence[str] | Sequence[int] | np.ndarray) -> np.nda
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
     return np.fromiter((anchor_hash(str(a)) for a in values), dtype=np.int64, count=len(values))
-
-
-@dataclass
-class StepRecord:
-    group_id: int
-    traj_id: int
-    step: int
-    level: str = "executor"
-    segment: int = 0
-    anchor: str = ""
-    observation: str = ""
-    action: str = ""
-    reward: float = 0.0
-    #: True on the last environment step of the trajectory (terminated or truncated).
-    done: bool = False
-    #: True when the env flagged the action invalid (or the agent's output could not be parsed).
-    invalid: bool = False
-    prompt_token_ids: list[int] = field(default_factory=list)
-    response_token_ids: list[int] = field(default_factory=list)
-    #: Behaviour-policy log-probs of ``response_token_ids``, one per token.
-    response_logprobs: list[float] = field(default_factory=list)
-    #: Critic value of the state before the action, when a value head was used (else NaN).
-    value: float = float("nan")
 
 
 @dataclass

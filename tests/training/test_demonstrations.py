@@ -1,0 +1,63 @@
+"""Behaviour-cloning demonstrations are played through the real agent: their prompts are, token for token, the
+prompts the agent builds when it plays the same actions itself."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+
+from hiergym.agents.demonstrator import ScriptedBackend
+from hiergym.agents.hierarchical import SUBGOAL_STOP
+from hiergym.driver import EnvEpisodes, play_episodes
+from hiergym.training.config import load_config
+from hiergym.training.demonstrations import expert_demonstrations
+from hiergym.training.trainer import build_agent, build_policy
+
+torch.set_num_threads(1)
+EPISODES = 3
+
+
+class RecordingBackend(ScriptedBackend):
+    """Answers with given responses and records every prompt it is asked, with its level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompts: list[tuple[str, str]] = []
+
+    def generate(self, prompts, **kwargs):
+        level = "planner" if kwargs.get("stop") and SUBGOAL_STOP[0] in kwargs["stop"] else "executor"
+        self.prompts += [(prompt, level) for prompt in prompts]
+        return super().generate(prompts, **kwargs)
+
+
+@pytest.mark.parametrize("preset", ["sokoban", "alfworld"])
+@pytest.mark.parametrize("agent", ["flat", "hierarchical"])
+def test_demonstration_prompts_are_the_agents_own(tmp_path, preset: str, agent: str) -> None:
+    config = load_config(preset, overrides={"agent": agent, "out_dir": str(tmp_path)})
+    seed = 7
+    demos, success = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0),
+                                           episodes=EPISODES, seed=seed, split="train", env_kwargs=config.env_kwargs,
+                                           max_steps=config.max_episode_steps)
+    assert success == 1.0 and demos
+    assert {d.level for d in demos} == ({"executor", "planner"} if agent == "hierarchical" else {"executor"})
+
+    # The plain agent (no demonstrator) plays the same episodes, one at a time, answering with the demonstrated
+    # responses: it must ask exactly the demonstrated prompts.
+    backend = RecordingBackend()
+    player = build_agent(config, backend, temperature=0.0)
+    for d in demos:
+        (backend.planner_responses if d.level == "planner" else backend.executor_responses).append(d.response)
+    env = gym.make(config.env_id, **config.env_kwargs)
+    for episode in range(EPISODES):
+        played = play_episodes(EnvEpisodes([env], [{"seed": seed + episode, "options": {"split": "train"}}]),
+                               player, max_steps=config.max_episode_steps)
+        assert played.results[0].success
+    env.close()
+    assert not backend.planner_responses and not backend.executor_responses
+    assert [level for _, level in backend.prompts] == [d.level for d in demos]
+
+    tokenizer = build_policy(config)
+    for (prompt, _), demo in zip(backend.prompts, demos, strict=True):
+        assert tokenizer.encode_prompt(prompt) == tokenizer.encode_prompt(demo.prompt)
+        assert prompt == demo.prompt
