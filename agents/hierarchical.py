@@ -41,7 +41,7 @@ class HierarchicalAgentConfig(LLMAgentConfig):
         planner_temperature: the planner's sampling temperature (default: ``temperature``).
     """
 
-    replan_every: int | None = 5
+    replan_every: int | None = 4
     planner_max_new_tokens: int | None = None
     planner_temperature: float | None = None
 

@@ -5,6 +5,11 @@ with NumPy (no Python loop over rows; the only loops run over step positions or 
 registered by name in :data:`ESTIMATORS`, so ``compute_advantages("gigpo", batch, gamma=0.9)`` works.
 ``docs/training.md`` gives each formula and its paper.
 
+Each estimator's options are a small frozen dataclass (:data:`ESTIMATOR_OPTIONS`), the one declaration of
+their names, defaults and ranges: :func:`estimator_options` builds and checks them (the trainer does so when
+its config loads, so a typo fails before any work), and every estimator that discounts shares
+:data:`DEFAULT_GAMMA`. An options class also says whether its estimator needs a value head.
+
 Shared conventions:
 - A *group* is the G rollouts of one task from the same seed (``batch.group_id``).
 - Group-relative terms compare a value with the mean of its group (and divide by the group's standard
@@ -16,7 +21,10 @@ Shared conventions:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,21 +34,79 @@ Estimator = Callable[..., np.ndarray]
 ESTIMATORS: dict[str, Estimator] = {}
 NORMALIZE_CHOICES = ("mean", "std")
 EPS = 1e-6
+#: The discount per environment step of every estimator that discounts.
+DEFAULT_GAMMA = 0.95
 
 
-def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
+# ------------------------------------------------------------------------------------------ options
+def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
+    """A field of an estimator's options: default, documentation, and the range or choices it must be in."""
+    return dataclasses.field(default=default, metadata={"help": help, "low": low, "high": high, "choices": choices})
+
+
+@dataclass(frozen=True)
+class EstimatorOptions:
+    """Base of every estimator's options: checks each field's type and range when built."""
+
+    #: Whether the estimator reads ``batch.value`` (the trainer then trains a value head).
+    @property
+    def needs_value_head(self) -> bool:
+        return False
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta.get("choices") is not None:
+                if value not in meta["choices"]:
+                    raise ValueError(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
+            if meta.get("low") is not None and value < meta["low"]:
+                raise ValueError(f"{f.name} must be >= {meta['low']}, got {value!r}")
+            if meta.get("high") is not None and value > meta["high"]:
+                raise ValueError(f"{f.name} must be <= {meta['high']}, got {value!r}")
+
+    @classmethod
+    def describe(cls) -> str:
+        return ", ".join(f"{f.name} (default {f.default!r}: {f.metadata['help']})" for f in dataclasses.fields(cls))
+
+
+#: name -> the options class of the estimator registered under that name.
+ESTIMATOR_OPTIONS: dict[str, type[EstimatorOptions]] = {}
+
+
+def register_estimator(name: str, options: type[EstimatorOptions]) -> Callable[[Estimator], Estimator]:
     def decorate(fn: Estimator) -> Estimator:
         ESTIMATORS[name] = fn
+        ESTIMATOR_OPTIONS[name] = options
         return fn
 
     return decorate
 
 
-def compute_advantages(name: str, batch: StepBatch, **options) -> np.ndarray:
-    """Run the estimator registered as ``name``; a clear error names the registered ones."""
+def estimator_options(name: str, options: dict[str, Any] | None = None) -> EstimatorOptions:
+    """The checked options of estimator ``name``; a clear error names the valid estimators or option keys."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {name!r}; choose one of {', '.join(sorted(ESTIMATORS))}")
-    return ESTIMATORS[name](batch, **options)
+    cls = ESTIMATOR_OPTIONS[name]
+    options = dict(options or {})
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option {', '.join(map(repr, unknown))} of estimator {name!r}; valid keys: "
+                         + (", ".join(valid) if valid else "none (it takes no options)"))
+    try:
+        return cls(**options)
+    except ValueError as exc:
+        raise ValueError(f"estimator {name!r}: {exc}") from None
+
+
+def compute_advantages(name: str, batch: StepBatch, **options) -> np.ndarray:
+    """Run the estimator registered as ``name`` with checked options."""
+    checked = estimator_options(name, options)
+    return ESTIMATORS[name](batch, **dataclasses.asdict(checked))
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -153,17 +219,33 @@ def _anchor_term(batch: StepBatch, values: np.ndarray, keys: tuple[np.ndarray, .
 
 
 # ------------------------------------------------------------------------------------------ estimators
-@register_estimator("grpo")
-def grpo(batch: StepBatch, normalize: str = "std", eps: float = EPS) -> np.ndarray:
+_NORMALIZE_HELP = "group statistics: 'mean' subtracts the group mean, 'std' also divides by the group std"
+_STEP_WEIGHT_HELP = "weight w of the step-level term"
+
+
+@dataclass(frozen=True)
+class GRPOOptions(EstimatorOptions):
+    normalize: str = option("std", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
+    eps: float = option(EPS, "added to the group std before dividing", low=0.0)
+
+
+@register_estimator("grpo", GRPOOptions)
+def grpo(batch: StepBatch, **options: Any) -> np.ndarray:
     """GRPO / Flow-GRPO: (R_i - mean_group R) / std_group R, broadcast to every row of trajectory i."""
-    _check_normalize(normalize)
+    o = GRPOOptions(**options)
+    normalize, eps = o.normalize, o.eps
     layout = _Layout(batch)
     returns = trajectory_returns(batch, layout)
     per_traj = group_relative(returns, layout.traj_group, int(layout.traj_group.max()) + 1, normalize, eps)
     return per_traj[layout.traj]
 
 
-@register_estimator("rloo")
+@dataclass(frozen=True)
+class RLOOOptions(EstimatorOptions):
+    pass
+
+
+@register_estimator("rloo", RLOOOptions)
 def rloo(batch: StepBatch) -> np.ndarray:
     """REINFORCE leave-one-out: R_i - mean_{j != i} R_j over the group's trajectories."""
     layout = _Layout(batch)
@@ -176,9 +258,17 @@ def rloo(batch: StepBatch) -> np.ndarray:
     return per_traj[layout.traj]
 
 
-@register_estimator("gigpo")
-def gigpo(batch: StepBatch, gamma: float = 0.95, step_weight: float = 1.0, normalize: str = "mean",
-          episode_stats: str = "trajectory") -> np.ndarray:
+@dataclass(frozen=True)
+class GiGPOOptions(EstimatorOptions):
+    gamma: float = option(DEFAULT_GAMMA, "discount of the return-to-go per environment step", low=0.0, high=1.0)
+    step_weight: float = option(1.0, _STEP_WEIGHT_HELP, low=0.0)
+    normalize: str = option("mean", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
+    episode_stats: str = option("trajectory", "episode term's statistics over trajectories, or over step rows "
+                                "as verl-agent", choices=("trajectory", "step"))
+
+
+@register_estimator("gigpo", GiGPOOptions)
+def gigpo(batch: StepBatch, **options: Any) -> np.ndarray:
     """GiGPO: A = A_E + w * A_S.
 
     A_E: the episode-level group-relative return (``episode_stats="step"`` takes the statistics over step
@@ -186,9 +276,10 @@ def gigpo(batch: StepBatch, gamma: float = 0.95, step_weight: float = 1.0, norma
     *anchor group* — rows of the same group and level with an equal anchor state, across and within
     trajectories — (divided by its std for ``normalize="std"``); 0 for a row alone in its anchor group.
     """
-    _check_normalize(normalize)
+    o = GiGPOOptions(**options)
+    gamma, step_weight, normalize = o.gamma, o.step_weight, o.normalize
     layout = _Layout(batch)
-    episode = _episode_term(batch, layout, normalize, episode_stats)
+    episode = _episode_term(batch, layout, normalize, o.episode_stats)
     returns_to_go = layout.gather(discounted_returns(layout.grid(batch.reward), gamma))
     step = _anchor_term(batch, returns_to_go, (batch.anchor,), normalize)
     return episode + step_weight * step
@@ -214,9 +305,17 @@ def history_signatures(batch: StepBatch, depth: int, layout: _Layout | None = No
     return signatures
 
 
-@register_estimator("hgpo")
-def hgpo(batch: StepBatch, depth: int = 2, gamma: float = 0.95, step_weight: float = 1.0,
-         normalize: str = "mean", weight_power: float = 1.0) -> np.ndarray:
+@dataclass(frozen=True)
+class HGPOOptions(EstimatorOptions):
+    depth: int = option(2, "longest history (preceding anchors) a group must agree on", low=0)
+    gamma: float = option(DEFAULT_GAMMA, "discount of the return-to-go per environment step", low=0.0, high=1.0)
+    step_weight: float = option(1.0, _STEP_WEIGHT_HELP, low=0.0)
+    normalize: str = option("mean", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
+    weight_power: float = option(1.0, "level k weighs (k + 1) ** weight_power", low=0.0)
+
+
+@register_estimator("hgpo", HGPOOptions)
+def hgpo(batch: StepBatch, **options: Any) -> np.ndarray:
     """HGPO: A = A_E + w * sum_k lambda_k A_k over the hierarchy of history-consistent groups.
 
     Level k groups rows of the same group and level whose anchor and k preceding anchors agree (k = 0 is
@@ -225,7 +324,8 @@ def hgpo(batch: StepBatch, depth: int = 2, gamma: float = 0.95, step_weight: flo
     more consistent (longer-history) groups while falling back on larger groups where the long-history one
     is a singleton. A row with no non-singleton level gets A_S = 0.
     """
-    _check_normalize(normalize)
+    o = HGPOOptions(**options)
+    depth, gamma, step_weight, normalize, weight_power = o.depth, o.gamma, o.step_weight, o.normalize, o.weight_power
     layout = _Layout(batch)
     episode = _episode_term(batch, layout, normalize)
     returns_to_go = layout.gather(discounted_returns(layout.grid(batch.reward), gamma))
@@ -263,9 +363,23 @@ def _segment_table(batch: StepBatch, layout: _Layout) -> tuple[np.ndarray, np.nd
     return codes, batch.segment - first_segment[layout.traj], n
 
 
-@register_estimator("hiper")
-def hiper(batch: StepBatch, form: str = "relative", gamma: float = 0.95, planner_gamma: float = 1.0,
-          lam: float = 0.95, step_weight: float = 1.0, normalize: str = "mean") -> np.ndarray:
+@dataclass(frozen=True)
+class HiPEROptions(EstimatorOptions):
+    form: str = option("relative", "'relative' (critic-free, group-relative) or 'value' (GAE at both levels with "
+                       "a value head)", choices=("relative", "value"))
+    gamma: float = option(DEFAULT_GAMMA, "executor discount per environment step", low=0.0, high=1.0)
+    planner_gamma: float = option(1.0, "planner discount per subgoal segment", low=0.0, high=1.0)
+    lam: float = option(0.95, "GAE lambda (form='value')", low=0.0, high=1.0)
+    step_weight: float = option(1.0, _STEP_WEIGHT_HELP, low=0.0)
+    normalize: str = option("mean", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
+
+    @property
+    def needs_value_head(self) -> bool:
+        return self.form == "value"
+
+
+@register_estimator("hiper", HiPEROptions)
+def hiper(batch: StepBatch, **options: Any) -> np.ndarray:
     """Hierarchical advantage estimation for planner/executor agents (HiPER; HiMAC's critic-free form).
 
     Segment returns: R_seg = the rewards of a subgoal segment's environment steps. The planner acts on a
@@ -282,7 +396,9 @@ def hiper(batch: StepBatch, form: str = "relative", gamma: float = 0.95, planner
                 segment and, at the segment's last step, the next segment's planner value (0 at the end);
                 GAE(lam) accumulated within the segment only.
     """
-    _check_normalize(normalize)
+    o = HiPEROptions(**options)
+    form, gamma, planner_gamma, lam, step_weight, normalize = (o.form, o.gamma, o.planner_gamma, o.lam,
+                                                              o.step_weight, o.normalize)
     layout = _Layout(batch)
     is_planner = batch.level == PLANNER
     segment_code, segment_rank, num_segments = _segment_table(batch, layout)
@@ -304,8 +420,6 @@ def hiper(batch: StepBatch, form: str = "relative", gamma: float = 0.95, planner
         values = np.where(is_planner, plan_returns, inner_returns)
         return episode + step_weight * _anchor_term(batch, values, (batch.anchor,), normalize)
 
-    if form != "value":
-        raise ValueError(f"form must be 'relative' or 'value', got {form!r}")
     if np.isnan(batch.value).any():
         raise ValueError("hiper(form='value') needs a value estimate on every row (StepRecord.value)")
     advantages = np.zeros(len(batch))
@@ -337,13 +451,25 @@ def hiper(batch: StepBatch, form: str = "relative", gamma: float = 0.95, planner
     return advantages
 
 
-@register_estimator("gae")
-def gae(batch: StepBatch, gamma: float = 0.99, lam: float = 0.95) -> np.ndarray:
+@dataclass(frozen=True)
+class GAEOptions(EstimatorOptions):
+    gamma: float = option(DEFAULT_GAMMA, "discount per environment step", low=0.0, high=1.0)
+    lam: float = option(0.95, "GAE lambda", low=0.0, high=1.0)
+
+    @property
+    def needs_value_head(self) -> bool:
+        return True
+
+
+@register_estimator("gae", GAEOptions)
+def gae(batch: StepBatch, **options: Any) -> np.ndarray:
     """PPO's generalised advantage estimation over environment steps with a value head.
 
     delta_t = r_t + gamma * V_{t+1} - V_t (V after the last step is 0), A_t = sum_l (gamma * lam)^l delta_{t+l}.
     Planner rows (if any) take the advantage of the step they precede. Needs ``batch.value``.
     """
+    o = GAEOptions(**options)
+    gamma, lam = o.gamma, o.lam
     executor = batch.level == EXECUTOR
     if np.isnan(batch.value[executor]).any():
         raise ValueError("gae needs a value estimate on every executor row (StepRecord.value)")

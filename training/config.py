@@ -8,113 +8,189 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hiergym.agents.hierarchical import HierarchicalAgentConfig
+from hiergym.agents.prompts import STYLES
+from hiergym.agents.spec import TINY_DEFAULTS
 from hiergym.agents.tiny import TinyModelConfig
+from hiergym.envs.core import SPLITS
+from hiergym.training.advantages import EstimatorOptions, estimator_options
+from hiergym.training.loss import AGGREGATIONS, KL_ESTIMATORS, LossConfig
 
 #: What ``model_architecture`` may set: the fields of the tiny model's config.
 ARCHITECTURE_FIELDS = frozenset(f.name for f in dataclasses.fields(TinyModelConfig))
 
 
+#: The loss settings' defaults (declared once, in ``LossConfig``) and the agent's (``TINY_DEFAULTS``: the tiny
+#: byte-level model's profile; ``HierarchicalAgentConfig`` for the planner's cadence).
+_LOSS = LossConfig()
+_REPLAN_EVERY = HierarchicalAgentConfig.replan_every
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+           low: float | None = None, high: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A TrainConfig field: its default, its help, and the range or choices ``validate`` enforces."""
+    metadata = {"help": help, "low": low, "high": high, "choices": choices}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     # ------------------------------------------------------------------ environment and tasks
-    env_id: str = field(default="hiergym/Sokoban-v0", metadata={"help": "environment id (hiergym list)"})
-    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "environment arguments"})
-    max_episode_steps: int = field(default=20, metadata={"help": "steps per training/eval episode"})
-    num_tasks: int = field(default=8, metadata={"help": "B: tasks per rollout batch"})
-    group_size: int = field(default=4, metadata={"help": "G: rollouts of each task from the same seed"})
-    train_split: str = field(default="train", metadata={"help": "split rollouts draw tasks from"})
+    env_id: str = option("hiergym/Sokoban-v0", "environment id (hiergym list)")
+    env_kwargs: dict[str, Any] = option(factory=dict, help="environment arguments")
+    max_episode_steps: int = option(20, "steps per training/eval episode", low=1)
+    num_tasks: int = option(8, "B: tasks per rollout batch", low=1)
+    group_size: int = option(4, "G: rollouts of each task from the same seed", low=1)
+    train_split: str = option("train", "split rollouts draw tasks from", choices=SPLITS)
 
     # ------------------------------------------------------------------ agent and model
-    model: str = field(default="tiny", metadata={"help": "'tiny', 'tiny:DIR', or a local HF path / cached id"})
-    model_architecture: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "fresh tiny model: TinyModelConfig overrides (hidden_size, num_hidden_layers, ...)"})
-    agent: str = field(default="flat", metadata={"help": "'flat' or 'hierarchical' (planner/executor)"})
-    prompt_style: str = field(default="auto", metadata={"help": "prompt style: auto, compact or full"})
-    replan_every: int = field(default=4, metadata={"help": "hierarchical: planner rewrites the subgoal "
-                                                             "after this many executor steps"})
-    history_window: int = field(default=2, metadata={"help": "recent steps shown in the prompt"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature during rollouts"})
-    max_new_tokens: int = field(default=24, metadata={"help": "longest generation per decision"})
-    planner_max_new_tokens: int = field(default=48, metadata={"help": "hierarchical: longest subgoal generation"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 weights on CUDA (ignored on CPU)"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters through peft"})
-    lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    model: str = option("tiny", "'tiny', 'tiny:DIR', or a local HF path / cached id")
+    model_architecture: dict[str, Any] = option(
+        factory=dict, help="fresh tiny model: TinyModelConfig overrides (hidden_size, num_hidden_layers, ...)")
+    agent: str = option("flat", "'flat' or 'hierarchical' (planner/executor)", choices=("flat", "hierarchical"))
+    prompt_style: str = option("auto", "prompt style: auto, compact or full", choices=("auto", *STYLES))
+    replan_every: int = option(_REPLAN_EVERY, "hierarchical: planner rewrites the subgoal after this many "
+                               "executor steps", low=1)
+    history_window: int = option(TINY_DEFAULTS["history_window"], "recent steps shown in the prompt", low=0)
+    temperature: float = option(1.0, "sampling temperature during rollouts", low=0.0)
+    max_new_tokens: int = option(TINY_DEFAULTS["max_new_tokens"], "longest generation per decision", low=1)
+    planner_max_new_tokens: int = option(TINY_DEFAULTS["planner_max_new_tokens"],
+                                         "hierarchical: longest subgoal generation", low=1)
+    device: str = option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    bf16: bool = option(True, "bf16 weights on CUDA (ignored on CPU)")
+    lora: bool = option(False, "train LoRA adapters through peft")
+    lora_rank: int = option(16, "LoRA rank", low=1)
+    gradient_checkpointing: bool = option(False, "trade compute for memory")
 
     # ------------------------------------------------------------------ advantages
-    estimator: str = field(default="gigpo", metadata={"help": "grpo, rloo, gigpo, hgpo, hiper or gae"})
-    estimator_options: dict[str, Any] = field(default_factory=dict,
-                                              metadata={"help": "options of the estimator (gamma, ...)"})
-    center_advantages: bool = field(default=True, metadata={
-        "help": "subtract the mean over the batch's trained rows from their advantages before the loss (a "
-                "failing trajectory has more steps than a winning one; uncentred, its many negative rows "
-                "push the sampled tokens down on balance and flatten a small policy)"})
+    estimator: str = option("gigpo", "grpo, rloo, gigpo, hgpo, hiper or gae")
+    estimator_options: dict[str, Any] = option(
+        factory=dict, help="options of the estimator, checked against its options class (hiergym train "
+        "--help-config lists them), e.g. {gamma: 0.9}")
+    center_advantages: bool = option(True, "subtract the mean over the batch's trained rows from their advantages "
+                                     "before the loss (a failing trajectory has more steps than a winning one; "
+                                     "uncentred, its many negative rows push the sampled tokens down on balance "
+                                     "and flatten a small policy)")
 
     # ------------------------------------------------------------------ optimisation
-    iterations: int = field(default=30, metadata={"help": "RL iterations (rollout batch + update)"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate for RL"})
-    epochs: int = field(default=1, metadata={"help": "passes over each rollout batch"})
-    mini_batches: int = field(default=4, metadata={"help": "optimizer steps per epoch (the batch split evenly)"})
-    micro_batch_size: int = field(default=32, metadata={
-        "help": "distinct sequences per forward/backward (identical rollout rows share one)"})
-    clip_low: float = field(default=0.2, metadata={"help": "PPO clip range below 1"})
-    clip_high: float = field(default=0.28, metadata={"help": "clip range above 1 (clip-higher if > clip_low)"})
-    dual_clip: float | None = field(default=None, metadata={"help": "dual-clip bound for A < 0 (e.g. 3.0)"})
-    kl_coef: float = field(default=0.0, metadata={"help": "weight of KL to the frozen reference model"})
-    kl_estimator: str = field(default="k3", metadata={"help": "k1 or k3"})
-    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight"})
-    aggregation: str = field(default="token-mean", metadata={"help": "token-mean or seq-mean"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
-    schedule: str = field(default="joint", metadata={"help": "joint, or alternate (HiMAC co-evolution)"})
-    alternate_every: int = field(default=2, metadata={"help": "alternate: iterations per level before switching"})
-    value_coef: float = field(default=0.5, metadata={"help": "value loss weight (value-based estimators)"})
-    invalid_action_penalty: float = field(default=0.1, metadata={"help": "subtracted from the reward of an "
-                                                                          "invalid action"})
+    iterations: int = option(30, "RL iterations (rollout batch + update)", low=0)
+    learning_rate: float = option(3e-4, "AdamW learning rate for RL", low=0.0)
+    epochs: int = option(1, "passes over each rollout batch", low=1)
+    mini_batches: int = option(4, "optimizer steps per epoch (the batch split evenly)", low=1)
+    micro_batch_size: int = option(32, "distinct sequences per forward/backward (identical rollout rows share "
+                                   "one)", low=1)
+    clip_low: float = option(_LOSS.clip_low, "PPO clip range below 1", low=0.0)
+    clip_high: float = option(_LOSS.clip_high, "clip range above 1 (clip-higher if > clip_low)", low=0.0)
+    dual_clip: float | None = option(_LOSS.dual_clip, "dual-clip bound for A < 0 (e.g. 3.0)")
+    kl_coef: float = option(_LOSS.kl_coef, "weight of KL to the frozen reference model", low=0.0)
+    kl_estimator: str = option(_LOSS.kl_estimator, "k1 or k3", choices=KL_ESTIMATORS)
+    entropy_coef: float = option(_LOSS.entropy_coef, "entropy bonus weight")
+    aggregation: str = option(_LOSS.aggregation, "token-mean or seq-mean", choices=AGGREGATIONS)
+    max_grad_norm: float = option(1.0, "gradient clipping", low=0.0)
+    schedule: str = option("joint", "joint, or alternate (HiMAC co-evolution)", choices=("joint", "alternate"))
+    alternate_every: int = option(2, "alternate: iterations per level before switching", low=1)
+    value_coef: float = option(_LOSS.value_coef, "value loss weight (value-based estimators)", low=0.0)
+    invalid_action_penalty: float = option(0.1, "subtracted from the reward of an invalid action")
 
     # ------------------------------------------------------------------ budgets
-    reward_mode: str = field(default="env", metadata={"help": "env, or hbpo (token-budget-aware reward)"})
-    token_budgets: list[int] = field(default_factory=list, metadata={"help": "HBPO: budgets, one subgroup each"})
+    reward_mode: str = option("env", "env, or hbpo (token-budget-aware reward)", choices=("env", "hbpo"))
+    token_budgets: list[int] = option(factory=list, help="HBPO: budgets, one subgroup each")
 
     # ------------------------------------------------------------------ behaviour cloning
-    sft_episodes: int = field(default=200, metadata={"help": "expert episodes for behaviour cloning (0: none)"})
-    sft_steps: int = field(default=300, metadata={"help": "optimizer steps of behaviour cloning"})
-    sft_batch_size: int = field(default=32, metadata={"help": "demonstrations per BC step"})
-    sft_learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate for BC"})
+    sft_episodes: int = option(200, "expert episodes for behaviour cloning (0: none)", low=0)
+    sft_steps: int = option(300, "optimizer steps of behaviour cloning", low=0)
+    sft_batch_size: int = option(32, "demonstrations per BC step", low=1)
+    sft_learning_rate: float = option(1e-3, "AdamW learning rate for BC", low=0.0)
 
     # ------------------------------------------------------------------ evaluation, logging, checkpoints
-    eval_every: int = field(default=10, metadata={"help": "evaluate every N iterations (0: only start/end)"})
-    eval_episodes: int = field(default=32, metadata={"help": "episodes per evaluation (task ids 0..N-1)"})
-    eval_split: str = field(default="eval_in", metadata={"help": "split of the fixed evaluation tasks"})
-    eval_temperature: float = field(default=0.0, metadata={"help": "0 = greedy evaluation"})
-    checkpoint_every: int = field(default=5, metadata={"help": "save a resumable checkpoint every N iterations"})
-    out_dir: str = field(default="runs/default", metadata={"help": "where metrics, checkpoints, plots go"})
-    seed: int = field(default=0, metadata={"help": "seed of tasks, sampling and initialisation"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    eval_every: int = option(10, "evaluate every N iterations (0: only start/end)", low=0)
+    eval_episodes: int = option(32, "episodes per evaluation (task ids 0..N-1)", low=1)
+    eval_split: str = option("eval_in", "split of the fixed evaluation tasks", choices=SPLITS)
+    eval_temperature: float = option(0.0, "0 = greedy evaluation", low=0.0)
+    checkpoint_every: int = option(5, "save a resumable checkpoint every N iterations", low=1)
+    out_dir: str = option("runs/default", "where metrics, checkpoints, plots go")
+    seed: int = option(0, "seed of tasks, sampling and initialisation", low=0)
+    progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> None:
-        from hiergym.training.advantages import ESTIMATORS
-
+        """Every field's type, range and choices, the estimator and its options, and the cross-field rules."""
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name))
         checks = [
-            (self.estimator in ESTIMATORS, f"estimator {self.estimator!r}: choose one of {sorted(ESTIMATORS)}"),
-            (self.agent in ("flat", "hierarchical"), f"agent {self.agent!r}: choose 'flat' or 'hierarchical'"),
-            (self.schedule in ("joint", "alternate"), f"schedule {self.schedule!r}: choose joint or alternate"),
-            (self.aggregation in ("token-mean", "seq-mean"), f"aggregation {self.aggregation!r}"),
-            (self.kl_estimator in ("k1", "k3"), f"kl_estimator {self.kl_estimator!r}: choose k1 or k3"),
-            (self.reward_mode in ("env", "hbpo"), f"reward_mode {self.reward_mode!r}: choose env or hbpo"),
-            (self.num_tasks >= 1 and self.group_size >= 1, "num_tasks and group_size must be >= 1"),
             (self.reward_mode != "hbpo" or bool(self.token_budgets), "reward_mode=hbpo needs token_budgets"),
-            (isinstance(self.model_architecture, dict) and set(self.model_architecture) <= ARCHITECTURE_FIELDS,
+            (set(self.model_architecture) <= ARCHITECTURE_FIELDS,
              f"model_architecture {self.model_architecture!r}: keys must be among {sorted(ARCHITECTURE_FIELDS)} "
              "(YAML needs a space after each colon: {hidden_size: 64, num_hidden_layers: 2})"),
+            (all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.token_budgets),
+             f"token_budgets must be positive integers, got {self.token_budgets!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"bad training config: {message}")
+        _check_device(self.device)
+        try:
+            estimator_options(self.estimator, self.estimator_options)
+            self.loss_config()
+        except ValueError as exc:
+            raise ValueError(f"bad training config: {exc}") from None
+
+    def estimator_settings(self) -> EstimatorOptions:
+        """The estimator's checked options."""
+        return estimator_options(self.estimator, self.estimator_options)
+
+    def loss_config(self) -> LossConfig:
+        """The loss settings of this config."""
+        return LossConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LossConfig)})
+
+
+def _check_device(device: str) -> None:
+    if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device) is None:
+        raise ValueError(f"bad training config: device {device!r}: use auto, cpu, cuda or cuda:N (e.g. cuda:0)")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"bad training config: device={device} but torch sees no CUDA GPU here; use device=cpu "
+                             "or device=auto (or install a CUDA build of torch, see the README)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"bad training config: device={device} but torch sees {torch.cuda.device_count()} GPU(s)")
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _check_field(f: dataclasses.Field, value: Any) -> None:
+    """One field's value against its annotation (``int``, ``float``, ``bool``, ``str``, ``dict``, ``list``,
+    optionally ``| None``) and its metadata's range and choices."""
+    annotation = str(f.type)
+    if value is None and "None" in annotation:
+        return
+    base = annotation.split("|")[0].split("[")[0].strip()
+    expected = _TYPES.get(base) or {"dict": dict, "list": list}.get(base)
+    kinds = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping",
+             list: "a list"}
+    ok = isinstance(value, expected) if expected is not None else True
+    if expected in (int, float) and isinstance(value, bool):
+        ok = False
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ValueError(f"bad training config: {f.name} expects {kinds[expected]}, got {value!r}")
+    meta = f.metadata
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise ValueError(f"bad training config: {f.name} {value!r}: choose one of {', '.join(meta['choices'])}")
+    if meta.get("low") is not None and value < meta["low"]:
+        raise ValueError(f"bad training config: {f.name} must be >= {meta['low']}, got {value!r}")
+    if meta.get("high") is not None and value > meta["high"]:
+        raise ValueError(f"bad training config: {f.name} must be <= {meta['high']}, got {value!r}")
 
 
 #: Presets: overrides of the defaults for each environment (``hiergym train --preset NAME``).
@@ -146,7 +222,12 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
     import yaml
 
     if isinstance(value, str) and not isinstance(current, str):
-        value = yaml.safe_load(value)
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise ValueError(f"{name}={value!r} is not valid YAML ({problem}); write e.g. {name}=3, "
+                             f"{name}=true or {name}='{{key: value}}'") from None
     if isinstance(current, float) and isinstance(value, str):
         try:
             value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
@@ -187,7 +268,13 @@ def load_config(preset: str | None = None, yaml_file: str | Path | None = None,
         path = Path(yaml_file)
         if not path.is_file():
             raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from None
         if not isinstance(data, dict):
             raise ValueError(f"config file {str(path)!r} must hold a mapping of option: value")
         config = apply_overrides(config, data)
@@ -211,4 +298,9 @@ def describe_config() -> str:
     for f in dataclasses.fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         lines.append(f"  {f.name:<24} {default!r:<22} {f.metadata.get('help', '')}")
+    from hiergym.training.advantages import ESTIMATOR_OPTIONS
+
+    lines.append("\nestimator_options, per estimator:")
+    for name, options in sorted(ESTIMATOR_OPTIONS.items()):
+        lines.append(f"  {name:<8} {options.describe() or '(no options)'}")
     return "\n".join(lines)

@@ -24,6 +24,46 @@ AGGREGATIONS = ("token-mean", "seq-mean")
 KL_ESTIMATORS = ("k1", "k3")
 
 
+@dataclass(frozen=True)
+class LossConfig:
+    """The trainer's loss settings, the one declaration of their defaults (``TrainConfig``'s loss fields
+    default to these; :func:`hiergym.training.optimize.policy_update` takes one). ``clipped_policy_loss`` on
+    its own is the plain PPO clip unless told otherwise (``clip_high=None`` is symmetric)."""
+
+    #: PPO clip range below 1.
+    clip_low: float = 0.2
+    #: Clip range above 1: clip-higher (DAPO) when larger than ``clip_low``.
+    clip_high: float = 0.28
+    #: Dual-clip bound for negative advantages (e.g. 3.0); None for none.
+    dual_clip: float | None = None
+    #: ``token-mean`` or ``seq-mean``.
+    aggregation: str = "token-mean"
+    #: Weight of the KL to the frozen reference model.
+    kl_coef: float = 0.0
+    #: ``k1`` or ``k3``.
+    kl_estimator: str = "k3"
+    #: Weight of the entropy bonus.
+    entropy_coef: float = 0.0
+    #: Weight of the value loss (estimators with a value head).
+    value_coef: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
+        if self.dual_clip is not None and self.dual_clip <= 1.0:
+            raise ValueError(f"dual_clip must be > 1 (or null), got {self.dual_clip}")
+        if self.clip_low < 0 or self.clip_high < 0:
+            raise ValueError(f"clip ranges must be >= 0, got clip_low={self.clip_low}, clip_high={self.clip_high}")
+
+    def policy_loss_options(self) -> dict:
+        """The keyword arguments of :func:`clipped_policy_loss`."""
+        return dict(clip_low=self.clip_low, clip_high=self.clip_high, dual_clip=self.dual_clip,
+                    aggregation=self.aggregation, kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
+                    entropy_coef=self.entropy_coef)
+
+
 @dataclass
 class PolicyLoss:
     loss: torch.Tensor

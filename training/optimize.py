@@ -9,15 +9,17 @@ several epochs of shuffled micro-batches with gradient accumulation and gradient
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from hiergym.agents.policy import pad_token_rows
-from hiergym.training.loss import clipped_policy_loss, value_loss
+from hiergym.training.loss import LossConfig, clipped_policy_loss, value_loss
 
 
 @dataclass
@@ -79,25 +81,23 @@ def policy_update(
     epochs: int = 1,
     mini_batches: int = 1,
     micro_batch_size: int = 32,
-    clip_low: float = 0.2,
-    clip_high: float | None = None,
-    dual_clip: float | None = None,
-    aggregation: str = "token-mean",
-    kl_coef: float = 0.0,
-    kl_estimator: str = "k3",
+    loss: LossConfig | None = None,
     reference=None,
-    entropy_coef: float = 0.0,
     max_grad_norm: float = 1.0,
     value_head: ValueHead | None = None,
-    value_coef: float = 0.5,
     rng: random.Random | None = None,
+    **loss_overrides: Any,
 ) -> dict[str, float]:
     """One PPO-style update on a finished batch of generations. Returns averaged metrics.
+
+    ``loss`` (a :class:`~hiergym.training.loss.LossConfig`, its defaults when None) sets the loss terms;
+    ``loss_overrides`` replace single fields of it (``clip_high=0.28``).
 
     Each epoch shuffles the sequences and splits them into ``mini_batches`` optimizer steps; each step
     accumulates gradients over micro-batches of ``micro_batch_size`` distinct sequences (identical rows, the
     same prompt and response in several rollouts, share one forward/backward and stay in one mini-batch).
     """
+    loss = dataclasses.replace(loss or LossConfig(), **loss_overrides)
     usable = [s for s in sequences if s.response_ids]
     if not usable:
         return {"pg_loss": 0.0, "sequences": 0}
@@ -115,10 +115,9 @@ def policy_update(
         for mini in np.array_split(np.array(order), max(1, min(mini_batches, len(order)))):
             _accumulate_and_step(
                 policy, optimizer, [[usable[i] for i in identical_sets[g]] for g in mini], metrics,
-                micro_batch_size=micro_batch_size, aggregation=aggregation, loss_options=dict(
-                    clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip, aggregation=aggregation,
-                    kl_coef=kl_coef, kl_estimator=kl_estimator, entropy_coef=entropy_coef),
-                reference=reference, value_head=value_head, value_coef=value_coef, max_grad_norm=max_grad_norm)
+                micro_batch_size=micro_batch_size, aggregation=loss.aggregation,
+                loss_options=loss.policy_loss_options(), reference=reference, value_head=value_head,
+                value_coef=loss.value_coef, max_grad_norm=max_grad_norm)
     model.eval()
     summary = {k: float(np.mean(v)) for k, v in metrics.items() if v}
     summary["sequences"] = len(usable)

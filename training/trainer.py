@@ -43,15 +43,10 @@ from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_clonin
 from hiergym.training.rollout import collect_rollouts
 from hiergym.training.trajectory import LEVELS, StepBatch
 
-#: Estimators that need a value head, with the options that select the value-based form.
-VALUE_ESTIMATORS = {"gae": {}, "hiper": {"form": "value"}}
-
 
 def needs_value_head(config: TrainConfig) -> bool:
-    if config.estimator not in VALUE_ESTIMATORS:
-        return False
-    required = VALUE_ESTIMATORS[config.estimator]
-    return all(config.estimator_options.get(k) == v for k, v in required.items())
+    """Whether the configured estimator (with its options) reads a value head's estimates."""
+    return config.estimator_settings().needs_value_head
 
 
 def resolve_prompt_style(config: TrainConfig) -> str:
@@ -232,11 +227,8 @@ class Trainer:
         sequences = self._sequences(batch, advantages, self._trained_levels(iteration))
         update = policy_update(
             self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
-            micro_batch_size=cfg.micro_batch_size,
-            clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, aggregation=cfg.aggregation,
-            kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, reference=self.reference,
-            entropy_coef=cfg.entropy_coef, max_grad_norm=cfg.max_grad_norm, value_head=self.value_head,
-            value_coef=cfg.value_coef, rng=self.rng)
+            micro_batch_size=cfg.micro_batch_size, loss=cfg.loss_config(), reference=self.reference,
+            max_grad_norm=cfg.max_grad_norm, value_head=self.value_head, rng=self.rng)
         tokens = sum(len(r.response_token_ids) for r in batch.records)
         prompt_tokens = sum(len(r.prompt_token_ids) for r in batch.records)
         metrics = {
@@ -389,7 +381,8 @@ class Trainer:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["iteration"] for r in train], [r["train_success"] for r in train], label="train (sampled)")
         xs = [evaluation_iteration(r["label"], self.state["iteration"]) for r in evals]
-        ax.plot(xs, [r["success_rate"] for r in evals], "o-", label="eval (greedy)")
+        decoding = "greedy" if self.config.eval_temperature == 0 else f"sampled at T={self.config.eval_temperature:g}"
+        ax.plot(xs, [r["success_rate"] for r in evals], "o-", label=f"eval ({decoding})")
         ax.set_xlabel("RL iteration")
         ax.set_ylabel("success rate")
         ax.set_title(f"{self.config.env_id} · {self.config.estimator}")
