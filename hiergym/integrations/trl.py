@@ -358,8 +358,13 @@ def hf_generate(trainer: Any, sequences: list[list[int]], max_new_tokens: int,
         attention[row, width - len(seq):] = 1
     device = trainer.accelerator.device
     settings = dict(getattr(trainer, "generation_kwargs", None) or {})
-    settings.update(max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos, do_sample=True,
-                    temperature=trainer.temperature, output_logits=True, return_dict_in_generate=True)
+    temperature = float(trainer.temperature)
+    sample = temperature > 0
+    settings.update(max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos, do_sample=sample,
+                    temperature=temperature if sample else None, output_logits=True, return_dict_in_generate=True)
+    if not sample:
+        settings.update(top_p=None, top_k=None, min_p=None)
+    scale = temperature if sample else 1.0
     config = GenerationConfig(**settings, disable_compile=True)
     criterion = _StopOnStrings(tokenizer, stop, width, len(sequences)) if stop else None
     args = trainer.args
@@ -378,7 +383,7 @@ def hf_generate(trainer: Any, sequences: list[list[int]], max_new_tokens: int,
     new_tokens = out.sequences[:, width:]
     if out.logits:
         step_logprobs = torch.stack([
-            torch.log_softmax(logits.float() / trainer.temperature, dim=-1).gather(1, new_tokens[:, t:t + 1].to(logits.device)).squeeze(1)
+            torch.log_softmax(logits.float() / scale, dim=-1).gather(1, new_tokens[:, t:t + 1].to(logits.device)).squeeze(1)
             for t, logits in enumerate(out.logits)
         ], dim=1).tolist()
     else:
@@ -515,6 +520,8 @@ class MultiTurnRollout:
             style, none for compact.
         generate: the generation hook (default :func:`vllm_generate` when the trainer uses vLLM, else
             :func:`hf_generate`).
+        micro_batch_size: the most sequences per generation call (default: all running episodes at once);
+            ``hf_generate`` keeps every step's logits of a call, so this bounds its memory.
         backend, num_workers: ``make_group_vec``'s (``"process"`` for envs with expensive steps).
     """
 
@@ -527,6 +534,7 @@ class MultiTurnRollout:
         max_new_tokens: int = 128,
         stop: Sequence[str] | None = None,
         generate: GenerateFn | None = None,
+        micro_batch_size: int | None = None,
         backend: str = "sync",
         num_workers: int | None = None,
     ) -> None:
@@ -537,7 +545,10 @@ class MultiTurnRollout:
         self.style, self.family, self.max_turns = style, family, max_turns
         self.max_new_tokens = int(max_new_tokens)
         self.stop = tuple(stop) if stop is not None else (("</action>",) if style == "full" else ())
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1 or None, got {micro_batch_size}")
         self.generate = generate
+        self.micro_batch_size = micro_batch_size
         self.backend, self.num_workers = backend, num_workers
         self._vec_envs: dict[tuple[str, str, str, int], Any] = {}
         #: The rollouts (indices into the prompts) whose sequences the current generation call continues.
@@ -600,9 +611,13 @@ class MultiTurnRollout:
             if not live:
                 break
             rooms = {i: episodes[i].budget - len(episodes[i].completion_ids) for i in live}
-            self.live_rollouts = list(live)
-            responses = generate(trainer, [episodes[i].prompt_ids + episodes[i].completion_ids for i in live],
-                                 min(self.max_new_tokens, max(rooms.values())), self.stop)
+            responses = []
+            chunk = self.micro_batch_size or len(live)
+            for start in range(0, len(live), chunk):
+                self.live_rollouts = live[start:start + chunk]
+                sequences = [episodes[i].prompt_ids + episodes[i].completion_ids for i in self.live_rollouts]
+                room = min(self.max_new_tokens, max(rooms[i] for i in self.live_rollouts))
+                responses += generate(trainer, sequences, room, self.stop)
             stepping = []
             for i, (ids, logprobs) in zip(live, responses, strict=True):
                 if len(ids) > rooms[i]:  # the turn ran past the token budget: keep what fits, end here

@@ -260,7 +260,12 @@ def test_rollout_stops_at_the_completion_budget(trl_modules) -> None:
     rollout.close()
     assert all(len(ids) <= 300 for ids in out["completion_ids"])
     assert out["budget_exhausted"] == [True, True] and out["won"] == [False, False]
-    assert all(m <= 64 for _, m in asked)
+    assert all(m <= 64 for _, m in asked) and asked[0][0] == 2
+    generate, asked = _scripted(tokenizer, ["<action>up</action>"])
+    chunked = trl_modules.MultiTurnRollout(generate=generate, max_new_tokens=64, micro_batch_size=1)
+    again = chunked(prompts, _fake_trainer(tokenizer, max_completion_length=300))
+    chunked.close()
+    assert again == out and {n for n, _ in asked} == {1}
 
 
 def test_rollout_with_a_chat_template_renders_user_turns(trl_modules) -> None:
@@ -325,3 +330,30 @@ def test_example_script_runs_grpo_steps_with_the_tiny_model(trl_modules) -> None
                            "--max-turns", "2", "--max-new-tokens", "6"])
     assert result["steps"] == 2 and result["rollouts"] == 8
     assert 0 < result["metrics"]["completions/mean_length"] <= 12  # model tokens only: 2 turns x 6
+
+
+def test_hf_generate_logprobs_are_the_models_own(trl_modules) -> None:
+    """The behaviour log-probs of hf_generate's tokens equal what the model assigns them in the full
+    sequence (the quantity TRL's loss recomputes), model turns only; env tokens carry 0."""
+    import torch
+    from trl import GRPOTrainer
+
+    from hiergym.agents.policy import CausalLMPolicy
+
+    policy = CausalLMPolicy.tiny(seed=3, device="cpu")
+    dataset = trl_modules.task_dataset(ENV, num_tasks=2, instructions="")
+    rollout = trl_modules.MultiTurnRollout(style="compact", max_turns=2, max_new_tokens=5)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = GRPOTrainer(model=policy.model, reward_funcs=[trl_modules.episode_return_reward],
+                              args=_config(out, temperature=0.7), train_dataset=dataset,
+                              processing_class=policy.tokenizer, rollout_func=rollout)
+        torch.manual_seed(0)
+        result = rollout([dataset[0]["prompt"], dataset[1]["prompt"]], trainer)
+    rollout.close()
+    with torch.no_grad():
+        recomputed = policy.sequence_logprobs(result["prompt_ids"], result["completion_ids"], temperature=0.7)
+    for logprobs, mask, expected in zip(result["logprobs"], result["env_mask"], recomputed, strict=True):
+        assert sum(mask) == 10  # two turns of 5 tokens (a fresh model never writes EOS this early)
+        model = torch.tensor(mask, dtype=torch.bool)
+        assert torch.allclose(torch.tensor(logprobs)[model], expected[model], atol=1e-4)
+        assert all(lp == 0.0 for lp, m in zip(logprobs, mask, strict=True) if not m)

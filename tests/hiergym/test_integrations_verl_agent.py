@@ -117,3 +117,13 @@ def test_projection_is_hiergyms_parser() -> None:
     assert actions == ["up", ""] and valids == [1, 0]
     with pytest.raises(ValueError):
         project_actions(["a"], [admissible, admissible])
+
+
+def test_the_example_in_docs_vector_md_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "vector.md").read_text()
+    section = text[text.index("## verl-agent's environment manager"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/vector.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "[1. 1. 1. 1. 1. 1. 1. 1.]"
