@@ -182,6 +182,31 @@ class TextWorldEnv(gym.Env[str, str]):
         self._info_extra: dict[str, Any] = {}
         self._done = False
 
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the running game (the z-machine behind ctypes pointers) and its last state.
+
+        A pickled or ``copy.deepcopy``-ed env loads the same game file on unpickling and replays the commands
+        of the episode (those that reached the game) from its reset, so it continues exactly as the
+        original would; the observation and info it last returned travel as they were.
+        """
+        state = self.__dict__.copy()
+        state["_env"] = None
+        state["_state"] = None
+        state["_loaded"] = None
+        state["_pickled_game"] = self._loaded if self._state is not None else None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        game = state.pop("_pickled_game", None)
+        self.__dict__.update(state)
+        if game is None:
+            return
+        self._load(game)
+        self._state = self._quietly(self._env.reset)
+        for command in self._history:
+            self._state, _, _ = self._quietly(self._env.step, command)
+
     # ------------------------------------------------------------------ games
     def _game_for(self, options: dict[str, Any] | None) -> tuple[str, str, int | None]:
         split, task_id, rng = select_task(ENV_ID, self.np_random, options)

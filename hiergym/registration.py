@@ -3,14 +3,21 @@
 Each environment is one :class:`EnvEntry` in :data:`ENVIRONMENTS`: its id, where it lives, its episode limit,
 and the one-line description and key arguments that ``hiergym list`` prints. Entry points are strings, so
 registering imports nothing heavy; the module loads on the first ``gymnasium.make``.
+
+Registering also makes ``gymnasium.make_vec(id, vectorization_mode="async")`` right for text observations
+(:func:`install_text_shared_memory`): Gymnasium's ``AsyncVectorEnv`` passes observations through shared
+memory by default, and its reader for ``Text`` spaces decodes the buffer once, when the vector env is built,
+so every later observation would read as the empty buffer (65,536 tab characters).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
 
 def register_all() -> None:
     """Register every entry of :data:`ENVIRONMENTS` (idempotent)."""
+    install_text_shared_memory()
     for entry in ENVIRONMENTS:
         if entry.id in gym.registry:
             continue
@@ -104,6 +112,78 @@ def register_all() -> None:
             kwargs=dict(entry.kwargs),
             disable_env_checker=True,
         )
+
+
+class SharedTextBatch(Sequence):
+    """The strings of a batch of ``Text`` observations in shared memory, decoded when read (a live view).
+
+    Gymnasium's ``AsyncVectorEnv(shared_memory=True)`` reads its observation buffer once, at construction,
+    and hands out that object after every ``reset`` / ``step`` (a deep copy of it by default): for a ``Box`` it
+    is an array view of the buffer, so it follows the workers' writes; for ``Text`` Gymnasium builds a tuple
+    of strings, frozen at the empty buffer. This view decodes the buffer on each access instead. A copy,
+    deep copy or pickle of it is the plain tuple of strings that ``SyncVectorEnv`` returns, and it compares
+    equal to that tuple.
+    """
+
+    def __init__(self, space: gym.spaces.Text, buffer: Any, n: int = 1) -> None:
+        self._codes = np.frombuffer(buffer.get_obj(), dtype=np.int32).reshape((n, space.max_length))
+        self._chars = np.array(space.character_list)
+        self._pad = len(space.character_set)
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def _decode(self, row: np.ndarray) -> str:
+        return "".join(self._chars[row[row < self._pad]].tolist())
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self._decode(row) for row in self._codes[index])
+        return self._decode(self._codes[index])
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._decode(row) for row in self._codes)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SharedTextBatch | tuple | list):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  (mutable, like the buffer)
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def __copy__(self) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return tuple, (tuple(self),)
+
+
+def install_text_shared_memory() -> None:
+    """Make Gymnasium read ``Text`` observations from shared memory as a live :class:`SharedTextBatch`.
+
+    ``gymnasium.make_vec(id, vectorization_mode="async")`` builds ``AsyncVectorEnv(..., shared_memory=True)``
+    directly (an env spec's ``vector_entry_point`` and ``kwargs`` cannot change that), so the fix goes where
+    Gymnasium dispatches on the space type: its ``read_from_shared_memory`` for ``Text``. Writing (in the
+    workers) is Gymnasium's own and already right. Only the parent process reads, and it has imported hiergym
+    to find a ``hiergym/`` id. Idempotent; applies to every ``Text`` space, for which it is Gymnasium's intended
+    behaviour. ``vector_kwargs={"shared_memory": False}`` (pickled observations) gives the same result.
+    """
+    from gymnasium.vector.utils import shared_memory
+
+    if getattr(shared_memory.read_from_shared_memory, "_hiergym_text", False):
+        return
+
+    @shared_memory.read_from_shared_memory.register(gym.spaces.Text)
+    def _read_text(space: gym.spaces.Text, buffer: Any, n: int = 1) -> SharedTextBatch:
+        return SharedTextBatch(space, buffer, n)
+
+    shared_memory.read_from_shared_memory._hiergym_text = True  # type: ignore[attr-defined]
 
 
 def env_ids() -> list[str]:

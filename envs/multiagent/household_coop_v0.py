@@ -40,8 +40,8 @@ either may do either part; the suggested division of labour (``info["my_part"]``
 ``player_i``, and working in parallel halves the time. With ``"split"`` each agent is told only its own part:
 neither can succeed alone, so they must both work (or talk).
 
-**Info** per agent: the contract keys, ``to_move``, ``agent``, ``location``, ``holding``, ``my_part``,
-``round``, ``max_rounds``.
+**Info** per agent: the contract keys, ``to_move``, ``agent``, ``location``, ``holding`` (``""``
+when in the middle of the room / carrying nothing: every key keeps one type), ``my_part``, ``round``, ``max_rounds``.
 
 **Tasks**: built-in: random kitchens (2-4 cabinets, 1-3 drawers, shelves, distractor objects) and goals over
 (object, state, target) combinations; a fixed fifth of those combinations is held out of ``train`` and
@@ -196,8 +196,8 @@ class HouseholdCoopGame(TextGame):
     def info_extras(self, player: str) -> dict[str, Any]:
         return {
             "agent": player,
-            "location": self.world.location[player],  # type: ignore[union-attr]
-            "holding": self.world.holding[player],  # type: ignore[union-attr]
+            "location": self.world.location[player] or "",  # type: ignore[union-attr]
+            "holding": self.world.holding[player] or "",  # type: ignore[union-attr]
             "my_part": self.my_part(player).text(),
             "round": self.round,
             "max_rounds": self.max_rounds,

@@ -32,7 +32,9 @@ rule of the game).
 
 **Info** per player: the contract keys (``won``: a deal worth at least half the pool, 5 points, to the
 player), ``to_move``, ``pool`` ({item: count}), ``values`` (the player's own {item: value}), ``offer`` (what the
-player would get under the offer on the table, or None), ``offer_by``, ``turn``, ``max_turns``.
+player would get under the offer on the table; ``{}`` when there is none), ``offer_by`` (who made it; ``""`` when
+there is none), ``turn``, ``max_turns``. Every key keeps one type on every step, so Gymnasium's vector envs can
+batch the infos.
 
 **Tasks**: ``train`` and ``eval_in`` pools have 3 item types named from a training catalogue; ``eval_out`` pools
 have 4 item types, two of them from names never used in training.
@@ -300,8 +302,9 @@ class NegotiationGame(TextGame):
         return {
             "pool": dict(self.pool),
             "values": dict(self.values[player]),
-            "offer": self.offer_for(player),
-            "offer_by": self.offer_by,
+            # {} / "" rather than None: one type per key across steps and copies (Gymnasium batches infos)
+            "offer": self.offer_for(player) or {},
+            "offer_by": self.offer_by or "",
             "turn": self.turn,
             "max_turns": self.max_turns,
         }

@@ -72,7 +72,7 @@ class ToolQAEnv(gym.Env):
     ``won`` is a correct answer. ``state_key`` is the task plus which of the needed facts the agent has seen (a
     lookup shows a whole page, a search shows single sentences): the information state that decides the
     rest of the solution. ``admissible_actions`` lists ``lookup[...]`` for every entity the agent knows of
-    (named in the question or in a tool result so far); free-text actions (search, calculate, answer) cannot
+    (named in the question or in a tool result so far; ``[]`` once the episode is over); free-text actions (search, calculate, answer) cannot
     be enumerated and are not listed. ``expert_plan()`` looks up each page with a needed fact not yet seen,
     then answers: ``minimal_tool_calls`` lookups from reset.
 
@@ -286,7 +286,8 @@ class ToolQAEnv(gym.Env):
             extra["gold_answer"] = self.question.answer
         return make_info(
             task=self.question.text,
-            admissible_actions=None if self._done else [f"lookup[{n}]" for n in sorted(self._known_entities)],
+            # [] once the episode is over (nothing is accepted), never None: one type on every step
+            admissible_actions=[] if self._done else [f"lookup[{n}]" for n in sorted(self._known_entities)],
             won=self._em,
             action_valid=action_valid,
             state_key=state_key,

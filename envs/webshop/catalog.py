@@ -13,7 +13,10 @@ prices and option values, so that several products can satisfy a goal, as in the
 :class:`WebShopDataCatalog` reads ``items_shuffle*.json`` (products), ``items_ins_v2*.json`` (attributes and
 synthetic instructions), ``items_human_ins.json`` (human instructions) and, when present, ``reviews.json``, in
 WebShop's own format, and applies WebShop's ``load_products`` cleaning (asin filter, de-duplication, price
-parsing, option values lower-cased with ``/`` shown as `` | ``).
+parsing, option values lower-cased with ``/`` shown as `` | ``). Its text is folded to printable ASCII once,
+here (:func:`~hiergym.envs.webshop.pages.to_ascii`): titles, descriptions, bullet points, reviews, option
+names and values, attributes. Pages, admissible actions, the search index, the expert and the reward then all
+read the same strings (an option ``Jalapeño`` is ``jalapeno`` everywhere).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 
 from hiergym.envs.core import stable_seed
 from hiergym.envs.webshop import taxonomy as tx
+from hiergym.envs.webshop.pages import to_ascii, to_ascii_key
 
 #: Bump when the generator changes, so on-disk caches of older catalogs are not reused.
 GENERATOR_VERSION = 3
@@ -341,6 +345,8 @@ class WebShopDataCatalog(Catalog):
     """
 
     kind = "webshop"
+    #: Bump when the loaded text changes (it keys the search-index cache): 2 = folded to ASCII at load.
+    TEXT_VERSION = 2
 
     def __init__(self, data_dir: str | os.PathLike, num_products: int | None = None, human_goals: bool = True,
                  price_seed: int = 0) -> None:
@@ -380,26 +386,31 @@ class WebShopDataCatalog(Catalog):
             for name, contents in (p.get("customization_options") or {}).items():
                 if contents is None:
                     continue
-                options[name.lower()] = [c["value"].strip().replace("/", " | ").lower() for c in contents]
+                options[to_ascii_key(name.lower()).lower()] = [
+                    to_ascii_key(c["value"].strip().replace("/", " | ").lower()).lower() for c in contents]
             ins = attributes.get(asin, {})
             bullets = p.get("small_description") or []
             bullets = bullets if isinstance(bullets, list) else [bullets]
             product_reviews = []
             for r in reviews.get(asin, []):
-                product_reviews.append({"title": r.get("title", ""), "score": r.get("score", r.get("stars", "")),
-                                        "body": r.get("body", r.get("review", ""))})
-            extra: dict[str, Any] = {"name": p.get("name", ""), "pricing": pricing}
+                product_reviews.append({"title": to_ascii(str(r.get("title", ""))),
+                                        "score": r.get("score", r.get("stars", "")),
+                                        "body": to_ascii(str(r.get("body", r.get("review", ""))))})
+            name = to_ascii(p.get("name", "") or "")
+            extra: dict[str, Any] = {"name": name, "pricing": pricing}
             if human_goals:
                 if asin in human:
                     extra["instructions"] = human[asin]
             else:
                 extra["instruction_text"] = ins.get("instruction")
                 extra["instruction_attributes"] = ins.get("instruction_attributes")
+            rating = ratings.get(asin, "N.A.")
             self.products.append(Product(
-                asin=asin, title=p.get("name", "") or "", description=p.get("full_description", "") or "",
-                bullets=[b for b in bullets if isinstance(b, str)], reviews=product_reviews,
-                rating=ratings.get(asin, "N.A."), price=float(price), price_tag=price_tag,
-                attributes=ins.get("attributes") or ["DUMMY_ATTR"], options=options,
+                asin=asin, title=name, description=to_ascii(p.get("full_description", "") or ""),
+                bullets=[to_ascii(b) for b in bullets if isinstance(b, str)], reviews=product_reviews,
+                rating=to_ascii(rating) if isinstance(rating, str) else rating, price=float(price),
+                price_tag=price_tag, attributes=[to_ascii_key(a) for a in ins.get("attributes") or []] or ["DUMMY_ATTR"],
+                options=options,
                 query=str(p.get("query", "")).lower().strip(), category=p.get("category", ""),
                 product_category=p.get("product_category", ""), extra=extra,
             ))

@@ -129,7 +129,8 @@ def load_shop(catalog_seed: int = 0, num_products: int | None = 10_000, data_dir
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if data_dir is not None:
         catalog = WebShopDataCatalog(data_dir, num_products=num_products, human_goals=human_goals)
-        key = hashlib.sha1(f"{catalog.fingerprint()}|{num_products}|{INDEX_VERSION}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(f"{catalog.fingerprint()}|{num_products}|{INDEX_VERSION}|text{catalog.TEXT_VERSION}"
+                           .encode()).hexdigest()[:16]
         folder = cache / f"webshop-data-{key}"
 
         def data_complete(path: Path) -> bool:
@@ -171,9 +172,11 @@ class WebShopEnv(gym.Env):
         data_dir = data_dir if data_dir is not None else os.environ.get("WEBSHOP_DATA") or None
         if data_dir is None and num_products is None:
             num_products = DEFAULT_NUM_PRODUCTS
-        self.shop = load_shop(int(catalog_seed), None if num_products is None else int(num_products),
-                              None if data_dir is None else str(data_dir), bool(human_goals),
-                              None if cache_dir is None else str(cache_dir))
+        # load_shop's arguments: a pickled env keeps these and loads the shop again (see __getstate__)
+        self._shop_args = (int(catalog_seed), None if num_products is None else int(num_products),
+                           None if data_dir is None else str(data_dir), bool(human_goals),
+                           None if cache_dir is None else str(cache_dir))
+        self.shop = load_shop(*self._shop_args)
         self.catalog = self.shop.catalog
         # generated text is printable ASCII with single spaces by construction; real data is folded to it
         self._clean_text = self.catalog.kind == "generated"
@@ -189,6 +192,24 @@ class WebShopEnv(gym.Env):
         self._won = False
         self._last_reward_info: dict[str, Any] | None = None
         self._expert_cache: tuple[str, dict[int, dict[str, str] | None]] | None = None
+
+    # -- pickling --------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The env's own state, without the shop (catalog, search index with its native stemmer, caches).
+
+        The shop is a pure function of the constructor's arguments, so a pickled (or ``copy.deepcopy``-ed) env
+        loads it again with :func:`load_shop`: in the same process that is the one shared shop, elsewhere the
+        disk cache. The page, goal, options and random generator travel, so the copy continues exactly as
+        the original would.
+        """
+        state = self.__dict__.copy()
+        del state["shop"], state["catalog"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.shop = load_shop(*self._shop_args)
+        self.catalog = self.shop.catalog
 
     # -- gymnasium API -------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:

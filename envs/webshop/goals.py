@@ -14,7 +14,8 @@ A goal is WebShop's goal dict: the target ``asin``, its ``name`` (title), ``quer
 - WebShop's data (:class:`WebShopDataGoals`): WebShop's human goals (or synthetic ones), shuffled with
   ``random.seed(233)`` exactly as WebShop's ``SimServer`` does; ``eval_in`` is WebShop's test set (goals
   0-499), ``eval_out`` its validation range (500-1499) and ``train`` the rest (1500+), the split WebShop's
-  baselines use.
+  baselines use. Fewer goals than that (a data subset) are split so that the three sets stay disjoint
+  (:func:`data_split_bounds`, with a warning); their text is folded to ASCII like the catalog's.
 
 ``task_id`` k of a split addresses a fixed goal, so task ids 0..499 are a fixed evaluation set of 500 goals.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,7 @@ import numpy as np
 from hiergym.envs.core import stable_seed
 from hiergym.envs.webshop import taxonomy as tx
 from hiergym.envs.webshop.catalog import GeneratedCatalog, WebShopDataCatalog
+from hiergym.envs.webshop.pages import to_ascii, to_ascii_key
 
 #: WebShop's price bounds: the goal's bound is drawn among the first four of these above the target's price.
 PRICE_RANGE = [10.0 * i for i in range(1, 100)]
@@ -161,6 +164,27 @@ class GeneratedGoals:
                            price_upper=price_upper)
 
 
+def data_split_bounds(num_goals: int) -> tuple[int, int]:
+    """``(a, b)``: goals ``[0, a)`` are ``eval_in``, ``[a, b)`` ``eval_out`` and ``[b, num_goals)`` ``train``.
+
+    - More than 1,500 goals: WebShop's ranges, ``(500, 1500)``.
+    - 502 to 1,500 goals: ``eval_in`` is still WebShop's test ids 0-499; the rest is halved between
+      ``eval_out`` and ``train`` (``train`` gets the odd one).
+    - 3 to 501 goals: a proportional split, 10% ``eval_in``, 10% ``eval_out`` (at least one goal each), the
+      rest ``train``.
+    - 1 or 2 goals cannot make three disjoint non-empty sets: ``(0, 0)``, and the caller lets every split use
+      every goal.
+    """
+    if num_goals > 1500:
+        return 500, 1500
+    if num_goals >= 502:
+        return 500, 500 + (num_goals - 500) // 2
+    if num_goals >= 3:
+        tenth = max(1, num_goals // 10)
+        return tenth, 2 * tenth
+    return 0, 0
+
+
 class WebShopDataGoals:
     """WebShop's own goals over a :class:`WebShopDataCatalog` (human by default, or synthetic)."""
 
@@ -175,10 +199,18 @@ class WebShopDataGoals:
                              "items_ins_v2*.json for human_goals=False) match none of the products loaded")
         random.Random(233).shuffle(goals)  # WebShop: random.seed(233); random.shuffle(self.goals)
         self.goals = goals
-        self.splits: dict[str, list[int]] = {}
-        for split, (start, stop) in self.SPLIT_RANGES.items():
-            ids = list(range(len(goals)))[start:stop]
-            self.splits[split] = ids or list(range(len(goals)))  # small data: every goal rather than none
+        n = len(goals)
+        a, b = data_split_bounds(n)
+        if a == 0:
+            self.splits = dict.fromkeys(self.SPLIT_RANGES, list(range(n)))
+            warnings.warn(f"the WebShop data holds {n} goal(s), too few for disjoint splits: train, eval_in and "
+                          "eval_out all use every goal", stacklevel=2)
+        else:
+            self.splits = {"eval_in": list(range(a)), "eval_out": list(range(a, b)), "train": list(range(b, n))}
+            if n <= 1500:
+                warnings.warn(f"the WebShop data holds {n} goals, fewer than WebShop's ranges need (eval_in "
+                              f"0-499, eval_out 500-1499, train 1500+): split as eval_in 0-{a - 1}, eval_out "
+                              f"{a}-{b - 1}, train {b}-{n - 1} (see docs/webshop.md)", stacklevel=2)
 
     def _human_goals(self, rnd: random.Random) -> list[dict[str, Any]]:
         goals = []
@@ -189,16 +221,17 @@ class WebShopDataGoals:
                     continue
                 price_upper, price_text = price_bound(product.price, rnd)
                 goals.append(goal_record(
-                    product, instruction_text=ins["instruction"].strip(".") + price_text, attributes=attributes,
-                    goal_options=ins.get("instruction_options") or [], price_upper=price_upper,
-                    name=product.extra.get("name", product.title)))
+                    product, instruction_text=to_ascii(ins["instruction"].strip(".")) + price_text,
+                    attributes=[to_ascii_key(a) for a in attributes],
+                    goal_options=[to_ascii_key(o) for o in ins.get("instruction_options") or []],
+                    price_upper=price_upper, name=product.extra.get("name", product.title)))
         return goals
 
     def _synthetic_goals(self, rnd: random.Random) -> list[dict[str, Any]]:
         goals = []
         for product in self.catalog.products:
-            text = product.extra.get("instruction_text")
-            attributes = product.extra.get("instruction_attributes") or []
+            text = to_ascii(product.extra.get("instruction_text") or "")
+            attributes = [to_ascii_key(a) for a in product.extra.get("instruction_attributes") or []]
             if not text or not attributes:
                 continue
             price_upper, price_text = price_bound(product.price, rnd)

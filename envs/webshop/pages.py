@@ -66,14 +66,34 @@ class Element(NamedTuple):
 
 
 _PUNCTUATION = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
-                              "\u201d": '"', "\u2026": "...", "\u00d7": "x", "\u203a": ">", "\u00a0": " "})
+                              "\u201d": '"', "\u2026": "...", "\u00d7": "x", "\u203a": ">", "\u00a0": " ",
+                              "\u00ab": '"', "\u00bb": '"', "\u00b7": "-", "\u2022": "-",
+                              # letters that do not decompose into an ASCII letter and a mark
+                              "\u00df": "ss", "\u00e6": "ae", "\u00c6": "AE", "\u0153": "oe", "\u0152": "OE",
+                              "\u00f8": "o", "\u00d8": "O", "\u0142": "l", "\u0141": "L", "\u0111": "d",
+                              "\u0110": "D", "\u00fe": "th", "\u00de": "Th", "\u0131": "i"})
 
 
 def to_ascii(text: str) -> str:
-    """Printable ASCII (the observation charset): punctuation and accents folded, the rest dropped, spaces collapsed."""
+    """Printable ASCII (the observation charset): punctuation and accents folded, the rest dropped, spaces collapsed.
+
+    This is the one normalisation of WebShop's text: the real data's catalog and goals are folded with it when
+    they are loaded, so pages, admissible actions, the expert and the reward all read the same strings.
+    """
     if not text.isascii():
         text = unicodedata.normalize("NFKD", text.translate(_PUNCTUATION)).encode("ascii", "ignore").decode()
+    if not text.isprintable():  # control characters, like tabs and newlines, become spaces
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
     return " ".join(text.split())
+
+
+def to_ascii_key(text: str) -> str:
+    """:func:`to_ascii` for a value that is clicked or matched (an option value, an attribute).
+
+    Such a value must stay non-empty and distinct: text with nothing to fold (``"抹茶味"``) keeps its
+    ``\\u`` escapes (``"\\u62b9\\u8336\\u5473"``), which an agent can type.
+    """
+    return to_ascii(text) or to_ascii(text.encode("ascii", "backslashreplace").decode())
 
 
 def page_elements(state: PageState, catalog: Any, instruction: str) -> list[Element]:
