@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --upgrade pip
-python -m pip install -q -e .
+python -m pip install -q -e ".[plot]"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 hiergym list
 hiergym train --preset sokoban --out runs/sokoban "$@"

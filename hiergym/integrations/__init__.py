@@ -26,10 +26,9 @@ ANSWER_FORMAT = "Answer with exactly one admissible action inside <action> </act
 def task_seed(split: str | None, task_id: int) -> int:
     """The reset seed of task ``task_id`` of ``split``: the one ``GroupVecEnv.reset(task_ids=...)`` uses, so a
     task is the same episode here, in ``make_group_vec`` and in every process."""
-    from hiergym.envs.core import stable_seed
-    from hiergym.envs.vector import SEED_NAMESPACE
+    from hiergym.envs.vector import fixed_task_seed
 
-    return stable_seed(SEED_NAMESPACE, "task_id", split, int(task_id))
+    return fixed_task_seed(split, task_id)
 
 
 def reset_options(split: str | None, task_id: int) -> dict[str, Any]:
