@@ -9,6 +9,7 @@ import numpy as np
 
 from hiergym.envs.core import (
     NOTHING_HAPPENS,
+    EpisodeEnd,
     make_info,
     normalize_action,
     select_task,
@@ -40,7 +41,7 @@ for _d, _name in enumerate(DIRECTIONS):
     _ACTION_WORDS[str(_d + 5)] = (_d, False)
 
 
-class SokobanEnv(gym.Env[str, str]):
+class SokobanEnv(EpisodeEnd, gym.Env[str, str]):
     """Sokoban as a multi-turn text environment (``hiergym/Sokoban-v0``).
 
     ## Description
@@ -104,6 +105,11 @@ class SokobanEnv(gym.Env[str, str]):
     ``hiergym/Sokoban-v0`` also has ``max_episode_steps=100``: pass ``max_episode_steps`` to
     ``gymnasium.make`` together with a larger ``max_steps``).
 
+    After the episode ends, every step until ``reset`` answers the terminal observation again with reward 0,
+    ``action_valid=False`` and the same ``terminated``/``truncated`` flags (the contract's episode-end rule,
+    :class:`~hiergym.envs.core.EpisodeEnd`): a won room pays its reward once, and moving a box after the win
+    cannot undo ``terminated``.
+
     ## Information
 
     Besides the contract's ``task``, ``admissible_actions``, ``won``, ``action_valid``, ``state_key``:
@@ -144,7 +150,8 @@ class SokobanEnv(gym.Env[str, str]):
     ## Version History
 
     - v0: the first version (``envs/sokoban.py``); split into the ``hiergym.envs.sokoban`` package with the
-      same rooms, observations and rewards.
+      same rooms, observations and rewards. Steps after the episode's end follow the contract's episode-end
+      rule (before, they kept paying the win reward, and a box pushed off its target undid ``terminated``).
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
