@@ -46,6 +46,7 @@ import gymnasium as gym
 from hiergym.envs.core import (
     NOTHING_HAPPENS,
     TEXT_CHARSET,
+    EpisodeEnd,
     make_info,
     normalize_action,
     select_task,
@@ -136,7 +137,7 @@ def generate_game(challenge: str, settings: dict[str, Any], seed: int, cache_dir
     return path
 
 
-class TextWorldEnv(gym.Env[str, str]):
+class TextWorldEnv(EpisodeEnd, gym.Env[str, str]):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(

@@ -12,7 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from hiergym.envs.core import normalize_action
+from hiergym.envs.core import EpisodeEnd, normalize_action
 
 #: Which actions are tool calls, and what each costs, for envs that do not declare ``default_tool_costs``.
 #: Keys are matched (lower case) against the env id.
@@ -49,7 +49,7 @@ def otc_tool_reward(tool_calls: int, optimal_calls: int | None, smoothing: float
     return max(0.0, math.sin(mapped * math.pi / (2 * n)))
 
 
-class ToolBudget(gym.Wrapper):
+class ToolBudget(EpisodeEnd, gym.Wrapper):
     """Explicit tool-call and token budgets, a budget tracker, cost accounting and cost-aware rewards.
 
     **Tool calls.** An action ``name[...]`` is a tool call when ``name`` has a cost in ``tool_costs`` (a
@@ -68,6 +68,11 @@ class ToolBudget(gym.Wrapper):
     empty (invalid, no-effect) action so the step still counts, and the observation says why. Other actions,
     such as ``answer[...]``, still go through. With ``"truncate"`` such a call ends the episode (truncated).
     Nothing raises.
+
+    **After the episode ends** (the env's end or the wrapper's own truncation), every step until ``reset``
+    repeats the last (decorated) observation with reward 0 and ``action_valid=False``, and nothing is
+    counted or passed on to the env (the contract's rule, :class:`~hiergym.envs.core.EpisodeEnd`): the
+    end-of-episode rewards of ``"correctness"`` and ``"otc"`` are paid once.
 
     **Observation.** With ``show_tracker`` each string observation ends with a line such as
     ``[budget] tool calls left: 3/8 | tokens left: 1200/4096``.

@@ -21,7 +21,8 @@ forgiven; anything not in ``info["admissible_actions"]`` answers "Nothing happen
 **Reward**: sparse, ``success_reward`` (default 1.0) on the step that accomplishes the task, else 0.
 
 **Episode end**: terminated when the task is accomplished; truncated after ``max_episode_steps=50``
-(registration), ALFWorld's usual budget.
+(registration), ALFWorld's usual budget. After termination every step until ``reset`` repeats the terminal
+observation with reward 0 and ``action_valid=False`` (the contract's rule, :class:`~hiergym.envs.core.EpisodeEnd`).
 
 **Arguments**:
 
@@ -56,6 +57,7 @@ from hiergym.envs.alfworld.engine import NativeEngine
 from hiergym.envs.alfworld.world import TASK_TYPES, Task, eval_set, generate_task
 from hiergym.envs.core import (
     NOTHING_HAPPENS,
+    EpisodeEnd,
     make_info,
     normalize_action,
     select_task,
@@ -73,7 +75,7 @@ def default_cache_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "hiergym", "alfworld")
 
 
-class AlfWorldEnv(gym.Env[str, str]):
+class AlfWorldEnv(EpisodeEnd, gym.Env[str, str]):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
@@ -187,7 +189,7 @@ class AlfWorldEnv(gym.Env[str, str]):
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict]:
         command = normalize_action(action)
         engine = self._real if self._real is not None else self._native
-        if command is None or self._done:
+        if command is None:
             obs, valid = NOTHING_HAPPENS, False
         else:
             obs, valid = engine.step(command)

@@ -18,7 +18,11 @@ ignores the actions of everybody else (their ``info["to_move"]`` is False and ``
 Malformed and illegal actions never raise. The game's :attr:`TextGame.illegal_move` rule says what they do:
 ``"forfeit"`` (competitive games: the offender loses the game, or folds the hand in poker) or ``"pass"``
 (negotiation, cooperation: the action does nothing and the turn is used up). Either way the acting player's
-``info["action_valid"]`` is False.
+``info["action_valid"]`` is False. Actions are read by :func:`hiergym.envs.core.normalize_action`.
+
+After the game, PettingZoo's conventions: in the AEC env each player's last step is ``step(None)`` and
+removes it from ``agents``, and a step with ``agents`` empty does nothing; in the Parallel env a step with
+``agents`` empty changes nothing and returns five empty dicts.
 
 Observations are the player's inbox (what happened since it last acted, e.g. the opponent's move) followed by
 its current view. ``info`` per player follows the single-agent contract (``task``, ``admissible_actions``,
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -247,13 +252,19 @@ class _GameEnvMixin:
 
 
 class TextGameAECEnv(_GameEnvMixin, AECEnv):
-    """PettingZoo AEC env of a :class:`TextGame` (players act one at a time)."""
+    """PettingZoo AEC env of a :class:`TextGame` (players act one at a time).
+
+    When the game ends every player is terminated (or truncated) and gets one last step, which must be
+    ``step(None)`` (PettingZoo's rule; another action raises its ``ValueError``) and removes it from
+    ``agents``. Once ``agents`` is empty, ``step`` does nothing until ``reset``.
+    """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "name": "text_game", "is_parallelizable": False}
 
     def __init__(self, render_mode: str | None = None, max_cycles: int | None = None, **game_kwargs: Any):
         super().__init__()
         self._init_game(render_mode, max_cycles, game_kwargs)
+        self.agents: list[str] = []
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
         self._start_game(seed, options)
@@ -270,9 +281,11 @@ class TextGameAECEnv(_GameEnvMixin, AECEnv):
         return self._observe_text(agent)
 
     def step(self, action: Any) -> None:
+        if not self.agents:  # every agent is done and has had its dead step: nothing happens until reset
+            return
         agent = self.agent_selection
         if self.terminations[agent] or self.truncations[agent]:
-            self._was_dead_step(action)
+            self._was_dead_step(action)  # PettingZoo's rule: a done agent is stepped with None, then removed
             return
         self._cumulative_rewards[agent] = 0.0
         self._inbox[agent] = []
@@ -310,6 +323,8 @@ class TextGameParallelEnv(_GameEnvMixin, ParallelEnv):
 
     Each step applies the actions of the players in ``to_move`` (their ``info["to_move"]`` is True); the
     others' actions are ignored, so in a turn-based game they may send anything (conventionally ``""``).
+    Once the game is over (``agents`` is empty), ``step`` changes nothing and returns five empty dicts, as
+    PettingZoo's conversions do.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "name": "text_game"}
@@ -323,7 +338,13 @@ class TextGameParallelEnv(_GameEnvMixin, ParallelEnv):
         self.agents = self.possible_agents[:]
         return {a: self._observe_text(a) for a in self.agents}, self._infos(self.agents)
 
-    def step(self, actions: dict[str, Any]):
+    def step(self, actions: Mapping[str, Any]):
+        if not isinstance(actions, Mapping):
+            raise TypeError(f"actions must be a dict from agent name to action, got {type(actions).__name__}")
+        if not self.agents:
+            # PettingZoo's convention (aec_to_parallel, parallel_api_test): with no live agent, a step changes
+            # nothing and returns empty observations, rewards, terminations, truncations and infos.
+            return {}, {}, {}, {}, {}
         live = self.agents[:]
         self._inbox = {a: [] for a in self.possible_agents}
         moves: dict[str, Any] = {}

@@ -23,6 +23,10 @@ rule (a forfeit in tic-tac-toe and poker, a lost turn in negotiation), which the
 **Reward**: the agent's payoff changes in the underlying game (opponent moves included). ``info["won"]`` is the
 game's own verdict for the agent's seat.
 
+**Episode end**: terminated when the game is over, truncated when its own time limit runs out (the household's
+``max_rounds``). Every step after that, until ``reset``, repeats the terminal observation with reward 0 and
+``action_valid=False`` (the contract's rule, :class:`~hiergym.envs.core.EpisodeEnd`).
+
 **Expert**: ``expert_plan()`` simulates the game from a deep copy of this env, opponent and its generator
 included, so it knows exactly how a scripted opponent will answer each move. Tic-tac-toe and Kuhn poker search
 that simulated game tree for the best line (the earliest win; per hand in poker); negotiation proposes the
@@ -40,7 +44,13 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from hiergym.envs.core import NOTHING_HAPPENS, select_task, text_action_space, text_observation_space
+from hiergym.envs.core import (
+    NOTHING_HAPPENS,
+    EpisodeEnd,
+    select_task,
+    text_action_space,
+    text_observation_space,
+)
 from hiergym.envs.multiagent import household_coop_v0, kuhn_poker_v0, negotiation_v0, players, tictactoe_v0
 from hiergym.envs.multiagent.base import copy_sharing
 
@@ -113,7 +123,7 @@ def make_opponent(game: str, opponent: Any) -> _OpponentAdapter:
 
 
 # ---------------------------------------------------------------------------------------- the view
-class TwoPlayerGameEnv(gym.Env):
+class TwoPlayerGameEnv(EpisodeEnd, gym.Env):
     """One seat of a two-player :class:`~hiergym.envs.multiagent.base.TextGame` against an opponent."""
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}

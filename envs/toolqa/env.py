@@ -13,6 +13,8 @@ import numpy as np
 
 from hiergym.envs.core import (
     NOTHING_HAPPENS,
+    EpisodeEnd,
+    check_options,
     make_info,
     normalize_action,
     select_task,
@@ -39,7 +41,7 @@ _STOPWORDS = frozenset(
 )
 
 
-class ToolQAEnv(gym.Env):
+class ToolQAEnv(EpisodeEnd, gym.Env):
     """Multi-hop question answering with tools over a seeded, generated encyclopedia.
 
     Each task is a fresh world (12 people, 6 cities, 6 companies, 6 works, each with a one-fact-per-sentence
@@ -62,7 +64,9 @@ class ToolQAEnv(gym.Env):
     **Reward**: 1.0 when the answer is correct (normalised exact match, :mod:`hiergym.envs.toolqa.answers`),
     else 0.0; 0.0 for every other step. Cost-aware rewards come from :class:`hiergym.envs.wrappers.ToolBudget`.
 
-    **Episode end**: terminated on ``answer[...]``; truncated after ``max_steps`` steps.
+    **Episode end**: terminated on ``answer[...]``; truncated after ``max_steps`` steps. Every step after
+    that, until ``reset``, repeats the last observation with reward 0 and ``action_valid=False`` (the
+    contract's rule, :class:`~hiergym.envs.core.EpisodeEnd`).
 
     **Info** (besides the contract keys): ``hops``, ``question_kind``, ``minimal_tool_calls`` (pages a
     deliberate agent must read: OTC's optimal number of calls; arithmetic needs no tool), ``tool_calls``
@@ -129,7 +133,7 @@ class ToolQAEnv(gym.Env):
     # ------------------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
+        options = check_options(options)
         split, _, task_rng = select_task(ENV_NAME, self.np_random, options)
         hops_choices = self._validate_hops(options["hops"]) if "hops" in options else self.hops_choices
         if split == "eval_out":
@@ -154,8 +158,6 @@ class ToolQAEnv(gym.Env):
     def step(self, action: Any):
         if self.question is None:
             raise RuntimeError("call reset() before step()")
-        if self._done:
-            return "The episode is over; call reset().", 0.0, True, False, self._info(action_valid=False)
         self._steps += 1
         text = normalize_action(action)
         match = _TOOL_CALL.match(text) if text is not None else None

@@ -56,6 +56,7 @@ from typing import Any
 import gymnasium as gym
 
 from hiergym.envs.core import (
+    EpisodeEnd,
     make_info,
     normalize_action,
     select_task,
@@ -159,7 +160,7 @@ def load_shop(catalog_seed: int = 0, num_products: int | None = 10_000, data_dir
     return Shop(catalog, SearchIndex.load(folder / "index"), GeneratedGoals(catalog))
 
 
-class WebShopEnv(gym.Env):
+class WebShopEnv(EpisodeEnd, gym.Env):
     __doc__ = __doc__
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 

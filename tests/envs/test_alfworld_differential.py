@@ -86,8 +86,9 @@ def test_env_plays_generated_tasks_on_the_real_engine(tmp_path) -> None:
         obs, reward, terminated, truncated, info = env.step(command.upper())
         assert obs == native.step(command)[0] and info["action_valid"]
     assert terminated and info["won"] and reward == 1.0
-    obs, reward, *_ = env.step("dance")
-    assert obs == "Nothing happens." and reward == 0.0
+    # after the end (docs/environments.md, "Episode end"): the terminal observation again, reward 0, invalid
+    after, reward, _, _, after_info = env.step("dance")
+    assert after == obs and reward == 0.0 and after_info["action_valid"] is False
     env.close()
 
 
