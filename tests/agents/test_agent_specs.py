@@ -17,7 +17,7 @@ from hiergym.agents.base import SingleEpisodeAdapter  # noqa: E402
 from hiergym.agents.expert import ExpertAgent  # noqa: E402
 from hiergym.agents.hierarchical import HierarchicalAgent  # noqa: E402
 from hiergym.agents.llm import LLMAgent  # noqa: E402
-from hiergym.agents.openai_backend import BackendError, OpenAIChatBackend, parse_openai_spec  # noqa: E402
+from hiergym.agents.openai_backend import OpenAIChatBackend, parse_openai_spec  # noqa: E402
 from hiergym.agents.policy import CausalLMPolicy, ModelNotAvailableError  # noqa: E402
 from hiergym.agents.random_agent import RandomAgent  # noqa: E402
 from hiergym.agents.spec import AgentSpecError, make_agent  # noqa: E402
@@ -91,10 +91,11 @@ def test_openai_spec_plays_through_the_harness(monkeypatch):
     assert summary["errors"] == 0 and summary["episodes"] == 2
     assert summary["invalid_action_rate"] == 0.0  # the first admissible action is always valid
     assert summary["tokens_per_episode"] > 0
-    assert server.headers[0]["Authorization"] == "Bearer sk-test-123"
+    headers = {k.lower(): v for k, v in server.headers[0].items()}  # HTTP header names are case-insensitive
+    assert headers["authorization"] == "Bearer sk-test-123"
     body = server.requests[0]
     assert body["model"] == "fake-model" and body["stop"] == ["</action>"] and body["temperature"] == 0.0
-    assert "Sokoban" in body["messages"][-1]["content"]
+    assert body["messages"][0]["role"] == "system" and "Sokoban" in body["messages"][0]["content"]
 
 
 def test_openai_backend_retries_then_fails_clearly():
@@ -104,16 +105,15 @@ def test_openai_backend_retries_then_fails_clearly():
         assert out[0].response_text.endswith("<action>up") and len(server.requests) == 3
     with FakeChatServer(fail_first=100, status=429) as server:
         backend = OpenAIChatBackend("fake-model", server.base_url, backoff=0.01, max_retries=1, api_key="k")
-        with pytest.raises(BackendError, match="HTTP 429.*after 2 attempts"):
-            backend.generate(["x"])
+        # A failed request is that prompt's error completion, never an exception (the per-episode contract).
+        [failed] = backend.generate(["x"])
+        assert failed.finish_reason == "error" and re.search("HTTP 429.*after 2 attempts", failed.error)
     with FakeChatServer() as server:
         backend = OpenAIChatBackend("wrong-model", server.base_url, backoff=0.01, api_key="k")
-        with pytest.raises(BackendError, match="wrong-model does not exist"):
-            backend.generate(["x"])
+        assert "wrong-model does not exist" in backend.generate(["x"])[0].error
         assert len(server.requests) == 1  # a 404 is not retried
     backend = OpenAIChatBackend("m", "http://127.0.0.1:9/v1", backoff=0.01, max_retries=1, timeout=2)
-    with pytest.raises(BackendError, match="cannot reach"):
-        backend.generate(["x"])
+    assert "cannot reach" in backend.generate(["x"])[0].error
 
 
 def test_openai_spec_parsing():
