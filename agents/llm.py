@@ -12,16 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hiergym.agents.base import EPISODE_SEED, BatchedAgent, Decision, Generation, TextBackend, episode_indices
+from hiergym.agents.base import (
+    AGENT_ERROR,
+    EPISODE_SEED,
+    BatchedAgent,
+    Decision,
+    Generation,
+    TextBackend,
+    episode_indices,
+)
 from hiergym.agents.parsing import ParsedAction, parse_action
 from hiergym.agents.prompts import STYLES, Step, executor_prompt, family_for_env
 from hiergym.envs.core import stable_seed
 
 #: Generation stops at the end of the action; what a model writes after it would be wasted tokens.
 ACTION_STOP = ("</action>",)
-#: ``Decision.info`` key of an episode whose generation failed (the backend's ``Completion.error``): the
-#: harness fails that episode, and only that one, with this message.
-AGENT_ERROR = "agent_error"
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from hiergym.registration import parse_env_args
 
-    agent_args = parse_env_args(args.agent_arg)
+    agent_args = parse_env_args(args.agent_arg, what="agent argument", example="temperature=0.7")
     if args.api_key_env:
         agent_args["api_key_env"] = args.api_key_env
     out = args.out or default_out_dir(args.env, args.agent, args.split, args.seed)
@@ -64,6 +65,10 @@ def run_eval(args: argparse.Namespace) -> int:
     for line in summary["error_examples"]:
         print(f"error: {line}")
     print(f"transcripts and summary in {out}")
+    if summary["episodes"] and summary["errors"] == summary["episodes"]:
+        print(f"hiergym eval: error: every episode failed; the first: {summary['error_examples'][0]}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

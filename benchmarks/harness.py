@@ -23,6 +23,7 @@ fails its episode(s) with the error recorded, and the run goes on. A killed run 
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hiergym.agents.spec import redact_secrets
 from hiergym.benchmarks.summary import load_summary, summary_markdown
 from hiergym.driver import AgentCaller, StepTimeout, play_evaluation
 from hiergym.records import EpisodeResult, append_results, load_results, read_results, to_jsonable
@@ -206,6 +208,9 @@ def _run_record(config: EvalConfig) -> dict[str, Any]:
     record = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     record["env"] = config.env if isinstance(config.env, str) else _agent_label(config.env)
     record["agent"] = _agent_label(config.agent)
+    # Never write secrets: an api_key given as an agent argument is "<redacted>" in run.json and summary.json.
+    record["agent_args"] = redact_secrets(dict(config.agent_args))
+    record["env_args"] = redact_secrets(dict(config.env_args))
     return to_jsonable(record)
 
 
@@ -216,7 +221,7 @@ def _prepare_out(out: Path, record: dict[str, Any], config: EvalConfig) -> dict[
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {out} is a file; give a directory")
     if config.overwrite and out.exists():
-        for path in (run_file, results_file, out / "summary.json", out / "summary.md"):
+        for path in (run_file, results_file, out / "summary.json", out / "summary.md", out / "progress.json"):
             path.unlink(missing_ok=True)
         for path in (out / "episodes").glob("episode_*.jsonl*") if (out / "episodes").exists() else []:
             path.unlink()
@@ -227,6 +232,9 @@ def _prepare_out(out: Path, record: dict[str, Any], config: EvalConfig) -> dict[
         except json.JSONDecodeError:
             raise HarnessError(f"{run_file} is damaged; use --overwrite to start this run again") from None
         differing = [k for k in RESUME_KEYS if previous.get(k) != record.get(k)]
+        if differing and not read_results(results_file):
+            differing = []  # a run that never finished an episode (e.g. its agent failed to load): nothing to keep
+            results_file.unlink(missing_ok=True)
         if differing:
             details = "; ".join(f"{k}: {previous.get(k)!r} there, {record.get(k)!r} now" for k in differing)
             raise HarnessError(f"{out} holds a different run ({details}). Use another --out, or --overwrite to "
@@ -288,7 +296,45 @@ def evaluate(
 
     record = _run_record(config)
     out = Path(config.out) if config.out else None
-    finished = _prepare_out(out, record, config) if out else {}
+    with _RunLock(out) if out else contextlib.nullcontext():
+        finished = _prepare_out(out, record, config) if out else {}
+        return _evaluate_into(config, record, out, finished, agent_object, batch_size, max_steps)
+
+
+class _RunLock:
+    """An exclusive lock on a run directory (``.lock``, released when the process ends however it ends), so
+    two evaluations never write the same ``results.jsonl``."""
+
+    def __init__(self, out: Path):
+        if out.exists() and not out.is_dir():
+            raise HarnessError(f"--out {out} is a file; give a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / ".lock"
+
+    def __enter__(self) -> _RunLock:
+        import fcntl
+
+        self.handle = self.path.open("a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise HarnessError(f"{self.path.parent} is in use by another evaluation (pid {holder}); wait for it to "
+                               "finish, or give this run another --out") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+
+def _evaluate_into(config: EvalConfig, record: dict[str, Any], out: Path | None, finished: dict[int, EpisodeResult],
+                   agent_object: Any, batch_size: int, max_steps: int) -> dict[str, Any]:
     todo = [i for i in range(config.episodes) if i not in finished]
     results: dict[int, EpisodeResult] = {i: r for i, r in finished.items() if i < config.episodes}
     started = time.perf_counter()
@@ -306,6 +352,7 @@ def evaluate(
             results[result.episode] = result
         if results_file is not None:
             append_results(results_file, batch)
+            _save_wall_time(out, previous_wall + (time.perf_counter() - started))
         wins = sum(r.success for r in results.values())
         errors = sum(r.error is not None for r in results.values())
         bar.set_postfix_str(f"success {wins}/{len(results)}" + (f", errors {errors}" if errors else ""))
@@ -340,10 +387,20 @@ def evaluate(
 
 
 def _previous_wall_time(out: Path) -> float:
-    try:
-        return float(json.loads((out / "summary.json").read_text()).get("wall_time_s") or 0.0)
-    except (OSError, ValueError, AttributeError):
-        return 0.0
+    """The wall time the run's earlier processes spent (``progress.json``, written after every batch, so a
+    killed process's time counts too; ``summary.json`` for runs written before it existed)."""
+    for name in ("progress.json", "summary.json"):
+        try:
+            return float(json.loads((out / name).read_text()).get("wall_time_s") or 0.0)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return 0.0
+
+
+def _save_wall_time(out: Path, seconds: float) -> None:
+    tmp = out / "progress.json.tmp"
+    tmp.write_text(json.dumps({"wall_time_s": round(seconds, 3)}) + "\n")
+    os.replace(tmp, out / "progress.json")
 
 
 def _run_parallel(config: EvalConfig, agent_object: Any, max_steps: int, out: Path | None, todo: list[int],

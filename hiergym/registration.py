@@ -216,17 +216,21 @@ def resolve_env_id(name: str) -> str:
     )
 
 
-def parse_env_args(pairs: list[str] | None) -> dict[str, Any]:
-    """Parse ``k=v`` strings (values read as YAML: ``num_boxes=2``, ``dim_room=[7,7]``) into kwargs."""
+def parse_env_args(pairs: list[str] | None, *, what: str = "environment argument",
+                   example: str = "num_boxes=2") -> dict[str, Any]:
+    """Parse ``k=v`` strings (values read as YAML: ``num_boxes=2``, ``dim_room=[7,7]``) into kwargs; errors
+    name the ``what`` (an environment or an agent argument) and show an ``example``."""
     import yaml
 
     kwargs: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"environment argument {pair!r} is not of the form key=value (e.g. num_boxes=2)")
+            raise ValueError(f"{what} {pair!r} is not of the form key=value (e.g. {example})")
         try:
             kwargs[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ValueError(f"cannot read the value of environment argument {pair!r}: {exc}") from None
+            problem = str(exc).splitlines()[0]
+            raise ValueError(f"cannot read the value of {what} {pair!r} ({problem}); values are YAML, e.g. "
+                             f"{example}") from None
     return kwargs

@@ -62,35 +62,40 @@ def paired_success_difference(first: Sequence[Any], second: Sequence[Any], z: fl
 
 def aggregate_results(results: Sequence[Any]) -> dict[str, Any]:
     """Success with its Wilson interval, returns, steps, invalid actions, tokens and tool calls of a set of
-    episodes, with the number of episodes that errored."""
-    n = len(results)
+    episodes. Episodes that errored (``error`` set: the agent or the env failed, so the task was never really
+    played) are counted apart: ``episodes`` counts all, ``errors`` those, and every rate and mean is over the
+    ``episodes_ran`` others."""
+    ran = [r for r in results if r.error is None]
+    n = len(ran)
+    errors = len(results) - n
     if n == 0:
-        return {"episodes": 0}
-    wins = sum(r.success for r in results)
+        return {"episodes": len(results), "episodes_ran": 0, "errors": errors}
+    wins = sum(r.success for r in ran)
     low, high = wilson_interval(wins, n)
-    steps = sum(r.steps for r in results)
-    returns = [r.total_reward for r in results]
+    steps = sum(r.steps for r in ran)
+    returns = [r.total_reward for r in ran]
     mean_return = sum(returns) / n
-    tool = [r.tool_calls for r in results if r.tool_calls is not None]
-    cost = [r.cost for r in results if r.cost is not None]
+    tool = [r.tool_calls for r in ran if r.tool_calls is not None]
+    cost = [r.cost for r in ran if r.cost is not None]
     return {
-        "episodes": n,
+        "episodes": len(results),
+        "episodes_ran": n,
         "successes": wins,
         "success_rate": wins / n,
         "success_ci95": [low, high],
         "mean_return": mean_return,
         "std_return": math.sqrt(sum((x - mean_return) ** 2 for x in returns) / n),
         "mean_steps": steps / n,
-        "invalid_action_rate": (sum(r.invalid_actions for r in results) / steps) if steps else 0.0,
-        "parse_error_rate": (sum(r.parse_errors for r in results) / steps) if steps else 0.0,
-        "tokens_per_episode": sum(r.prompt_tokens + r.response_tokens for r in results) / n,
-        "response_tokens_per_episode": sum(r.response_tokens for r in results) / n,
-        "generations_per_episode": sum(r.generations for r in results) / n,
-        "planner_generations_per_episode": sum(r.planner_generations for r in results) / n,
+        "invalid_action_rate": (sum(r.invalid_actions for r in ran) / steps) if steps else 0.0,
+        "parse_error_rate": (sum(r.parse_errors for r in ran) / steps) if steps else 0.0,
+        "tokens_per_episode": sum(r.prompt_tokens + r.response_tokens for r in ran) / n,
+        "response_tokens_per_episode": sum(r.response_tokens for r in ran) / n,
+        "generations_per_episode": sum(r.generations for r in ran) / n,
+        "planner_generations_per_episode": sum(r.planner_generations for r in ran) / n,
         "tool_calls_per_episode": (sum(tool) / len(tool)) if tool else None,
         "cost_per_episode": (sum(cost) / len(cost)) if cost else None,
-        "truncated": sum(r.truncated for r in results),
-        "errors": sum(r.error is not None for r in results),
+        "truncated": sum(r.truncated for r in ran),
+        "errors": errors,
     }
 
 

@@ -68,7 +68,16 @@ def build_policy(config: TrainConfig, checkpoint_model: Path | None = None):
                                      architecture=config.model_architecture or None)
     else:
         dtype = torch.bfloat16 if (device.type == "cuda" and config.bf16) else torch.float32
-        policy = CausalLMPolicy.from_pretrained(source, device=device, dtype=dtype)
+        try:
+            policy = CausalLMPolicy.from_pretrained(source, device=device, dtype=dtype)
+        except Exception as exc:
+            if checkpoint_model is None:
+                raise
+            raise CheckpointError(f"the model files in {checkpoint_model} are damaged ({type(exc).__name__}: "
+                                  f"{str(exc)[:120]}); restore an earlier copy of {checkpoint_model.parent}, or "
+                                  "start over without --resume") from None
+        if checkpoint_model is not None:  # the checkpoint stays relocatable: name the model, not this path
+            policy.name = "tiny" if config.model.partition(":")[0] == "tiny" else config.model
     if config.gradient_checkpointing:
         policy.model.gradient_checkpointing_enable()
         policy.model.config.use_cache = False
@@ -129,8 +138,9 @@ class Trainer:
         self.state: dict[str, Any] = {"iteration": 0, "sft_done": False, "evaluations": [], "train_batches": 0}
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        checkpoint_model = None
-        if resume and (self.checkpoint_dir / "state.pt").exists():
+        checkpoint_model, saved = None, None
+        if resume and recover_checkpoint(self.out):
+            saved = load_state(self.checkpoint_dir)  # a damaged state fails here, before any work
             checkpoint_model = self.checkpoint_dir / "model"
         elif resume:
             print(f"no checkpoint in {self.checkpoint_dir}; starting a new run")
@@ -145,8 +155,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
         self.rng = random.Random(config.seed)
         self._tensorboard = None
-        if checkpoint_model is not None:
-            self._load_checkpoint()
+        if saved is not None:
+            self._load_checkpoint(saved)
 
     # ---------------------------------------------------------------------------------- public entry
     def run(self) -> dict[str, Any]:
@@ -400,6 +410,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.policy.save(tmp / "model", agent_config=saved_agent_settings(self.config))
+        self.state["metrics_rows"] = _count_lines(self.out / "metrics.jsonl")
         torch.save({
             "state": self.state,
             "optimizer": self.optimizer.state_dict(),
@@ -416,9 +427,15 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
         return self.checkpoint_dir
 
-    def _load_checkpoint(self) -> None:
-        saved = torch.load(self.checkpoint_dir / "state.pt", weights_only=False)
+    def _load_checkpoint(self, saved: dict[str, Any]) -> None:
         self.state = saved["state"]
+        # Rows logged after this checkpoint (a kill before the next one) are played again: drop them.
+        rows = self.state.get("metrics_rows")
+        metrics = self.out / "metrics.jsonl"
+        if rows is not None and metrics.is_file():
+            lines = metrics.read_text().splitlines(keepends=True)
+            if len(lines) > rows:
+                metrics.write_text("".join(lines[:rows]))
         try:
             self.optimizer.load_state_dict(saved["optimizer"])
         except ValueError:
@@ -428,6 +445,40 @@ class Trainer:
         self.rng.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
         print(f"resumed from {self.checkpoint_dir} at iteration {self.state['iteration']}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed; the message names the file and what to do."""
+
+
+def recover_checkpoint(out: Path) -> bool:
+    """Make ``out/checkpoint`` the last complete checkpoint, if there is one. A kill during
+    :meth:`Trainer.save_checkpoint` can leave the previous one as ``checkpoint.old`` (between its two renames)
+    and a half-written ``checkpoint.tmp``; the latter is never used."""
+    current, old = out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(out / "checkpoint.tmp", ignore_errors=True)
+    if not (current / "state.pt").is_file() and (old / "state.pt").is_file():
+        shutil.rmtree(current, ignore_errors=True)
+        os.replace(old, current)
+    return (current / "state.pt").is_file()
+
+
+def load_state(checkpoint: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint, or a :class:`CheckpointError` that says which file is damaged."""
+    path = checkpoint / "state.pt"
+    try:
+        saved = torch.load(path, weights_only=False)
+        if not isinstance(saved, dict) or "state" not in saved:
+            raise ValueError("not a hiergym trainer state")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
+        raise CheckpointError(f"checkpoint file {path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
+                              f"restore an earlier copy of {checkpoint}, or start over without --resume "
+                              f"(delete {checkpoint} or use another --out)") from None
+    return saved
+
+
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
 def evaluation_iteration(label: str, final_iteration: int) -> int:

@@ -421,9 +421,34 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_serve)
 
 
+def check_address(host: str, port: int) -> None:
+    """A clear ``ValueError`` for a port out of range, a host that is no address, or an address this machine
+    cannot listen on (in use, not ours), before any work is done."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port} is out of range: give 0-65535 (0 picks a free port)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise ValueError(f"--host {host!r} is not an address or a name this machine resolves (e.g. 127.0.0.1, "
+                         "localhost)") from None
+    family, _, _, _, address = infos[0]
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.bind(address)
+    except OSError as exc:
+        reason = "is already in use (another server? pick another --port, or 0 for a free one)" \
+            if exc.errno in (98, 48) else f"cannot be listened on ({exc.strerror})"
+        raise ValueError(f"{host}:{port} {reason}") from None
+    finally:
+        probe.close()
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from hiergym.registration import parse_env_args
 
+    check_address(args.host, args.port)
     server = make_server(seed=args.seed, host=args.host, port=args.port, split=args.split, echo=True,
                          **parse_env_args(args.env_arg))
     print(f"serving hiergym/WebShop-v0 on {server.url} (Ctrl-C stops)", flush=True)

@@ -249,11 +249,12 @@ def test_summary_of_results_and_markdown():
                EpisodeResult(episode=1, seed=1, task_id=1, success=False, total_reward=-1.0, steps=2,
                              error="agent raised X")]
     summary = summarize(results, config={"agent": "a", "env": "e"}, wall_time_s=2.0)
-    assert summary["success_rate"] == 0.5 and summary["invalid_action_rate"] == 0.25
-    assert summary["tokens_per_episode"] == 7.5 and summary["errors"] == 1 and summary["episodes_per_s"] == 1.0
-    assert summary["std_return"] == 1.0
+    # The errored episode is counted apart (issue 21): the rates are over the one episode that ran.
+    assert summary["success_rate"] == 1.0 and summary["invalid_action_rate"] == 0.5
+    assert summary["tokens_per_episode"] == 15 and summary["errors"] == 1 and summary["episodes_per_s"] == 1.0
+    assert summary["episodes"] == 2 and summary["episodes_ran"] == 1 and summary["std_return"] == 0.0
     table = summary_markdown([summary])
-    assert "| a @ e | 2 | 50.0%" in table and "25.0%" in table
+    assert "| a @ e | 2 | 100.0%" in table and "50.0%" in table
 
 
 # --------------------------------------------------------------------------------------------- the CLI

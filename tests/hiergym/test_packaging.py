@@ -3,8 +3,9 @@ installed hiergym (not only the checkout) has all of them."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
