@@ -114,6 +114,16 @@ FAMILIES: dict[str, EnvPrompt] = {
         # admissible_actions lists lookup[...] for the entities seen so far; these cannot be enumerated.
         action_templates=("search[<query>]", "calculate[<expression>]", "answer[<answer>]"),
     ),
+    "household": EnvPrompt(
+        family="household",
+        role="You are an expert agent doing a household task together with a teammate.",
+        rules=("Each turn you send one command; you see only your own room. Messages to your teammate, "
+               "delivered next round, do not appear in the admissible list."),
+        think_hint="what the task needs, what your teammate can see or do, and what is left to do",
+        subgoal_example="find the object and tell your teammate where it is",
+        # say[...] takes free text, so admissible_actions cannot list it.
+        action_templates=("say[<message>]",),
+    ),
     "generic": EnvPrompt(
         family="generic",
         role="You are an expert agent acting in a text environment.",
@@ -125,9 +135,10 @@ FAMILIES: dict[str, EnvPrompt] = {
 
 
 def family_for_env(env_id: str | None) -> str:
-    """The prompt family of an env id (by name: sokoban, alfworld, webshop, toolqa; else ``generic``)."""
+    """The prompt family of an env id (by name: sokoban, alfworld, webshop, toolqa, household; else
+    ``generic``)."""
     key = (env_id or "").lower()
-    for family in ("sokoban", "alfworld", "webshop", "toolqa"):
+    for family in ("sokoban", "alfworld", "webshop", "toolqa", "household"):
         if family in key:
             return family
     return "generic"

@@ -246,7 +246,7 @@ class GroupVecEnv:
             if not self.running[i]:
                 continue
             self.pending[i] = True
-            self._pending_action[i] = (action if isinstance(action, str) else repr(action), self.observations[i])
+            self._pending_action[i] = (action if isinstance(action, str) else _action_text(action), self.observations[i])
             if self._lost[i]:
                 self._apply_step_failure(i, self._lost_message(i), "")
                 continue
@@ -520,6 +520,14 @@ class _RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n" + str(self.args[0])
+
+
+def _action_text(action: Any) -> str:
+    """A non-text action as text for the records, never raising (``repr`` of a 5,000-digit int does)."""
+    try:
+        return repr(action)[:200]
+    except Exception:  # noqa: BLE001 - a record of junk must not crash the batch
+        return f"<unprintable {type(action).__name__}>"
 
 
 def _state_key(info: Mapping[str, Any], obs: str) -> str:

@@ -25,6 +25,7 @@ FAMILY_ENVS = {
     "alfworld": ["hiergym/ALFWorld-v0"],
     "webshop": ["hiergym/WebShop-v0"],
     "toolqa": ["hiergym/ToolQA-v0"],
+    "household": ["hiergym/HouseholdCoop-v0"],
     "generic": ["hiergym/TicTacToe-v0", "hiergym/KuhnPoker-v0", "hiergym/Negotiation-v0"],
 }
 EXACT = "exactly one admissible action"
@@ -72,6 +73,17 @@ def test_prompt_and_admissible_actions_agree(family):
                 assert info["action_valid"], f"{env_id}: expert action {action!r} rejected"
                 if terminated or truncated:
                     break
+
+
+def test_the_household_prompt_offers_messages_the_admissible_list_leaves_out():
+    env = gym.make("hiergym/HouseholdCoop-v0")
+    obs, info = env.reset(seed=0)
+    prompt = executor_prompt(family="household", task=info["task"], observation=obs,
+                             admissible=info["admissible_actions"])
+    assert not any(a.startswith("say[") for a in info["admissible_actions"])
+    assert "say[<message>]" in _templates_named(prompt) and EXACT not in prompt
+    _, _, _, _, info = env.step("say[the mug is in the cabinet]")
+    assert info["action_valid"]
 
 
 def test_toolqa_prompt_names_its_free_text_actions_and_they_are_real_actions():
