@@ -15,9 +15,16 @@ Output directory (``--out``):
 - ``summary.json`` and ``summary.md``: success rate with a 95% Wilson interval, mean return, mean steps,
   invalid-action rate, tokens and tool calls per episode, wall time, and the same per task type.
 
+Episodes are played by the episode driver (:func:`hiergym.driver.play_evaluation`, the loop the trainer's
+evaluations use too); this module adds the run around it: validation, the output directory and its resume,
+worker processes, progress and the summary files.
+
 Robustness: an agent that raises, exceeds the per-step timeout, or returns something that is not an action
-fails its episode(s) with the error recorded, and the run goes on. A killed run re-run with the same
-``--out`` skips the episodes already in ``results.jsonl``.
+fails its episode(s) with the error recorded, and the run goes on; errored episodes are counted apart from
+failed ones in the summary. A killed run re-run with the same ``--out`` skips the episodes already in
+``results.jsonl`` (a line cut short by the kill is dropped and its episode played again), and counts the
+killed process's time (``progress.json``). The directory is locked while a run writes it (``.lock``);
+arguments whose names say key, token, secret or password are written as ``<redacted>``.
 """
 
 from __future__ import annotations
