@@ -247,7 +247,8 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
         if key not in names:
             close = difflib.get_close_matches(key, sorted(names), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown training option {key!r}{hint} (`hiergym train --help-config` lists all)")
+            raise ValueError(f"unknown training option {key!r}{hint} (valid keys: {', '.join(sorted(names))}; "
+                             "`hiergym train --help-config` says what each does)")
         changes[key] = _coerce(key, value, getattr(config, key))
     return dataclasses.replace(config, **changes)
 
