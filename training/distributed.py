@@ -292,6 +292,7 @@ class Distributed:
         fully_shard(model)
         for module in [*layers, model]:
             module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no PREMUL_SUM)
         return model
 
     def generation(self, model: torch.nn.Module):
@@ -323,8 +324,15 @@ class Distributed:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        return get_optimizer_state_dict(model, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = get_optimizer_state_dict(model, optimizer,
+                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.is_main:
+            return {}
+        # Saved as a plain optimizer's (parameters by index, not by name): resumable with or without FSDP.
+        index = {name: i for i, name in enumerate(_trained_names(model))}
+        return {"state": {index[name]: value for name, value in state["state"].items()},
+                "param_groups": [{**g, "params": [index[name] for name in g["params"]]}
+                                 for g in state["param_groups"]]}
 
     def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                              state: dict[str, Any]) -> None:
@@ -333,7 +341,14 @@ class Distributed:
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        names = _trained_names(model)
+        try:
+            by_name = {"state": {names[i]: value for i, value in state["state"].items()},
+                       "param_groups": [{**g, "params": [names[i] for i in g["params"]]}
+                                        for g in state["param_groups"]]}
+        except (IndexError, KeyError, TypeError):
+            raise ValueError("the optimizer state does not match the model") from None
+        set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
 _SUMMED_UPDATE_METRICS = ("update_sequences", "update_unique_sequences", "update_tokens", "update_forward_tokens")
@@ -357,6 +372,11 @@ class _Unsharded:
         for module in _fsdp_modules(self.model):
             module.reshard()
             module.set_reshard_after_forward(True, recurse=False)
+
+
+def _trained_names(model: torch.nn.Module) -> list[str]:
+    """Names of the trained parameters, in the order the trainer hands them to its optimizer."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
 def _fsdp_modules(model: torch.nn.Module) -> list[Any]:

@@ -74,6 +74,13 @@ if TARGET_ID not in gym.registry:
     gym.register(TARGET_ID, entry_point=TargetEnv, max_episode_steps=3)
 
 
+def full_state(value):
+    """A state dict with FSDP's DTensors gathered into plain tensors (every rank must call it)."""
+    if not isinstance(value, dict):
+        return value
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in value.items()}
+
+
 def rank_share(rollout, dist, num_tasks: int):
     """The records and episodes of this rank's group slots (slot = group id - the batch's first group id)."""
     from hiergym.training.rollout import RolloutResult
@@ -114,7 +121,7 @@ def main() -> None:
         params["init"] = {k: v.detach().clone() for k, v in bc.policy.model.state_dict().items()}
         bc.behaviour_clone()
         params["bc"] = {k: v.detach().clone() for k, v in bc.policy.model.state_dict().items()}
-        for estimator in ("gigpo", "gae"):
+        for estimator in (("gigpo",) if overrides.get("fsdp") else ("gigpo", "gae")):
             config = load_config(None, None, {**overrides, "estimator": estimator,
                                               "out_dir": overrides["out_dir"] + f"-{estimator}"})
             trainer = Trainer(config)
@@ -134,6 +141,8 @@ def main() -> None:
                 params[estimator].update({f"value_head.{k}": v.detach().clone()
                                           for k, v in trainer.value_head.state_dict().items()})
             params[f"{estimator}_metrics"] = metrics
+        if bc.dist.is_main or overrides.get("fsdp"):
+            params = {k: full_state(v) for k, v in params.items()}
         if bc.dist.is_main:
             torch.save(params, out)
         return

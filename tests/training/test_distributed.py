@@ -49,25 +49,47 @@ def torchrun(nproc: int, mode: str, config: dict, out: Path, timeout: float = LA
     return done
 
 
-def test_two_ranks_update_equals_one_process(tmp_path) -> None:
-    """From the same weights and the same rollout batch (each rank holding its half of the groups), behaviour
-    cloning and one RL iteration (GiGPO; GAE with its value head) leave the parameters one process leaves."""
-    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    torchrun(1, "update", {**SOKOBAN, "out_dir": str(tmp_path / "w1")}, one)
-    (tmp_path / "two.pt.rollout").write_bytes((tmp_path / "one.pt.rollout").read_bytes())
-    torchrun(2, "update", {**SOKOBAN, "out_dir": str(tmp_path / "w2")}, two)
-    a, b = torch.load(one, weights_only=False), torch.load(two, weights_only=False)
-    for phase in ("bc", "gigpo", "gae"):
+@pytest.fixture(scope="module")
+def one_rank_update(tmp_path_factory) -> tuple[Path, dict]:
+    """The reference: behaviour cloning and one RL iteration per estimator on one rank; its rollout batch
+    (``one.pt.rollout``) is the one every world size updates on."""
+    folder = tmp_path_factory.mktemp("one-rank-update")
+    torchrun(1, "update", {**SOKOBAN, "out_dir": str(folder / "w1")}, folder / "one.pt")
+    return folder / "one.pt", torch.load(folder / "one.pt", weights_only=False)
+
+
+def two_rank_update(tmp_path: Path, reference: Path, **overrides) -> dict:
+    (tmp_path / "two.pt.rollout").write_bytes(Path(str(reference) + ".rollout").read_bytes())
+    torchrun(2, "update", {**SOKOBAN, "out_dir": str(tmp_path / "w2"), **overrides}, tmp_path / "two.pt")
+    return torch.load(tmp_path / "two.pt", weights_only=False)
+
+
+def assert_same_parameters(a: dict, b: dict, phases: tuple[str, ...]) -> None:
+    for phase in phases:
         assert a[phase].keys() == b[phase].keys()
         worst = max((a[phase][k] - b[phase][k]).abs().max().item() for k in a[phase])
         assert worst < 1e-5, f"{phase}: parameters differ by {worst}"
         moved = max((a[phase][k] - a["init"][k]).abs().max().item() for k in a["init"])
         assert moved > 1e-4, f"{phase} did not change the parameters: the comparison would be empty"
+
+
+def test_two_ranks_update_equals_one_process(tmp_path, one_rank_update) -> None:
+    """From the same weights and the same rollout batch (each rank holding its half of the groups), behaviour
+    cloning and one RL iteration (GiGPO; GAE with its value head) leave the parameters one process leaves."""
+    a = one_rank_update[1]
+    b = two_rank_update(tmp_path, one_rank_update[0])
+    assert_same_parameters(a, b, ("bc", "gigpo", "gae"))
     assert any(k.startswith("value_head.") for k in a["gae"])
     for key in ("train_success", "train_return", "rows", "generated_tokens", "invalid_rate", "advantage_std",
                 "update_sequences", "update_tokens"):
         assert a["gigpo_metrics"][key] == pytest.approx(b["gigpo_metrics"][key], rel=1e-9), key
     assert a["gigpo_metrics"]["update_grad_norm"] == pytest.approx(b["gigpo_metrics"]["update_grad_norm"], rel=1e-5)
+
+
+def test_fsdp_update_equals_one_process(tmp_path, one_rank_update) -> None:
+    """fsdp=true (FSDP2 fully_shard over 2 gloo ranks, parameters sharded): the same parameters again."""
+    assert_same_parameters(one_rank_update[1], two_rank_update(tmp_path, one_rank_update[0], fsdp=True),
+                           ("bc", "gigpo"))
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +128,18 @@ def test_a_two_rank_run_resumes_on_one_rank(tmp_path, one_rank_run) -> None:
     torchrun(1, "resume", config, tmp_path / "resumed.json")
     resumed = json.loads((tmp_path / "resumed.json").read_text())
     assert resumed["evaluations"] == one_rank_run["evaluations"] and resumed["results"] == one_rank_run["results"]
+
+
+@pytest.mark.parametrize(("stopped", "resumed"), [(2, 1), (1, 2)], ids=["fsdp-2-to-1", "1-to-fsdp-2"])
+def test_fsdp_runs_and_resumes_across_world_sizes(tmp_path, one_rank_run, stopped: int, resumed: int) -> None:
+    """Under FSDP the ranks generate (rollouts, sharded evaluations) with the gathered model, and the
+    checkpoint holds plain weights and a plain optimizer state: a 2-rank FSDP run resumes on 1 plain rank,
+    and a 1-rank run resumes on 2 FSDP ranks, each ending where the uninterrupted 1-rank run ends."""
+    config = {**CHOICE, "out_dir": str(tmp_path / "run")}
+    torchrun(stopped, "stop", {**config, "fsdp": stopped > 1}, tmp_path / "unused.json")
+    torchrun(resumed, "resume", {**config, "fsdp": resumed > 1}, tmp_path / "resumed.json")
+    result = json.loads((tmp_path / "resumed.json").read_text())
+    assert result["evaluations"] == one_rank_run["evaluations"] and result["results"] == one_rank_run["results"]
 
 
 @pytest.mark.parametrize("mode", ["crash", "kill", "hang"])
