@@ -49,6 +49,10 @@ class TrainConfig:
     num_tasks: int = option(8, "B: tasks per rollout batch", low=1)
     group_size: int = option(4, "G: rollouts of each task from the same seed", low=1)
     train_split: str = option("train", "split rollouts draw tasks from", choices=SPLITS)
+    env_backend: str = option("sync", "where the rollout env copies run: sync (this process), process (worker "
+                              "processes) or ray (Ray actors; RAY_ADDRESS joins a cluster; docs/scaling.md)",
+                              choices=("sync", "process", "ray"))
+    env_workers: int = option(0, "worker processes (process) or actors (ray) of env_backend; 0: automatic", low=0)
 
     # ------------------------------------------------------------------ agent and model
     model: str = option("tiny", "'tiny', 'tiny:DIR', or a local HF path / cached id")

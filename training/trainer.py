@@ -126,7 +126,7 @@ def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str, f
 
     return make_group_vec(config.env_id, num_tasks=num_tasks, group_size=group_size, seed=config.seed,
                           split=split, max_episode_steps=config.max_episode_steps, first_slot=first_slot,
-                          **config.env_kwargs)
+                          backend=config.env_backend, num_workers=config.env_workers or None, **config.env_kwargs)
 
 
 # ------------------------------------------------------------------------------------------ the trainer

@@ -125,3 +125,27 @@ def test_ray_options_are_checked() -> None:
                        ({"strategy": "PACKED"}, "strategy")):
         with pytest.raises(ValueError, match=match):
             RayOptions(**bad)
+
+
+def test_trainer_rollouts_on_ray_actors_equal_sync(tmp_path) -> None:
+    """``env_backend=ray`` in the trainer's config: the rollout batch (token ids, rewards, ids) is the one the
+    in-process envs give."""
+    import torch
+
+    from hiergym.training.config import load_config
+    from hiergym.training.rollout import collect_rollouts
+    from hiergym.training.trainer import build_agent, build_policy, make_vec
+
+    torch.set_num_threads(1)
+    batches = {}
+    for backend in ("sync", "ray"):
+        config = load_config("sokoban", overrides={"env_backend": backend, "env_workers": 2, "num_tasks": 2,
+                                                   "group_size": 2, "max_episode_steps": 3, "max_new_tokens": 6,
+                                                   "device": "cpu", "out_dir": str(tmp_path / backend)})
+        vec = make_vec(config, config.num_tasks, config.group_size, config.train_split)
+        assert vec.backend == backend
+        rollout = collect_rollouts(vec, build_agent(config, build_policy(config), config.temperature))
+        vec.close()
+        batches[backend] = [(r.group_id, r.traj_id, r.step, r.prompt_token_ids, r.response_token_ids, r.reward,
+                             r.done) for r in rollout.records]
+    assert batches["sync"] == batches["ray"] and len(batches["sync"]) >= 4
