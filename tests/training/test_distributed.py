@@ -161,3 +161,16 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path, mode: str) -> None
     else:
         report = output[output.index("Root Cause"):]
         assert "rank      : 0" in report and "timed out" in report.lower(), report
+
+
+def test_shards_are_contiguous_and_cover_everything() -> None:
+    from hiergym.training.distributed import Distributed
+
+    for world in (1, 2, 3, 5):
+        for count in (0, 1, 4, 7, 10):
+            ranges = [Distributed(rank=r, world_size=world).bounds(count) for r in range(world)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == count
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+            sizes = [b - a for a, b in ranges]
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    assert Distributed().shard(list(range(5))) == list(range(5)) and Distributed().all_gather(3) == [3]
