@@ -93,7 +93,11 @@ def run_sft(args: argparse.Namespace) -> int:
 
     if not torch.cuda.is_available():
         torch.set_num_threads(1)
+    from hiergym.training.distributed import launched_rank
+
     summary = Trainer(dataclasses.replace(config, iterations=0)).run()
+    if launched_rank() != 0:
+        return 0
     print(json.dumps({"success_after_sft": summary["success_before_rl"],
                       "model": f"{config.out_dir}/checkpoint/model"}, indent=2))
     return 0
