@@ -3,6 +3,7 @@ on the same model, prompts and sequences, in one process.
 
     python -m hiergym.benchmarks.trainer_throughput                               # CPU: the preset's tiny model
     python -m hiergym.benchmarks.trainer_throughput --architecture qwen2.5-0.5b --device cuda   # real size
+    python -m hiergym.benchmarks.trainer_throughput --nproc 2          # world size 2 against 1 (torchrun)
 
 The model is the built-in byte-level Llama at the chosen architecture (``tiny``: the ``sokoban`` preset's
 120k parameters; ``qwen2.5-0.5b``: Qwen2.5-0.5B's hidden size, layers, heads and grouped KV heads with the byte
@@ -107,7 +108,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--micro-batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="> 1: data-parallel world size N against 1 under torchrun, on the same global batch "
+                        "(hiergym.benchmarks.distributed_throughput)")
     args = parser.parse_args(argv)
+    if args.nproc > 1:
+        from hiergym.benchmarks.distributed_throughput import main as distributed_main
+
+        if args.model:
+            parser.error("--nproc compares the built-in model's architectures only (--architecture)")
+        return distributed_main(["--nproc", str(args.nproc), "--architecture", args.architecture,
+                                 "--device", "cpu" if args.device == "auto" else args.device,
+                                 "--iterations", str(args.iterations), "--tasks", str(args.tasks),
+                                 "--group", str(args.group), "--max-steps", str(args.max_steps),
+                                 "--max-new-tokens", str(args.max_new_tokens),
+                                 "--micro-batch-size", str(args.micro_batch_size), "--threads", str(args.threads)])
 
     import numpy as np
     import torch

@@ -6,7 +6,13 @@ with random admissible actions, and times, in the same process and on the same t
 
 - ``loop``: a plain Python loop over B*G single ``gymnasium.make`` envs (the baseline);
 - ``sync``: :func:`hiergym.make_group_vec` with the in-process backend;
-- ``process``: the worker-process backend (``--workers``, default 2).
+- ``process``: the worker-process backend (``--workers``, default 2);
+- ``ray``: the Ray-actor backend (``--workers`` actors of ``--ray-cpus`` CPUs each, on a local Ray instance or
+  the cluster of ``--ray-address`` / ``RAY_ADDRESS``; needs ``pip install 'hiergym[ray]'``).
+
+An env pattern may carry env arguments after a colon, ``alfworld:engine=alfworld`` (the real ALFWorld
+engine, TextWorld's PDDL planner, instead of the native one), so one run compares a cheap env and an
+expensive one.
 
 Resets are part of the timed work (a batch is reset and played, as a trainer does), after one untimed reset
 of every task (warming caches such as TextWorld's compiled games); the runners take turns batch by batch so
@@ -17,6 +23,8 @@ for the next chunks, against generating for all and then stepping all (steps onl
 
     python -m hiergym.benchmarks.vector_throughput                     # every env, 16x8, both backends
     python -m hiergym.benchmarks.vector_throughput --envs sokoban --rounds 5 --overlap-gen-ms 100
+    python -m hiergym.benchmarks.vector_throughput --envs sokoban alfworld:engine=alfworld \
+        --backends sync process ray --num-tasks 4 --group-size 4 --rounds 2 --steps 10
 """
 
 from __future__ import annotations
@@ -54,8 +62,9 @@ class CostlyStep(gym.Wrapper):
         return self.env.step(action)
 
 
-def make_env(env_id: str, step_cost_ms: float = 0.0, step_cost_kind: str = "cpu") -> gym.Env:
-    env = gym.make(env_id)
+def make_env(env_id: str, step_cost_ms: float = 0.0, step_cost_kind: str = "cpu",
+             env_kwargs: dict | None = None) -> gym.Env:
+    env = gym.make(env_id, **(env_kwargs or {}))
     return CostlyStep(env, step_cost_ms, step_cost_kind) if step_cost_ms > 0 else env
 
 
@@ -96,12 +105,12 @@ def group_vec_round(env: GroupVecEnv, steps: int, rng: np.random.Generator) -> t
     return done_steps, time.perf_counter() - start
 
 
-def measure(env_id: str, vec: dict[str, GroupVecEnv], task_seeds: list[list[int]], args: argparse.Namespace
-            ) -> dict[str, tuple[int, float]]:
+def measure(env_id: str, vec: dict[str, GroupVecEnv], task_seeds: list[list[int]], args: argparse.Namespace,
+            env_kwargs: dict | None = None) -> dict[str, tuple[int, float]]:
     """Env steps and seconds per runner; the runners take turns batch by batch, so that the load of a shared
     machine drifting during the run weighs on all of them alike. Each runner draws its actions from its own
     generator with the same seed, so all play the same actions on the same tasks."""
-    loop_envs = [make_env(env_id, args.step_cost_ms, args.step_cost_kind) for _ in task_seeds[0]]
+    loop_envs = [make_env(env_id, args.step_cost_ms, args.step_cost_kind, env_kwargs) for _ in task_seeds[0]]
     rngs = {runner: np.random.default_rng(args.seed) for runner in ["loop", *vec]}
     totals = {runner: (0, 0.0) for runner in rngs}
     for seeds in task_seeds:
@@ -160,11 +169,30 @@ def run_overlap(env: GroupVecEnv, rounds: int, steps: int, gen_s: float, chunks:
     return timings["lock-step"], timings["overlapped"]
 
 
-def selected_envs(patterns: Sequence[str] | None) -> list[str]:
+def parse_pattern(pattern: str) -> tuple[str, dict]:
+    """``"alfworld:engine=alfworld,max_steps=30"`` -> ("alfworld", {"engine": "alfworld", "max_steps": 30})."""
+    import yaml
+
+    name, _, rest = pattern.partition(":")
+    kwargs = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"env argument {item!r} of {pattern!r} is not key=value")
+        kwargs[key.strip()] = yaml.safe_load(value)
+    return name, kwargs
+
+
+def selected_envs(patterns: Sequence[str] | None) -> list[tuple[str, dict]]:
+    """(env id, env arguments) of every registered env that a pattern names (default: every env)."""
     ids = hiergym.env_ids()
     if not patterns:
-        return ids
-    return [i for i in ids if any(p.lower() in i.lower() for p in patterns)]
+        return [(i, {}) for i in ids]
+    chosen = []
+    for pattern in patterns:
+        name, kwargs = parse_pattern(pattern)
+        chosen += [(i, kwargs) for i in ids if name.lower() in i.lower()]
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="lock-step steps per batch at most")
     parser.add_argument("--rounds", type=int, default=3, help="batches per measurement")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the process backend")
-    parser.add_argument("--backends", nargs="*", default=["sync", "process"])
+    parser.add_argument("--backends", nargs="*", default=["sync", "process"], choices=["sync", "process", "ray"])
+    parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    parser.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs Ray reserves per actor")
     parser.add_argument("--split", default="train")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-cost-ms", type=float, default=0.0,
@@ -188,41 +218,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env_ids = selected_envs(args.envs)
+    if "ray" in args.backends:
+        from hiergym.envs.vector.ray_backend import ensure_ray
+
+        ray = ensure_ray(args.ray_address)
+        resources = ray.cluster_resources()
+        ray_note = (f", ray backend with {args.workers} actors of {args.ray_cpus:g} CPU on "
+                    f"{len(ray.nodes())} node(s) ({resources.get('CPU', 0):g} CPUs)")
+    else:
+        ray_note = ""
     if not env_ids:
         parser.error(f"no registered env matches {args.envs}; registered: {', '.join(hiergym.env_ids())}")
     n = args.num_tasks * args.group_size
     print(f"{args.num_tasks}x{args.group_size} = {n} copies, up to {args.steps} steps x {args.rounds} batches, "
-          f"random admissible actions, process backend with {args.workers} workers"
+          f"random admissible actions, process backend with {args.workers} workers{ray_note}"
           + (f", +{args.step_cost_ms:g} ms synthetic {args.step_cost_kind} per step" if args.step_cost_ms > 0
              else "") + "\n")
-    print(f"{'env':<28} {'runner':<10} {'env steps':>9} {'steps/s':>10} {'vs loop':>8}")
-    for env_id in env_ids:
+    print(f"{'env':<36} {'runner':<10} {'env steps':>9} {'steps/s':>10} {'vs loop':>8}")
+    for env_id, env_kwargs in env_ids:
+        label = env_id + (":" + ",".join(f"{k}={v}" for k, v in env_kwargs.items()) if env_kwargs else "")
         # Every task of the timed batches is reset once, untimed, before any runner, so that one-time costs
         # (TextWorld compiles each game into a disk cache) are not charged to whichever runner comes first.
         task_seeds = [[group_task_seed(args.seed, r, i // args.group_size) for i in range(n)]
                       for r in range(args.rounds)]
         try:
-            warm = make_env(env_id)
+            warm = make_env(env_id, env_kwargs=env_kwargs)
             for seed in sorted({s for seeds in task_seeds for s in seeds}):
                 warm.reset(seed=seed, options={"split": args.split})
             warm.close()
-            factory = (partial(make_env, env_id, args.step_cost_ms, args.step_cost_kind) if args.step_cost_ms > 0
-                       else env_id)
+            factory = partial(make_env, env_id, args.step_cost_ms, args.step_cost_kind, env_kwargs)
             vec = {b: make_group_vec(factory, args.num_tasks, args.group_size, seed=args.seed, split=args.split,
-                                     backend=b, num_workers=args.workers) for b in args.backends}
+                                     backend=b, num_workers=args.workers if b != "sync" else None,
+                                     ray_options={"num_cpus": args.ray_cpus} if b == "ray" else None)
+                   for b in args.backends}
         except Exception as exc:  # an env whose dependencies are missing is skipped, not fatal
-            print(f"{env_id:<28} skipped: {type(exc).__name__}: {exc}")
+            print(f"{label:<36} skipped: {type(exc).__name__}: {exc}")
             continue
         # The loop plays exactly the tasks the group env draws: batch r, slot g -> group_task_seed(seed, r, g).
-        totals = measure(env_id, vec, task_seeds, args)
+        totals = measure(env_id, vec, task_seeds, args, env_kwargs)
         loop_rate = totals["loop"][0] / totals["loop"][1]
         for k, (runner, (steps, seconds)) in enumerate(totals.items()):
-            print(f"{env_id if k == 0 else '':<28} {runner:<10} {steps:>9} {steps / seconds:>10.0f} "
+            print(f"{label if k == 0 else '':<36} {runner:<10} {steps:>9} {steps / seconds:>10.0f} "
                   f"{steps / seconds / loop_rate:>7.2f}x")
         if args.overlap_gen_ms > 0 and "process" in vec:
             lock, overlapped = run_overlap(vec["process"], args.rounds, args.steps, args.overlap_gen_ms / 1000,
                                            args.overlap_chunks, args.seed)
-            print(f"{'':<28} overlap: {args.overlap_gen_ms:g} ms simulated generation per step in "
+            print(f"{'':<36} overlap: {args.overlap_gen_ms:g} ms simulated generation per step in "
                   f"{args.overlap_chunks} chunks: "
                   f"lock-step {lock * 1000:.1f} ms/step, overlapped {overlapped * 1000:.1f} ms/step "
                   f"({lock / overlapped:.2f}x)")

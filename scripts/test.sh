@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[dev,alfworld,plot,trl]"
+python -m pip install -q -e ".[dev,alfworld,plot,trl,ray]"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 python -m pytest tests "$@"

@@ -60,14 +60,24 @@ def run_train(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 0
+    # Under torchrun, a rank's exception goes to the launcher's error file, so the job's failure report
+    # (its "Root Cause") shows that rank's traceback.
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(_train)(config, args.resume)
+
+
+def _train(config, resume: bool) -> int:
     import torch
 
+    from hiergym.training.distributed import launched_rank
     from hiergym.training.trainer import Trainer
 
     if config.device in ("cpu", "auto") and not torch.cuda.is_available():
         torch.set_num_threads(1)  # small models on few cores: one thread avoids contention
-    summary = Trainer(config, resume=args.resume).run()
-    print_summary(summary)
+    summary = Trainer(config, resume=resume).run()
+    if launched_rank() == 0:  # torchrun: every rank holds the same summary; one prints it
+        print_summary(summary)
     return 0
 
 
@@ -83,7 +93,11 @@ def run_sft(args: argparse.Namespace) -> int:
 
     if not torch.cuda.is_available():
         torch.set_num_threads(1)
+    from hiergym.training.distributed import launched_rank
+
     summary = Trainer(dataclasses.replace(config, iterations=0)).run()
+    if launched_rank() != 0:
+        return 0
     print(json.dumps({"success_after_sft": summary["success_before_rl"],
                       "model": f"{config.out_dir}/checkpoint/model"}, indent=2))
     return 0

@@ -49,6 +49,10 @@ class TrainConfig:
     num_tasks: int = option(8, "B: tasks per rollout batch", low=1)
     group_size: int = option(4, "G: rollouts of each task from the same seed", low=1)
     train_split: str = option("train", "split rollouts draw tasks from", choices=SPLITS)
+    env_backend: str = option("sync", "where the rollout env copies run: sync (this process), process (worker "
+                              "processes) or ray (Ray actors; RAY_ADDRESS joins a cluster; docs/scaling.md)",
+                              choices=("sync", "process", "ray"))
+    env_workers: int = option(0, "worker processes (process) or actors (ray) of env_backend; 0: automatic", low=0)
 
     # ------------------------------------------------------------------ agent and model
     model: str = option("tiny", "'tiny', 'tiny:DIR', or a local HF path / cached id")
@@ -68,6 +72,13 @@ class TrainConfig:
     lora: bool = option(False, "train LoRA adapters through peft")
     lora_rank: int = option(16, "LoRA rank", low=1)
     gradient_checkpointing: bool = option(False, "trade compute for memory")
+
+    # ------------------------------------------------------------------ several processes (torchrun, docs/scaling.md)
+    fsdp: bool = option(False, "torchrun: shard parameters, gradients and optimizer state over the ranks (FSDP2 "
+                        "fully_shard), for a model that does not fit one device; not with lora, kl_coef > 0 or a "
+                        "value-head estimator")
+    distributed_timeout: float = option(600.0, "torchrun: seconds a rank waits in a collective (gradient sum, "
+                                        "gather, checkpoint barrier) before the job fails", low=1.0, high=86400.0)
 
     # ------------------------------------------------------------------ advantages
     estimator: str = option("gigpo", "grpo, rloo, gigpo, hgpo, hiper or gae")
@@ -130,6 +141,9 @@ class TrainConfig:
              "(YAML needs a space after each colon: {hidden_size: 64, num_hidden_layers: 2})"),
             (all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.token_budgets),
              f"token_budgets must be positive integers, got {self.token_budgets!r}"),
+            (not self.fsdp or not (self.lora or self.kl_coef > 0),
+             "fsdp=true does not support lora=true or kl_coef > 0 (the reference copy and the adapters are not "
+             "sharded); use fsdp=false"),
         ]
         for ok, message in checks:
             if not ok:
@@ -140,6 +154,10 @@ class TrainConfig:
             self.loss_config()
         except ValueError as exc:
             raise ValueError(f"bad training config: {exc}") from None
+        if self.fsdp and self.estimator_settings().needs_value_head:
+            raise ValueError(f"bad training config: fsdp=true does not support estimator {self.estimator} (its value "
+                             "head adds forwards a rank without rows cannot mirror); use fsdp=false or another "
+                             "estimator")
 
     def estimator_settings(self) -> EstimatorOptions:
         """The estimator's checked options."""

@@ -86,6 +86,7 @@ def policy_update(
     max_grad_norm: float = 1.0,
     value_head: ValueHead | None = None,
     rng: random.Random | None = None,
+    sharding: Any = None,
     **loss_overrides: Any,
 ) -> dict[str, float]:
     """One PPO-style update on a finished batch of generations. Returns averaged metrics.
@@ -96,10 +97,15 @@ def policy_update(
     Each epoch shuffles the sequences and splits them into ``mini_batches`` optimizer steps; each step
     accumulates gradients over micro-batches of ``micro_batch_size`` distinct sequences (identical rows, the
     same prompt and response in several rollouts, share one forward/backward and stay in one mini-batch).
+
+    ``sharding`` (``hiergym.training.distributed``, data-parallel ranks): ``sequences`` are this rank's share;
+    the sets, their shuffle, the mini-batches and every share are those of the global batch, and the gradients
+    are summed over the ranks before each step, so the step equals one process's on the whole batch.
     """
     loss = dataclasses.replace(loss or LossConfig(), **loss_overrides)
     usable = [s for s in sequences if s.response_ids]
-    if not usable:
+    shards = sharding.global_sets(usable) if sharding is not None else None  # a collective: every rank calls
+    if (shards.count == 0) if shards is not None else not usable:
         return {"pg_loss": 0.0, "sequences": 0}
     rng = rng or random.Random(0)
     total_tokens = sum(len(s.response_ids) for s in usable)
@@ -110,14 +116,17 @@ def policy_update(
                                                         "approx_kl", "grad_norm", "value_loss")}
     for _ in range(epochs):
         # Shuffle whole sets of identical rows, so that each set shares one forward/backward in its mini-batch.
-        order = list(range(len(identical_sets)))
+        order = list(range(len(identical_sets) if shards is None else shards.count))
         rng.shuffle(order)
         for mini in np.array_split(np.array(order), max(1, min(mini_batches, len(order)))):
+            batch, totals = (([[usable[i] for i in identical_sets[g]] for g in mini], None) if shards is None
+                             else shards.mini_batch(usable, mini))
             _accumulate_and_step(
-                policy, optimizer, [[usable[i] for i in identical_sets[g]] for g in mini], metrics,
+                policy, optimizer, batch, metrics,
                 micro_batch_size=micro_batch_size, aggregation=loss.aggregation,
                 loss_options=loss.policy_loss_options(), reference=reference, value_head=value_head,
-                value_coef=loss.value_coef, max_grad_norm=max_grad_norm)
+                value_coef=loss.value_coef, max_grad_norm=max_grad_norm, totals=totals,
+                finish=shards.finish if shards is not None else None)
     model.eval()
     summary = {k: float(np.mean(v)) for k, v in metrics.items() if v}
     summary["sequences"] = len(usable)
@@ -143,13 +152,18 @@ def identical_sequences(sequences: Sequence[TrainSequence]) -> list[list[int]]:
 
 def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], metrics: dict[str, list[float]], *,
                          micro_batch_size: int, aggregation: str, loss_options: dict, reference,
-                         value_head: ValueHead | None, value_coef: float, max_grad_norm: float) -> None:
+                         value_head: ValueHead | None, value_coef: float, max_grad_norm: float,
+                         totals: tuple[int, int] | None = None, finish=None) -> None:
     """One optimizer step on ``batch`` (sets of identical sequences), accumulated over micro-batches of
-    ``micro_batch_size`` distinct sequences; the loss still counts every row with its own advantage."""
+    ``micro_batch_size`` distinct sequences; the loss still counts every row with its own advantage.
+    ``totals``: the (rows, tokens) the shares are taken of (default: ``batch``'s own); ``finish``: called after
+    the backward passes, before clipping (a distributed update sums the gradients there)."""
     device = policy.device
     model = policy.model
     rows_in_batch = sum(len(same) for same in batch)
     total_tokens = sum(len(same[0].response_ids) * len(same) for same in batch)
+    if totals is not None:
+        rows_in_batch, total_tokens = totals
     optimizer.zero_grad(set_to_none=True)
     for start in range(0, len(batch), micro_batch_size):
         chunk = batch[start:start + micro_batch_size]
@@ -175,18 +189,21 @@ def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], me
                                                                          temperature=temperature), width)[expand]
         out = clipped_policy_loss(logprobs, old, advantages, mask, ref_logprobs=ref_logprobs, entropy=entropy,
                                   **loss_options)
-        loss = out.loss
+        loss = out.loss * share
         if value_head is not None:
             values = value_head(model, prompts, policy.tokenizer.pad_token_id)[expand]
             targets = torch.tensor([s.value_target for s in rows], dtype=torch.float32, device=device)
             old_values = torch.tensor([s.old_value for s in rows], dtype=torch.float32, device=device)
             v_loss = value_loss(values, old_values, targets)
-            loss = loss + value_coef * v_loss
+            # The value loss is the mean over the mini-batch's rows, whatever its split into micro-batches.
+            loss = loss + value_coef * v_loss * (len(rows) / rows_in_batch)
             metrics["value_loss"].append(v_loss.item())
-        (loss * share).backward()
+        loss.backward()
         for key in ("loss", "pg_loss", "kl", "entropy", "clip_fraction", "approx_kl"):
             metrics[key].append(getattr(out, key).item())
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    if finish is not None:
+        finish(policy, parameters, micro_batch_size)
     metrics["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)))
     optimizer.step()
 
@@ -201,12 +218,17 @@ def behaviour_cloning(
     max_grad_norm: float = 1.0,
     seed: int = 0,
     progress=None,
+    sharding: Any = None,
 ) -> list[float]:
     """Supervised fine-tuning on (prompt ids, response ids) pairs: minimise the response tokens' NLL.
 
-    Returns the loss of every step. ``progress`` (optional) is called with (step, loss).
+    Returns the loss of every step. ``progress`` (optional) is called with (step, loss). ``sharding``
+    (data-parallel ranks): ``demonstrations`` are this rank's share of the global list; every step draws the
+    same picks from the global list, each rank backpropagates its own, and the gradients are summed.
     """
-    if not demonstrations:
+    shards = sharding.demonstrations(demonstrations) if sharding is not None else None
+    count = len(demonstrations) if shards is None else shards.count
+    if not count:
         raise ValueError("behaviour cloning needs at least one demonstration")
     rng = random.Random(seed)
     parameters = [p for p in policy.model.parameters() if p.requires_grad]
@@ -215,16 +237,22 @@ def behaviour_cloning(
     policy.model.train()
     losses = []
     for step in range(steps):
-        batch = [demonstrations[rng.randrange(len(demonstrations))] for _ in range(batch_size)]
-        logps = policy.sequence_logprobs([p for p, _ in batch], [r for _, r in batch])
-        tokens = sum(len(lp) for lp in logps)
-        loss = -torch.cat(logps).sum() / max(tokens, 1)
+        picks = [rng.randrange(count) for _ in range(batch_size)]
+        batch = [demonstrations[i] for i in picks] if shards is None else shards.local(picks, demonstrations)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value = 0.0
+        if batch:
+            logps = policy.sequence_logprobs([p for p, _ in batch], [r for _, r in batch])
+            tokens = sum(len(lp) for lp in logps) if shards is None else shards.tokens(picks)
+            loss = -torch.cat(logps).sum() / max(tokens, 1)
+            loss.backward()
+            value = loss.item()
+        if shards is not None:
+            value = shards.finish(policy, parameters, picks, value)
         torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
         optimizer.step()
         schedule.step()
-        losses.append(loss.item())
+        losses.append(value)
         if progress is not None:
             progress(step, losses[-1])
     policy.model.eval()

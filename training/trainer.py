@@ -37,6 +37,7 @@ import torch
 from hiergym.driver import play_evaluation
 from hiergym.records import append_results, load_results, results_path
 from hiergym.stats import paired_success_difference, summarize
+from hiergym.training import distributed
 from hiergym.training.advantages import compute_advantages, value_targets
 from hiergym.training.config import TrainConfig
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
@@ -120,17 +121,21 @@ def build_agent(config: TrainConfig, policy, temperature: float):
     return LLMAgent(policy, LLMAgentConfig(**common), env_id=config.env_id)
 
 
-def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str):
+def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str, first_slot: int = 0):
     from hiergym.envs.vector import make_group_vec
 
     return make_group_vec(config.env_id, num_tasks=num_tasks, group_size=group_size, seed=config.seed,
-                          split=split, max_episode_steps=config.max_episode_steps, **config.env_kwargs)
+                          split=split, max_episode_steps=config.max_episode_steps, first_slot=first_slot,
+                          backend=config.env_backend, num_workers=config.env_workers or None, **config.env_kwargs)
 
 
 # ------------------------------------------------------------------------------------------ the trainer
 class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False):
         config.validate()
+        # torchrun's ranks (docs/scaling.md); a world of one without a launcher.
+        self.dist = distributed.setup(config.distributed_timeout, fsdp=config.fsdp)
+        distributed.check_world(config.num_tasks, self.dist)
         self.config = config
         self.out = Path(config.out_dir)
         self.checkpoint_dir = self.out / "checkpoint"
@@ -139,15 +144,23 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         checkpoint_model, saved = None, None
-        if resume and recover_checkpoint(self.out):
-            saved = load_state(self.checkpoint_dir)  # a damaged state fails here, before any work
+        # Rank 0 alone repairs and reads the checkpoint; the others get its state (and, below, its weights).
+        if resume and self.dist.broadcast(recover_checkpoint(self.out) if self.dist.is_main else None):
+            saved = self.dist.broadcast(load_state(self.checkpoint_dir) if self.dist.is_main else None)
             checkpoint_model = self.checkpoint_dir / "model"
-        elif resume:
+            if not (checkpoint_model / "config.json").is_file():  # not on this node's filesystem
+                checkpoint_model = None
+        elif resume and self.dist.is_main:
             print(f"no checkpoint in {self.checkpoint_dir}; starting a new run")
         self.policy = build_policy(config, checkpoint_model)
+        self.dist.broadcast_parameters(self.policy.model)
         self.value_head = (ValueHead(self.policy.model.config.hidden_size).to(self.policy.device)
                            if needs_value_head(config) else None)
-        self.train_vec = make_vec(config, config.num_tasks, config.group_size, config.train_split)
+        if self.dist.fsdp and self.dist.enabled:
+            self.dist.shard_model(self.policy.model)
+        # This rank's contiguous share of the B group slots, drawing those slots' tasks.
+        first, last = self.dist.bounds(config.num_tasks)
+        self.train_vec = make_vec(config, last - first, config.group_size, config.train_split, first_slot=first)
         self.reference = None
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -163,7 +176,8 @@ class Trainer:
         """Behaviour cloning (once), evaluation, RL iterations; returns the summary (also in OUT/summary.json)."""
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        if self.dist.is_main:
+            (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         if not self.state["sft_done"]:
             if cfg.sft_episodes > 0 and cfg.sft_steps > 0:
                 self.behaviour_clone()
@@ -172,7 +186,8 @@ class Trainer:
             self.save_checkpoint()
         if cfg.kl_coef > 0:
             self.reference = self._frozen_copy()
-        progress = _progress_bar(cfg.iterations, cfg.progress, "RL", initial=self.state["iteration"])
+        progress = _progress_bar(cfg.iterations, cfg.progress and self.dist.is_main, "RL",
+                                 initial=self.state["iteration"])
         for iteration in range(self.state["iteration"], cfg.iterations):
             metrics = self.train_iteration(iteration)
             self.state["iteration"] = iteration + 1
@@ -189,8 +204,9 @@ class Trainer:
             self.state["after_rl"] = self.evaluate("after_rl")
             self.save_checkpoint()
         summary = self.summary()
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.plot_curves()
+        if self.dist.is_main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self.plot_curves()
         self.train_vec.close()
         return summary
 
@@ -199,14 +215,16 @@ class Trainer:
         from hiergym.training.demonstrations import expert_demonstrations
 
         cfg = self.config
+        first, last = self.dist.bounds(cfg.sft_episodes)  # this rank's expert episodes (seed + e for episode e)
         demos, expert_success = expert_demonstrations(
-            cfg.env_id, build_agent(cfg, None, temperature=0.0), episodes=cfg.sft_episodes,
-            seed=cfg.seed + 10_000_000, split=cfg.train_split, env_kwargs=cfg.env_kwargs,
+            cfg.env_id, build_agent(cfg, None, temperature=0.0), episodes=last - first,
+            seed=cfg.seed + 10_000_000 + first, split=cfg.train_split, env_kwargs=cfg.env_kwargs,
             max_steps=cfg.max_episode_steps)
+        demonstrations, wins = self.dist.sum([len(demos), expert_success * (last - first)])
         pairs = [(self.policy.encode_prompt(d.prompt),
                   self.policy.tokenizer(d.response, add_special_tokens=False)["input_ids"] + [self.policy.eos_token_ids[0]])
                  for d in demos]
-        bar = _progress_bar(cfg.sft_steps, cfg.progress, "BC")
+        bar = _progress_bar(cfg.sft_steps, cfg.progress and self.dist.is_main, "BC")
 
         def report(step: int, loss: float) -> None:
             if bar is not None:
@@ -214,20 +232,24 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.3f}")
 
         losses = behaviour_cloning(self.policy, pairs, steps=cfg.sft_steps, batch_size=cfg.sft_batch_size,
-                                   learning_rate=cfg.sft_learning_rate, seed=cfg.seed, progress=report)
+                                   learning_rate=cfg.sft_learning_rate, seed=cfg.seed, progress=report,
+                                   sharding=self.dist.update_sharding())
         if bar is not None:
             bar.close()
-        self.log({"phase": "sft", "demonstrations": len(demos), "expert_success": expert_success,
+        self.log({"phase": "sft", "demonstrations": int(demonstrations),
+                  "expert_success": wins / max(cfg.sft_episodes, 1),
                   "sft_first_loss": losses[0], "sft_final_loss": float(np.mean(losses[-10:]))})
         return losses
 
     def train_iteration(self, iteration: int) -> dict[str, Any]:
         cfg = self.config
         started = time.perf_counter()
-        agent = build_agent(cfg, self.policy, cfg.temperature)
+        agent = build_agent(dataclasses.replace(cfg, seed=self.dist.rank_seed(cfg.seed)), self.policy,
+                            cfg.temperature)
         self.train_vec.batch_index = self.state["train_batches"]
-        rollout = collect_rollouts(self.train_vec, agent, invalid_action_penalty=cfg.invalid_action_penalty,
-                                   **self._budget_arguments())
+        with self.dist.generation(self.policy.model):
+            rollout = collect_rollouts(self.train_vec, agent, invalid_action_penalty=cfg.invalid_action_penalty,
+                                       **self._budget_arguments())
         self.state["train_batches"] += 1
         rollout_seconds = time.perf_counter() - started
         batch = StepBatch.from_records(rollout.records)
@@ -238,7 +260,8 @@ class Trainer:
         update = policy_update(
             self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
             micro_batch_size=cfg.micro_batch_size, loss=cfg.loss_config(), reference=self.reference,
-            max_grad_norm=cfg.max_grad_norm, value_head=self.value_head, rng=self.rng)
+            max_grad_norm=cfg.max_grad_norm, value_head=self.value_head, rng=self.rng,
+            sharding=self.dist.update_sharding())
         tokens = sum(len(r.response_token_ids) for r in batch.records)
         prompt_tokens = sum(len(r.prompt_token_ids) for r in batch.records)
         metrics = {
@@ -251,6 +274,7 @@ class Trainer:
             "update_seconds": time.perf_counter() - started - rollout_seconds,
             **{f"update_{k}": v for k, v in update.items()},
         }
+        metrics = self.dist.iteration_metrics(metrics, rollout, advantages, batch.invalid)  # over every rank
         self.log(metrics)
         return metrics
 
@@ -261,21 +285,28 @@ class Trainer:
         cfg = self.config
         agent = build_agent(cfg, self.policy, cfg.eval_temperature)
         run_dir = self.out / "eval" / label
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        envs = [gym.make(cfg.env_id, **cfg.env_kwargs) for _ in range(cfg.eval_episodes)]
+        if self.dist.is_main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+        episodes = self.dist.shard(range(cfg.eval_episodes))  # this rank's share; rank 0 gathers them
+        local_dir = self.dist.local_eval_dir(run_dir)
+        envs = [gym.make(cfg.env_id, **cfg.env_kwargs) for _ in episodes]
         started = time.perf_counter()
         try:
-            results = play_evaluation(envs, agent, range(cfg.eval_episodes), seed=cfg.seed, split=cfg.eval_split,
-                                      max_steps=cfg.max_episode_steps, out=run_dir)
+            with self.dist.generation(self.policy.model):
+                results = play_evaluation(envs, agent, episodes, seed=cfg.seed, split=cfg.eval_split,
+                                          max_steps=cfg.max_episode_steps, out=local_dir) if episodes else []
         finally:
             for env in envs:
                 env.close()
-        append_results(results_path(run_dir), results)
+        results = self.dist.gather_evaluation(results, run_dir, local_dir)
+        if self.dist.is_main:
+            append_results(results_path(run_dir), results)
         record = {"env": cfg.env_id, "env_args": dict(cfg.env_kwargs), "agent": f"{cfg.agent} ({cfg.model})",
                   "agent_args": saved_agent_settings(cfg), "split": cfg.eval_split, "seed": cfg.seed, "label": label}
         summary = summarize(results, config=record, wall_time_s=time.perf_counter() - started)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if self.dist.is_main:
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         keys = ("episodes", "success_rate", "success_ci95", "mean_return", "mean_steps", "invalid_action_rate",
                 "parse_error_rate", "response_tokens_per_episode")
         result = {"label": label, **{k: summary[k] for k in keys}}
@@ -293,7 +324,7 @@ class Trainer:
     def _sequences(self, batch: StepBatch, advantages: np.ndarray, levels: list[str]) -> list[TrainSequence]:
         targets = value_targets(batch, advantages) if self.value_head is not None else None
         if self.config.center_advantages:
-            advantages = center_advantages(batch, advantages, levels)
+            advantages = center_advantages(batch, advantages, levels, means=self.dist.center)
         sequences = []
         for i, record in enumerate(batch.records or []):
             if record.level not in levels or not record.response_token_ids:
@@ -338,6 +369,8 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- records
     def log(self, metrics: dict[str, Any]) -> None:
+        if not self.dist.is_main:  # rank 0 logs what every rank reduced
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         metrics = {"time": time.time(), **metrics}
         with open(self.out / "metrics.jsonl", "a") as fh:
@@ -405,15 +438,21 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write the checkpoint next to the old one, then swap: a kill mid-write leaves the old one whole."""
+        """Write the checkpoint next to the old one, then swap: a kill mid-write leaves the old one whole.
+        Rank 0 writes it (the ranks' weights are identical); the others wait."""
+        optimizer_state = self.dist.optimizer_state(self.policy.model, self.optimizer)  # gathered under FSDP
+        policy = self.dist.full_policy(self.policy)
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return self.checkpoint_dir
         tmp = self.out / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.policy.save(tmp / "model", agent_config=saved_agent_settings(self.config))
+        policy.save(tmp / "model", agent_config=saved_agent_settings(self.config))
         self.state["metrics_rows"] = _count_lines(self.out / "metrics.jsonl")
         torch.save({
             "state": self.state,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "value_head": self.value_head.state_dict() if self.value_head is not None else None,
             "rng": self.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
@@ -425,6 +464,7 @@ class Trainer:
             os.replace(self.checkpoint_dir, old)
         os.replace(tmp, self.checkpoint_dir)
         shutil.rmtree(old, ignore_errors=True)
+        self.dist.barrier()
         return self.checkpoint_dir
 
     def _load_checkpoint(self, saved: dict[str, Any]) -> None:
@@ -432,19 +472,20 @@ class Trainer:
         # Rows logged after this checkpoint (a kill before the next one) are played again: drop them.
         rows = self.state.get("metrics_rows")
         metrics = self.out / "metrics.jsonl"
-        if rows is not None and metrics.is_file():
+        if rows is not None and metrics.is_file() and self.dist.is_main:
             lines = metrics.read_text().splitlines(keepends=True)
             if len(lines) > rows:
                 metrics.write_text("".join(lines[:rows]))
         try:
-            self.optimizer.load_state_dict(saved["optimizer"])
+            self.dist.load_optimizer_state(self.policy.model, self.optimizer, saved["optimizer"])
         except ValueError:
             print("optimizer state does not match the model; starting the optimizer afresh")
         if self.value_head is not None and saved.get("value_head"):
             self.value_head.load_state_dict(saved["value_head"])
         self.rng.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
-        print(f"resumed from {self.checkpoint_dir} at iteration {self.state['iteration']}")
+        if self.dist.is_main:
+            print(f"resumed from {self.checkpoint_dir} at iteration {self.state['iteration']}")
 
 
 class CheckpointError(ValueError):
@@ -490,14 +531,19 @@ def evaluation_iteration(label: str, final_iteration: int) -> int:
     return int(label.split("_")[1])
 
 
-def center_advantages(batch: StepBatch, advantages: np.ndarray, levels: list[str]) -> np.ndarray:
+def center_advantages(batch: StepBatch, advantages: np.ndarray, levels: list[str], means=None) -> np.ndarray:
     """Advantages minus their mean over the rows of each trained level (per level, so planner and executor
-    credit stay separate); the value targets are computed before, from the raw advantages."""
+    credit stay separate); the value targets are computed before, from the raw advantages. ``means`` turns
+    per-level (sums, counts) into the means subtracted (data-parallel ranks: over every rank's rows)."""
     centred = advantages.astype(np.float64, copy=True)
-    for level in levels:
-        rows = batch.level == LEVELS.index(level)
+    masks = [batch.level == LEVELS.index(level) for level in levels]
+    if means is None:
+        mean = [centred[rows].mean() if rows.any() else 0.0 for rows in masks]
+    else:
+        mean = means([centred[rows].sum() for rows in masks], [float(rows.sum()) for rows in masks])
+    for rows, m in zip(masks, mean, strict=True):
         if rows.any():
-            centred[rows] -= centred[rows].mean()
+            centred[rows] -= m
     return centred
 
 

@@ -1,5 +1,6 @@
 """Where the copies of a group vector env run: in this process (``sync``) or in worker processes
-(``process``), both through the one function that touches environments, :func:`_run_commands`."""
+(``process``), both through the one function that touches environments, :func:`_run_commands` (so does the
+``ray`` backend, in ``ray_backend.py``)."""
 
 from __future__ import annotations
 
@@ -182,6 +183,9 @@ def _picklable_result(result: _Result) -> _Result:
 
 class _ProcessBackend:
     """Copies sharded over worker processes, one pipe each; crashed or hung workers are restarted."""
+
+    #: The envs run elsewhere: an exception of theirs is raised here with their traceback as its cause.
+    remote = True
 
     def __init__(
         self,

@@ -19,8 +19,8 @@ from hiergym.envs.vector.backends import (
 )
 from hiergym.envs.vector.outputs import StepOutput, _Row, _stack_rows
 
-Backend = Literal["sync", "process"]
-BACKENDS = ("sync", "process")
+Backend = Literal["sync", "process", "ray"]
+BACKENDS = ("sync", "process", "ray")
 
 #: Namespace of the task seeds drawn by :meth:`GroupVecEnv.reset` (part of every derived seed).
 SEED_NAMESPACE = "hiergym.group_vec"
@@ -79,6 +79,8 @@ class GroupVecEnv:
         context: str | None = None,
         reset_options: Mapping[str, Any] | None = None,
         env_id: str | None = None,
+        first_slot: int = 0,
+        ray_options: Any = None,
     ) -> None:
         for name, value in (("num_tasks", num_tasks), ("group_size", group_size)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -87,6 +89,10 @@ class GroupVecEnv:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if step_timeout is not None and step_timeout <= 0:
             raise ValueError(f"step_timeout must be positive seconds or None, got {step_timeout!r}")
+        if isinstance(first_slot, bool) or not isinstance(first_slot, int | np.integer) or first_slot < 0:
+            raise ValueError(f"first_slot must be a non-negative integer, got {first_slot!r}")
+        #: Global slot of this env's slot 0 (a shard of a larger batch: see :func:`make_group_vec`).
+        self.first_slot = int(first_slot)
         self.num_tasks, self.group_size = int(num_tasks), int(group_size)
         self.num_envs = n = self.num_tasks * self.group_size
         self.seed, self.split, self.backend, self.autoreset = int(seed), split, backend, bool(autoreset)
@@ -104,8 +110,18 @@ class GroupVecEnv:
         self.metadata = dict(getattr(probe, "metadata", {}) or {})
         self.spec = getattr(probe, "spec", None)
         if backend == "sync":
-            self._backend: _SyncBackend | _ProcessBackend = _SyncBackend(make_env, n, probe)
+            self._backend: _SyncBackend | _ProcessBackend | Any = _SyncBackend(make_env, n, probe)
             self.num_workers = 0
+        elif backend == "ray":
+            from hiergym.envs.vector.ray_backend import RayOptions, _RayBackend
+
+            probe.close()
+            if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int | np.integer)
+                                            or num_workers < 1):
+                raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
+            options = ray_options if isinstance(ray_options, RayOptions) else RayOptions(**dict(ray_options or {}))
+            self._backend = _RayBackend(make_env, n, num_workers, step_timeout, options)
+            self.num_workers = self._backend.num_workers
         else:
             probe.close()
             workers = num_workers if num_workers is not None else default_num_workers(n)
@@ -161,7 +177,7 @@ class GroupVecEnv:
 
     def task_seed_for(self, batch_index: int, slot: int, episode: int = 0) -> int:
         """The seed the copies of group ``slot`` reset with in batch ``batch_index`` (``episode``-th autoreset)."""
-        return group_task_seed(self.seed, batch_index, slot, episode)
+        return group_task_seed(self.seed, batch_index, self.first_slot + slot, episode)
 
     def reset(
         self,
@@ -313,7 +329,7 @@ class GroupVecEnv:
         for ok, payload in results.values():
             if not ok:
                 exc, _, trace = payload
-                if isinstance(self._backend, _ProcessBackend) and trace:
+                if getattr(self._backend, "remote", False) and trace:
                     raise exc from _RemoteTraceback(trace)
                 raise exc
         return [results[i][1] if i in results else None for i in wanted]
@@ -461,7 +477,7 @@ class GroupVecEnv:
             for i in commands:
                 self._reset_results.pop(i, None)
             self._needs_reset = True
-            if isinstance(self._backend, _ProcessBackend) and trace:
+            if getattr(self._backend, "remote", False) and trace:
                 raise exc from _RemoteTraceback(trace)
             raise exc
         group_of_slot: dict[int, int] = {}
@@ -550,6 +566,8 @@ def make_group_vec(
     step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
     context: str | None = None,
     reset_options: Mapping[str, Any] | None = None,
+    first_slot: int = 0,
+    ray_options: Any = None,
     **env_kwargs: Any,
 ) -> GroupVecEnv:
     """``num_tasks`` (B) tasks x ``group_size`` (G) same-seed copies of ``env_id``, as a :class:`GroupVecEnv`.
@@ -561,15 +579,23 @@ def make_group_vec(
         group_size: G, the copies per task; they reset with the same seed and options.
         seed: the seed the task seeds are drawn from (``reset(seed=...)`` changes it).
         split: the task split passed in every reset's options (None: pass none, for envs outside the contract).
-        backend: ``"sync"`` (in-process) or ``"process"`` (worker processes).
+        backend: ``"sync"`` (in-process), ``"process"`` (worker processes) or ``"ray"`` (Ray actors, on this
+            machine or a Ray cluster; ``pip install 'hiergym[ray]'``).
         num_workers: worker processes of the process backend (default: the usable CPUs less one, at least
-            1, at most B*G); copy ``i`` lives in worker ``i % num_workers``.
+            1, at most B*G), or actors of the ray backend (default: from ``ray_options``); copy ``i`` lives in
+            worker ``i % num_workers``.
         autoreset: reset each group to a new task as soon as all its copies finished (streaming).
         step_timeout: seconds one copy's step (or reset) may take in a worker: a worker that has not answered
             a command for k of its copies within k * step_timeout is killed and restarted, and the copies it
-            was stepping fail (process backend only; None: wait forever).
+            was stepping fail (process and ray backends; None: wait forever).
         context: multiprocessing start method (``"fork"``, ``"spawn"``, ``"forkserver"``; default: Python's).
         reset_options: extra options passed to every reset.
+        first_slot: the global slot of this env's slot 0: its groups draw the tasks of slots ``first_slot`` ..
+            ``first_slot + num_tasks - 1`` of a larger batch (a data-parallel rank plays its shard of the B
+            groups with ``num_tasks=B/N, first_slot=rank*B/N``; together the ranks play what one env of B
+            slots plays).
+        ray_options: the ray backend's placement, a :class:`hiergym.envs.vector.ray_backend.RayOptions` or a
+            dict of its fields (``copies_per_actor``, ``num_cpus``, ``strategy``, ``address``, ``resources``).
         **env_kwargs: arguments for ``gymnasium.make`` (e.g. ``dim_room=(7, 7)``, ``max_episode_steps=50``).
     """
     if callable(env_id) and not isinstance(env_id, str):
@@ -583,7 +609,7 @@ def make_group_vec(
     return GroupVecEnv(
         make_env, num_tasks=num_tasks, group_size=group_size, seed=seed, split=split, backend=backend,
         num_workers=num_workers, autoreset=autoreset, step_timeout=step_timeout, context=context,
-        reset_options=reset_options, env_id=name,
+        reset_options=reset_options, env_id=name, first_slot=first_slot, ray_options=ray_options,
     )
 
 

@@ -494,3 +494,17 @@ def test_sokoban_process_backend_matches_sync() -> None:
                 outs.append(env.step([pick_admissible(info, rng) for info in env.infos]))
             results[backend] = [output_fields(o) for o in outs]
     assert results["sync"] == results["process"]
+
+
+def test_shards_with_first_slot_play_the_tasks_of_one_env() -> None:
+    """Data-parallel ranks: envs of B/N slots with first_slot = r*B/N draw, batch after batch, exactly the
+    tasks of one env of B slots (docs/scaling.md)."""
+    with make_group_vec("hiergym/Sokoban-v0", num_tasks=4, group_size=2, seed=5) as whole, \
+            make_group_vec("hiergym/Sokoban-v0", num_tasks=2, group_size=2, seed=5) as first, \
+            make_group_vec("hiergym/Sokoban-v0", num_tasks=2, group_size=2, seed=5, first_slot=2) as second:
+        for _ in range(2):
+            obs, _ = whole.reset()
+            assert obs == first.reset()[0] + second.reset()[0]
+            assert whole.task_seeds == first.task_seeds + second.task_seeds
+    with pytest.raises(ValueError, match="first_slot"):
+        make_group_vec("hiergym/Sokoban-v0", first_slot=-1)

@@ -20,3 +20,14 @@ def test_vector_throughput_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 def test_vector_throughput_rejects_unknown_env() -> None:
     with pytest.raises(SystemExit):
         main(["--envs", "no-such-env"])
+
+
+def test_env_patterns_carry_env_arguments() -> None:
+    from hiergym.benchmarks.vector_throughput import parse_pattern, selected_envs
+
+    assert parse_pattern("alfworld:engine=alfworld,max_steps=30") == ("alfworld", {"engine": "alfworld",
+                                                                                   "max_steps": 30})
+    chosen = selected_envs(["sokoban", "alfworld:engine=alfworld"])
+    assert chosen == [("hiergym/Sokoban-v0", {}), ("hiergym/ALFWorld-v0", {"engine": "alfworld"})]
+    with pytest.raises(ValueError, match="key=value"):
+        parse_pattern("alfworld:engine")
