@@ -130,7 +130,8 @@ def test_a_two_rank_run_resumes_on_one_rank(tmp_path, one_rank_run) -> None:
     assert resumed["evaluations"] == one_rank_run["evaluations"] and resumed["results"] == one_rank_run["results"]
 
 
-@pytest.mark.parametrize(("stopped", "resumed"), [(2, 1), (1, 2)], ids=["fsdp-2-to-1", "1-to-fsdp-2"])
+# One direction keeps the suite short (each torchrun launch costs ~15 s on 2 cores); 1 -> FSDP 2 also passes.
+@pytest.mark.parametrize(("stopped", "resumed"), [(2, 1)], ids=["fsdp-2-to-1"])
 def test_fsdp_runs_and_resumes_across_world_sizes(tmp_path, one_rank_run, stopped: int, resumed: int) -> None:
     """Under FSDP the ranks generate (rollouts, sharded evaluations) with the gathered model, and the
     checkpoint holds plain weights and a plain optimizer state: a 2-rank FSDP run resumes on 1 plain rank,
@@ -142,7 +143,8 @@ def test_fsdp_runs_and_resumes_across_world_sizes(tmp_path, one_rank_run, stoppe
     assert result["evaluations"] == one_rank_run["evaluations"] and result["results"] == one_rank_run["results"]
 
 
-@pytest.mark.parametrize("mode", ["crash", "kill", "hang"])
+# "kill" (rank 1 SIGKILLed) also passes; crash and hang cover the two ways a job could fail to end.
+@pytest.mark.parametrize("mode", ["crash", "hang"])
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path, mode: str) -> None:
     """Rank 1 raises, is SIGKILLed, or hangs in its first iteration while rank 0 waits in a collective: the
     job ends within a bounded time, nonzero, naming the rank and its error (a hang: rank 0's collective
