@@ -38,6 +38,7 @@ from hiergym.driver import play_evaluation
 from hiergym.records import append_results, load_results, results_path
 from hiergym.stats import paired_success_difference, summarize
 from hiergym.training.advantages import compute_advantages, value_targets
+from hiergym.training.allocation import RolloutAllocator, group_signal, nonzero_advantage_groups
 from hiergym.training.config import TrainConfig
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
 from hiergym.training.rollout import collect_rollouts
@@ -148,6 +149,7 @@ class Trainer:
         self.value_head = (ValueHead(self.policy.model.config.hidden_size).to(self.policy.device)
                            if needs_value_head(config) else None)
         self.train_vec = make_vec(config, config.num_tasks, config.group_size, config.train_split)
+        self.allocator = make_allocator(config)
         self.reference = None
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -226,8 +228,10 @@ class Trainer:
         started = time.perf_counter()
         agent = build_agent(cfg, self.policy, cfg.temperature)
         self.train_vec.batch_index = self.state["train_batches"]
+        allocation = self.allocator.plan(self.state, self.state["train_batches"])  # uniform, no pool: no change
         rollout = collect_rollouts(self.train_vec, agent, invalid_action_penalty=cfg.invalid_action_penalty,
-                                   **self._budget_arguments())
+                                   **allocation.rollout_arguments(), **self._budget_arguments())
+        self.allocator.update(self.state, allocation, rollout.episodes)
         self.state["train_batches"] += 1
         rollout_seconds = time.perf_counter() - started
         batch = StepBatch.from_records(rollout.records)
@@ -248,6 +252,8 @@ class Trainer:
             "invalid_rate": float(batch.invalid.mean()) if len(batch) else 0.0,
             "advantage_std": float(advantages.std()) if len(batch) else 0.0,
             "levels": self._trained_levels(iteration), "rollout_seconds": rollout_seconds,
+            **group_signal(rollout.episodes), **allocation.metrics(),
+            "nonzero_advantage_groups": nonzero_advantage_groups(batch.group_id, advantages),
             "update_seconds": time.perf_counter() - started - rollout_seconds,
             **{f"update_{k}": v for k, v in update.items()},
         }
@@ -499,6 +505,15 @@ def center_advantages(batch: StepBatch, advantages: np.ndarray, levels: list[str
         if rows.any():
             centred[rows] -= centred[rows].mean()
     return centred
+
+
+def make_allocator(config: TrainConfig) -> RolloutAllocator:
+    """The rollout allocation of a run (``training/allocation.py``); uniform without a pool changes nothing."""
+    return RolloutAllocator(mode=config.rollout_allocation, task_pool=config.task_pool, num_tasks=config.num_tasks,
+                            group_size=config.group_size, seed=config.seed, value=config.allocation_value,
+                            cost=config.allocation_cost, min_group=config.allocation_min_group,
+                            max_group=config.allocation_max_group, prior=config.allocation_prior,
+                            decay=config.allocation_decay)
 
 
 def hbpo_reward(reward: float, tokens: int, budget: int, penalty: float = 0.5) -> float:
