@@ -155,7 +155,7 @@ class RolloutAllocator:
 
     def __init__(self, *, mode: str, task_pool: int, num_tasks: int, group_size: int, seed: int,
                  value: str = "nonzero", cost: str = "steps", min_group: int = 2, max_group: int = 0,
-                 prior: float = 2.0, decay: float = 0.5):
+                 prior: float = 1.0, decay: float = 0.8):
         if mode not in ALLOCATIONS:
             raise ValueError(f"rollout_allocation must be one of {', '.join(ALLOCATIONS)}, got {mode!r}")
         if mode == "knapsack" and task_pool < num_tasks:
@@ -244,7 +244,9 @@ class RolloutAllocator:
 def group_signal(episodes: Sequence[dict[str, Any]], group_rows: dict[int, np.ndarray] | None = None) -> dict[str, Any]:
     """The share of the batch's groups that carry a learning signal.
 
-    ``mixed_success_groups``: groups with both a success and a failure (what Knapsack RL's value targets);
+    ``mixed_success_groups``: groups with both a success and a failure (what the ``nonzero`` value targets);
+    ``mixed_success_rollouts``: the share of rollouts in such groups (Knapsack RL's effective-gradient ratio:
+    the rollouts whose GRPO advantage is non-zero);
     ``nonzero_return_groups``: groups whose returns are not all equal (a non-zero episode-level advantage);
     also the rollouts and env steps the batch consumed.
     """
@@ -252,9 +254,10 @@ def group_signal(episodes: Sequence[dict[str, Any]], group_rows: dict[int, np.nd
     for episode in episodes:
         by_group.setdefault(int(episode["group_id"]), []).append(episode)
     groups = list(by_group.values())
-    mixed = sum(1 for g in groups if len({bool(e["won"]) for e in g}) > 1)
+    mixed = [g for g in groups if len({bool(e["won"]) for e in g}) > 1]
     nonzero = sum(1 for g in groups if len(g) > 1 and np.ptp([float(e["return"]) for e in g]) > 1e-9)
-    return {"groups": len(groups), "mixed_success_groups": mixed / max(len(groups), 1),
+    return {"groups": len(groups), "mixed_success_groups": len(mixed) / max(len(groups), 1),
+            "mixed_success_rollouts": sum(len(g) for g in mixed) / max(len(episodes), 1),
             "nonzero_return_groups": nonzero / max(len(groups), 1), "rollouts": len(episodes),
             "env_steps": int(sum(int(e["steps"]) for e in episodes))}
 

@@ -115,9 +115,9 @@ class TrainConfig:
                                   "rollouts (1 each)", choices=COSTS)
     allocation_min_group: int = option(2, "knapsack: rollouts every task gets at least", low=1)
     allocation_max_group: int = option(0, "knapsack: most rollouts of one task (0: no cap)", low=0)
-    allocation_prior: float = option(2.0, "knapsack: strength (pseudo-outcomes) of the Beta prior around the "
+    allocation_prior: float = option(1.0, "knapsack: strength (pseudo-outcomes) of the Beta prior around the "
                                      "pool's success rate", low=1e-3)
-    allocation_decay: float = option(0.5, "knapsack: weight a task's past outcomes keep when new ones arrive",
+    allocation_decay: float = option(0.8, "knapsack: weight a task's past outcomes keep when new ones arrive",
                                      low=0.0, high=1.0)
 
     # ------------------------------------------------------------------ behaviour cloning
