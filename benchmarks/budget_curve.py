@@ -19,8 +19,16 @@ matplotlib installed it also writes the success-versus-budget curve as a PNG.
 Agents report a made-up token count per action (``--tokens-per-action``) so that the cost column exercises
 the token accounting.
 
+``--search`` adds test-time search (``agents/bavt.py``): the plain agent and the BAVT agent with the same
+backend, played by the harness's episode driver (``play_evaluation``) under ``ToolBudget``, on ToolQA
+(budgets 1..16 tool calls) and on the ALFWorld-like env (every command a tool call of cost 1; budgets 4..64).
+The backend is the env's expert taking a random admissible action with probability ``--epsilon`` (an
+imperfect, stochastic proposer; ``--search-backend`` takes any agent SPEC). BAVT's simulated tool calls count
+against the same budget, so ``calls`` is all the test-time tool calls (``look`` the share made in look-ahead).
+
     python -m hiergym.benchmarks.budget_curve                       # 200 tasks, budgets 1..16
     python -m hiergym.benchmarks.budget_curve --episodes 50 --hops 3 --png budget_curve.png
+    python -m hiergym.benchmarks.budget_curve --search --episodes 100 --epsilon 0.5
 """
 
 from __future__ import annotations
@@ -153,6 +161,97 @@ def save_png(rows: list[Row], path: str) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------------------ test-time search
+SEARCH_ENVS: dict[str, dict] = {
+    "toolqa": {"env_id": "hiergym/ToolQA-v0", "budgets": (1, 2, 4, 8, 16), "max_steps": 20, "tool_costs": None},
+    "alfworld": {"env_id": "hiergym/ALFWorld-v0", "budgets": (4, 8, 16, 32, 64), "max_steps": 50,
+                 "tool_costs": "every command"},
+}
+
+
+@dataclass
+class SearchRow:
+    env: str
+    agent: str
+    budget: int
+    success: float
+    tool_calls: float
+    lookahead_calls: float
+    steps: float
+    ms_per_episode: float
+
+
+def _every_command(action: str) -> float:
+    return 1.0
+
+
+def search_play(env: str, spec: str, budget: int, episodes: int, agent_args: dict, seed: int = 0) -> SearchRow:
+    """One agent SPEC on ``episodes`` eval_in tasks of ``env`` under ``ToolBudget(max_tool_calls=budget)``,
+    through the harness's driver (``play_evaluation``)."""
+    from hiergym.agents.spec import make_agent
+    from hiergym.driver import play_evaluation
+
+    settings = SEARCH_ENVS[env]
+    costs = _every_command if settings["tool_costs"] else None
+    envs = [ToolBudget(gym.make(settings["env_id"]), max_tool_calls=budget, tool_costs=costs)
+            for _ in range(episodes)]
+    agent = make_agent(spec, env_id=settings["env_id"], agent_args=dict(agent_args), seed=seed)
+    start = time.perf_counter()
+    results = play_evaluation(envs, agent, range(episodes), seed=seed, split="eval_in",
+                              max_steps=settings["max_steps"])
+    elapsed = time.perf_counter() - start
+    lookahead = [float(e.lookahead_tool_calls) for e in envs]
+    for e in envs:
+        e.close()
+    return SearchRow(env, spec, budget, float(np.mean([r.success for r in results])),
+                     float(np.mean([r.tool_calls or 0.0 for r in results])), float(np.mean(lookahead)),
+                     float(np.mean([r.steps for r in results])), 1000 * elapsed / episodes)
+
+
+def search_rows(envs: Sequence[str], backend: str, epsilon: float, episodes: int, seed: int) -> list[SearchRow]:
+    args = {"epsilon": epsilon} if backend == "expert" else {}
+    rows = []
+    for env in envs:
+        for budget in SEARCH_ENVS[env]["budgets"]:
+            for spec in (backend, f"bavt:{backend}"):
+                rows.append(search_play(env, spec, budget, episodes, args, seed))
+    return rows
+
+
+def print_search_table(rows: list[SearchRow]) -> None:
+    print(f"{'env':<9} {'agent':<12} {'budget':>6} {'success':>8} {'calls':>6} {'look':>6} {'steps':>6} "
+          f"{'ms/episode':>10}")
+    for r in rows:
+        print(f"{r.env:<9} {r.agent:<12} {r.budget:>6} {r.success:>8.3f} {r.tool_calls:>6.2f} "
+              f"{r.lookahead_calls:>6.2f} {r.steps:>6.1f} {r.ms_per_episode:>10.1f}")
+
+
+def save_search_png(rows: list[SearchRow], path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    envs = list(dict.fromkeys(r.env for r in rows))
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.5), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for agent in dict.fromkeys(r.agent for r in rows):
+            mine = [r for r in rows if r.env == env and r.agent == agent]
+            ax.plot([r.budget for r in mine], [r.success for r in mine], marker="o", label=agent)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("tool-call budget (look-ahead included)")
+        ax.set_ylabel("success rate")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{env}: plain vs BAVT")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=200, help="eval_in tasks per agent and budget")
@@ -162,7 +261,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--token-price", type=float, default=0.001, help="cost of one token, in tool-call units")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random agent")
     parser.add_argument("--png", default="budget_curve.png", help="where to write the curve (needs matplotlib)")
+    parser.add_argument("--search", action="store_true",
+                        help="plain vs BAVT agent with the same backend, on ToolQA and ALFWorld (instead)")
+    parser.add_argument("--search-envs", nargs="+", default=list(SEARCH_ENVS), choices=list(SEARCH_ENVS))
+    parser.add_argument("--search-backend", default="expert", help="agent SPEC both play (default: noisy expert)")
+    parser.add_argument("--epsilon", type=float, default=0.5, help="the expert backend's random-action rate")
     args = parser.parse_args(argv)
+    if args.search:
+        rows = search_rows(args.search_envs, args.search_backend, args.epsilon, args.episodes, args.seed)
+        print(f"eval_in tasks 0..{args.episodes - 1}; backend {args.search_backend}"
+              + (f" (epsilon {args.epsilon:g})" if args.search_backend == "expert" else ""))
+        print_search_table(rows)
+        png = args.png if args.png != "budget_curve.png" else "budget_search.png"
+        if save_search_png(rows, png):
+            print(f"curve written to {png}")
+        return 0
     rows = [
         play(agent, budget, args.episodes, args.hops, args.tokens_per_action, args.token_price, args.seed)
         for agent in AGENTS

@@ -185,9 +185,15 @@ class EpisodeEnd:
     Use it as the first base class: ``class MyEnv(EpisodeEnd, gym.Env)``. It wraps the ``step`` and ``reset``
     that the class (or any subclass) defines, so an env needs no code for it; :attr:`episode_over` tells
     whether the episode has ended.
+
+    It also records the arguments of the last ``reset`` in :attr:`last_reset` (``{"seed", "options"}``): every
+    hiergym env is deterministic given them, so ``gym.make(env.spec.id, **env.spec.kwargs)``, ``reset(**
+    last_reset)`` and the same actions restore any state of the episode (``agents/bavt.py`` searches so).
     """
 
     _episode_final: tuple[Any, bool, bool, dict[str, Any]] | None = None
+    #: ``{"seed": ..., "options": ...}`` of the last ``reset`` (None before the first).
+    last_reset: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -227,11 +233,21 @@ def _guard_step(step: Callable[..., Any]) -> Callable[..., Any]:
     return guarded_step
 
 
+def _copied(options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return copy.deepcopy(options)
+    except Exception:  # noqa: BLE001 - an uncopyable option value: keep the references
+        return dict(options)
+
+
 def _guard_reset(reset: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(reset)
     def guarded_reset(self, *args: Any, **kwargs: Any):
-        check_options(kwargs.get("options"))
+        options = check_options(kwargs.get("options"))
         self._episode_final = None
+        # What restores this episode: reset(**last_reset) and the same actions replay it (look-ahead agents).
+        self.last_reset = {"seed": kwargs.get("seed"), "options": _copied(options) if kwargs.get("options") is not None
+                           else None}
         return reset(self, *args, **kwargs)
 
     guarded_reset._episode_end_guard = True  # type: ignore[attr-defined]

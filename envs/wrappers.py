@@ -69,6 +69,12 @@ class ToolBudget(EpisodeEnd, gym.Wrapper):
     such as ``answer[...]``, still go through. With ``"truncate"`` such a call ends the episode (truncated).
     Nothing raises.
 
+    **Look-ahead.** An agent that searches in simulation copies of the env charges what it spent there with
+    :meth:`charge_lookahead` (tool calls, their cost, tokens): it counts in the same totals and budgets, and
+    apart in ``lookahead_tool_calls`` / ``lookahead_tool_cost``. :meth:`prepay_next_call` tells the wrapper
+    that the next real call repeats one already paid for in a look-ahead from the same state (each distinct
+    tool execution is paid once). :meth:`budget_left` is what is left now.
+
     **After the episode ends** (the env's end or the wrapper's own truncation), every step until ``reset``
     repeats the last (decorated) observation with reward 0 and ``action_valid=False``, and nothing is
     counted or passed on to the env (the contract's rule, :class:`~hiergym.envs.core.EpisodeEnd`): the
@@ -155,6 +161,43 @@ class ToolBudget(EpisodeEnd, gym.Wrapper):
             raise ValueError(f"tokens must be a non-negative int, got {tokens!r}")
         self._pending_tokens += tokens
 
+    def charge_lookahead(self, tool_calls: int = 0, tool_cost: float = 0.0, tokens: int = 0) -> None:
+        """Charge test-time compute the agent spent outside this env: tool calls it executed in simulation copies
+        (a look-ahead search such as ``agents/bavt.py``) and the tokens it generated for them.
+
+        They count at once in ``tool_calls_used``, ``tool_cost``, ``tokens_used`` and ``cost``, against the
+        same budgets (``tool_budget_left`` shrinks; a call the rest cannot pay is refused as usual), and apart
+        in ``lookahead_tool_calls`` / ``lookahead_tool_cost``. The agent is trusted, as with its token reports.
+        """
+        if isinstance(tool_calls, bool) or not isinstance(tool_calls, int) or tool_calls < 0:
+            raise ValueError(f"tool_calls must be a non-negative int, got {tool_calls!r}")
+        if not isinstance(tool_cost, int | float) or tool_cost < 0:
+            raise ValueError(f"tool_cost must be a non-negative number, got {tool_cost!r}")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ValueError(f"tokens must be a non-negative int, got {tokens!r}")
+        self._tool_calls_used += tool_calls
+        self._tool_cost += float(tool_cost)
+        self._lookahead_calls += tool_calls
+        self._lookahead_cost += float(tool_cost)
+        self._tokens_used += tokens
+
+    def prepay_next_call(self) -> None:
+        """The next step's tool call repeats one the agent already paid for in a look-ahead from this very state
+        (charged with :meth:`charge_lookahead`; it has the result cached): it is executed without being charged
+        or counted again, whatever the budget left. Only that one step."""
+        self._prepaid = True
+
+    @property
+    def lookahead_tool_calls(self) -> int:
+        """Tool calls charged this episode by :meth:`charge_lookahead`."""
+        return self._lookahead_calls
+
+    def budget_left(self) -> dict[str, float | None]:
+        """What is left now (look-ahead charges included): ``tool_budget``, ``tool_budget_left``,
+        ``token_budget``, ``tokens_left`` (None when unlimited)."""
+        return {"tool_budget": self.max_tool_calls, "tool_budget_left": self._tool_budget_left(),
+                "token_budget": self.max_tokens, "tokens_left": self._tokens_left()}
+
     def tool_cost(self, action: Any) -> float | None:
         """The cost of ``action`` if it is a tool call, else ``None``."""
         text = normalize_action(action)
@@ -180,8 +223,11 @@ class ToolBudget(EpisodeEnd, gym.Wrapper):
         self._tokens_used += self._pending_tokens
         self._pending_tokens = 0
         self._refused_now = False
+        prepaid, self._prepaid = self._prepaid, False
 
         cost = self.tool_cost(action)
+        if cost is not None and prepaid:
+            cost = None  # paid in a look-ahead already
         if cost is not None and not self._can_pay(cost):
             self._refused_now = True
             self._tool_calls_refused += 1
@@ -208,6 +254,9 @@ class ToolBudget(EpisodeEnd, gym.Wrapper):
         self._tokens_used = 0
         self._pending_tokens = 0
         self._refused_now = False
+        self._prepaid = False
+        self._lookahead_calls = 0
+        self._lookahead_cost = 0.0
         self._last_observation: Any = None
         self._last_info: dict[str, Any] = {}
 
@@ -298,6 +347,8 @@ class ToolBudget(EpisodeEnd, gym.Wrapper):
             cost=self._tokens_used * self.token_price + self._tool_cost,
             budget_exhausted=self._exhausted(),
             tool_call_refused=self._refused_now,
+            lookahead_tool_calls=self._lookahead_calls,
+            lookahead_tool_cost=self._lookahead_cost,
         )
         if self.budget_in_state_key and self.max_tool_calls is not None and "state_key" in info:
             info["state_key"] = f"{info['state_key']}|tool_budget_left:{_fmt(self._tool_budget_left())}"

@@ -43,6 +43,8 @@ TOOL_CALL_KEYS = ("tool_calls_used", "tool_calls")
 COST_KEYS = ("tool_cost", "cost")
 #: Info keys read as the episode's task type, for the per-type breakdown.
 TASK_TYPE_KEYS = ("task_type", "question_kind", "category")
+#: The error of a group vector env copy that an unequal allocation left out of the batch (no episode played).
+IDLE_COPY = "idle copy: no task allocated to it in this batch"
 #: Longest action text written into a transcript.
 MAX_RECORDED_ACTION = 5000
 
@@ -155,20 +157,28 @@ class EnvEpisodes:
 
 class GroupEpisodes:
     """The copies of a :class:`~hiergym.envs.vector.GroupVecEnv` as episodes (copy ``i`` is episode ``i``);
-    ``task_ids`` resets the groups to fixed tasks of the env's split, otherwise new tasks are drawn."""
+    ``task_ids`` resets the groups to fixed tasks of the env's split, otherwise new tasks are drawn.
+    ``group_sizes`` (with ``task_ids``) gives the groups unequal sizes; copies it leaves idle play no episode
+    (their result carries ``IDLE_COPY`` as its error and they have no steps)."""
 
     envs = None  # the copies may live in worker processes
 
-    def __init__(self, vec_env: Any, task_ids: Sequence[int] | None = None):
+    def __init__(self, vec_env: Any, task_ids: Sequence[int] | None = None,
+                 group_sizes: Sequence[int] | None = None):
         self.vec_env = vec_env
         self.task_ids = task_ids
+        self.group_sizes = group_sizes
 
     def __len__(self) -> int:
         return int(self.vec_env.num_envs)
 
     def reset(self) -> tuple[list[str], list[dict[str, Any]], list[str | None]]:
-        observations, infos = self.vec_env.reset(task_ids=self.task_ids)
-        return list(observations), [dict(i) for i in infos], [None] * len(observations)
+        if self.group_sizes is None:
+            observations, infos = self.vec_env.reset(task_ids=self.task_ids)
+            return list(observations), [dict(i) for i in infos], [None] * len(observations)
+        observations, infos = self.vec_env.reset(task_ids=self.task_ids, group_sizes=self.group_sizes)
+        errors = [None if running else IDLE_COPY for running in self.vec_env.running]
+        return list(observations), [dict(i) for i in infos], errors
 
     def step(self, actions: dict[int, str]) -> dict[int, Transition]:
         vec = self.vec_env

@@ -19,6 +19,7 @@ from hiergym.agents.spec import TINY_DEFAULTS
 from hiergym.agents.tiny import TinyModelConfig
 from hiergym.envs.core import SPLITS
 from hiergym.training.advantages import EstimatorOptions, estimator_options
+from hiergym.training.allocation import ALLOCATIONS, COSTS, VALUES
 from hiergym.training.loss import AGGREGATIONS, KL_ESTIMATORS, LossConfig
 
 #: What ``model_architecture`` may set: the fields of the tiny model's config.
@@ -114,6 +115,22 @@ class TrainConfig:
     reward_mode: str = option("env", "env, or hbpo (token-budget-aware reward)", choices=("env", "hbpo"))
     token_budgets: list[int] = option(factory=list, help="HBPO: budgets, one subgroup each")
 
+    # ------------------------------------------------------------------ rollout allocation (Knapsack RL)
+    rollout_allocation: str = option("uniform", "uniform (G rollouts per task), or knapsack (Knapsack RL: the B x G "
+                                     "rollouts split by value per cost; needs task_pool)", choices=ALLOCATIONS)
+    task_pool: int = option(0, "0: every batch draws fresh tasks; N: tasks are task ids 0..N-1 of train_split, each "
+                            "batch samples num_tasks distinct ones (so tasks recur)", low=0)
+    allocation_value: str = option("nonzero", "knapsack value of n rollouts: nonzero (P(group has a success and a "
+                                   "failure)) or infogain (that times p(1-p)^2, Knapsack RL's)", choices=VALUES)
+    allocation_cost: str = option("steps", "knapsack cost of a rollout: steps (the task's expected env steps) or "
+                                  "rollouts (1 each)", choices=COSTS)
+    allocation_min_group: int = option(2, "knapsack: rollouts every task gets at least", low=1)
+    allocation_max_group: int = option(0, "knapsack: most rollouts of one task (0: no cap)", low=0)
+    allocation_prior: float = option(1.0, "knapsack: strength (pseudo-outcomes) of the Beta prior around the "
+                                     "pool's success rate", low=1e-3)
+    allocation_decay: float = option(0.8, "knapsack: weight a task's past outcomes keep when new ones arrive",
+                                     low=0.0, high=1.0)
+
     # ------------------------------------------------------------------ behaviour cloning
     sft_episodes: int = option(200, "expert episodes for behaviour cloning (0: none)", low=0)
     sft_steps: int = option(300, "optimizer steps of behaviour cloning", low=0)
@@ -144,6 +161,15 @@ class TrainConfig:
             (not self.fsdp or not (self.lora or self.kl_coef > 0),
              "fsdp=true does not support lora=true or kl_coef > 0 (the reference copy and the adapters are not "
              "sharded); use fsdp=false"),
+            (self.task_pool == 0 or self.task_pool >= self.num_tasks,
+             f"task_pool ({self.task_pool}) must be 0 or at least num_tasks ({self.num_tasks})"),
+            (self.rollout_allocation != "knapsack" or self.task_pool > 0,
+             "rollout_allocation=knapsack needs task_pool > 0: tasks must recur for their success to be estimated"),
+            (self.rollout_allocation != "knapsack" or self.group_size >= self.allocation_min_group,
+             f"rollout_allocation=knapsack needs group_size >= allocation_min_group ({self.allocation_min_group})"),
+            (self.rollout_allocation != "knapsack" or self.reward_mode != "hbpo",
+             "rollout_allocation=knapsack does not combine with reward_mode=hbpo (its budget subgroups need equal "
+             "groups)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -21,7 +21,7 @@ from hiergym.training.trajectory import StepRecord
 @dataclass
 class RolloutResult:
     records: list[StepRecord]
-    #: One summary per trajectory: traj_id, group_id, return, steps, won, invalid actions, tokens.
+    #: One summary per trajectory: copy, traj_id, group_id, return, steps, won, invalid actions, tokens.
     episodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -38,6 +38,7 @@ def collect_rollouts(
     agent,
     *,
     task_ids: list[int] | None = None,
+    group_sizes: list[int] | None = None,
     reward_fn: RewardFn | None = None,
     invalid_action_penalty: float = 0.0,
     copy_infos: list[dict[str, Any]] | None = None,
@@ -46,12 +47,13 @@ def collect_rollouts(
     """Play one batch to the end (every copy terminated or truncated) and record it.
 
     ``task_ids`` resets the groups to fixed tasks of the env's split (evaluation); otherwise new tasks are
-    drawn. ``copy_infos`` (one dict per copy) is merged into the infos the agent sees at every step (e.g.
+    drawn; ``group_sizes`` (with ``task_ids``) gives task ``k`` that many copies (an unequal allocation, e.g.
+    ``training/allocation.py``'s knapsack), the copies past their sum playing nothing. ``copy_infos`` (one dict per copy) is merged into the infos the agent sees at every step (e.g.
     an HBPO token budget) and ``observation_notes`` (one line per copy) is appended to every observation
     the agent sees (e.g. stating that budget). ``invalid_action_penalty`` is subtracted from the reward of
     invalid actions.
     """
-    played = play_episodes(GroupEpisodes(vec_env, task_ids), agent, extra_infos=copy_infos,
+    played = play_episodes(GroupEpisodes(vec_env, task_ids, group_sizes), agent, extra_infos=copy_infos,
                            observation_notes=observation_notes, reward_fn=reward_fn,
                            invalid_action_penalty=invalid_action_penalty)
     last_step = {}
@@ -62,7 +64,7 @@ def collect_rollouts(
         if copy not in last_step:
             continue
         transition = last_step[copy].transition
-        episodes.append({"traj_id": transition.traj_id, "group_id": transition.group_id,
+        episodes.append({"copy": copy, "traj_id": transition.traj_id, "group_id": transition.group_id,
                          "return": result.total_reward, "steps": result.steps, "won": result.success,
                          "invalid_actions": result.invalid_actions, "tokens": result.response_tokens,
                          "error": result.error, "task_type": result.task_type})

@@ -39,6 +39,7 @@ from hiergym.records import append_results, load_results, results_path
 from hiergym.stats import paired_success_difference, summarize
 from hiergym.training import distributed
 from hiergym.training.advantages import compute_advantages, value_targets
+from hiergym.training.allocation import RolloutAllocator, group_signal, nonzero_advantage_groups
 from hiergym.training.config import TrainConfig
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
 from hiergym.training.rollout import collect_rollouts
@@ -158,9 +159,13 @@ class Trainer:
                            if needs_value_head(config) else None)
         if self.dist.fsdp and self.dist.enabled:
             self.dist.shard_model(self.policy.model)
+        if self.dist.enabled and (config.rollout_allocation != "uniform" or config.task_pool):
+            raise ValueError("rollout_allocation=knapsack and task_pool run in one process for now (the allocation "
+                             "plans the whole batch); use torchrun with rollout_allocation=uniform")
         # This rank's contiguous share of the B group slots, drawing those slots' tasks.
         first, last = self.dist.bounds(config.num_tasks)
         self.train_vec = make_vec(config, last - first, config.group_size, config.train_split, first_slot=first)
+        self.allocator = make_allocator(config)
         self.reference = None
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -247,9 +252,11 @@ class Trainer:
         agent = build_agent(dataclasses.replace(cfg, seed=self.dist.rank_seed(cfg.seed)), self.policy,
                             cfg.temperature)
         self.train_vec.batch_index = self.state["train_batches"]
+        allocation = self.allocator.plan(self.state, self.state["train_batches"])  # uniform, no pool: no change
         with self.dist.generation(self.policy.model):
             rollout = collect_rollouts(self.train_vec, agent, invalid_action_penalty=cfg.invalid_action_penalty,
-                                       **self._budget_arguments())
+                                       **allocation.rollout_arguments(), **self._budget_arguments())
+        self.allocator.update(self.state, allocation, rollout.episodes)
         self.state["train_batches"] += 1
         rollout_seconds = time.perf_counter() - started
         batch = StepBatch.from_records(rollout.records)
@@ -271,6 +278,8 @@ class Trainer:
             "invalid_rate": float(batch.invalid.mean()) if len(batch) else 0.0,
             "advantage_std": float(advantages.std()) if len(batch) else 0.0,
             "levels": self._trained_levels(iteration), "rollout_seconds": rollout_seconds,
+            **group_signal(rollout.episodes), **allocation.metrics(),
+            "nonzero_advantage_groups": nonzero_advantage_groups(batch.group_id, advantages),
             "update_seconds": time.perf_counter() - started - rollout_seconds,
             **{f"update_{k}": v for k, v in update.items()},
         }
@@ -545,6 +554,15 @@ def center_advantages(batch: StepBatch, advantages: np.ndarray, levels: list[str
         if rows.any():
             centred[rows] -= m
     return centred
+
+
+def make_allocator(config: TrainConfig) -> RolloutAllocator:
+    """The rollout allocation of a run (``training/allocation.py``); uniform without a pool changes nothing."""
+    return RolloutAllocator(mode=config.rollout_allocation, task_pool=config.task_pool, num_tasks=config.num_tasks,
+                            group_size=config.group_size, seed=config.seed, value=config.allocation_value,
+                            cost=config.allocation_cost, min_group=config.allocation_min_group,
+                            max_group=config.allocation_max_group, prior=config.allocation_prior,
+                            decay=config.allocation_decay)
 
 
 def hbpo_reward(reward: float, tokens: int, budget: int, penalty: float = 0.5) -> float:

@@ -158,6 +158,9 @@ class GroupVecEnv:
         self._group_episodes = np.zeros(self.num_tasks, dtype=np.int64)
         self._next_group_id = 0
         self._next_traj_id = 0
+        #: The group slot of each copy (-1: idle this batch); ``i // group_size`` unless ``group_sizes`` was given.
+        self._default_slots = np.arange(n, dtype=np.int64) // self.group_size
+        self._slot_of = self._default_slots
         self._closed = False
 
     # ------------------------------------------------------------------------------------ public API
@@ -172,8 +175,8 @@ class GroupVecEnv:
         return self._backend.restarts
 
     def group_of(self, index: int) -> int:
-        """The group slot of copy ``index``."""
-        return int(index) // self.group_size
+        """The group slot of copy ``index`` (``index // group_size`` unless the last reset gave ``group_sizes``)."""
+        return int(self._slot_of[int(index)])
 
     def task_seed_for(self, batch_index: int, slot: int, episode: int = 0) -> int:
         """The seed the copies of group ``slot`` reset with in batch ``batch_index`` (``episode``-th autoreset)."""
@@ -185,6 +188,7 @@ class GroupVecEnv:
         seed: int | None = None,
         task_ids: Sequence[int] | None = None,
         options: Mapping[str, Any] | None = None,
+        group_sizes: Sequence[int] | None = None,
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """Reset every copy; returns ``(observations, infos)``.
 
@@ -195,6 +199,10 @@ class GroupVecEnv:
         - With ``task_ids`` (one per group slot): the fixed tasks ``options={"split": split, "task_id": id}``,
           seeded by a pure function of (split, task id): the same evaluation batch in every run. The batch
           counter does not move, and in autoreset mode these groups are played once (no autoreset).
+        - ``group_sizes`` (with ``task_ids``, one size >= 1 per task id, summing to at most ``num_envs``):
+          unequal groups, e.g. a knapsack allocation of the rollouts. Task ``k`` gets the next
+          ``group_sizes[k]`` copies in order; copies past the sum stay idle for this batch (not running, group
+          and trajectory id -1). ``len(task_ids)`` may then differ from ``num_tasks``.
 
         Steps still in flight are waited for and discarded.
         """
@@ -204,9 +212,14 @@ class GroupVecEnv:
             self.seed, self.batch_index = int(seed), 0
         base_options = {**({"split": self.split} if self.split is not None else {}), **self.reset_options,
                         **dict(options or {})}
+        slot_of = self._default_slots
+        if group_sizes is not None:
+            if task_ids is None:
+                raise ValueError("group_sizes needs task_ids (one size per task id)")
+            slot_of = _slots_of_sizes(group_sizes, len(task_ids), self.num_envs)
         if task_ids is not None:
             task_ids = [int(t) for t in task_ids]
-            if len(task_ids) != self.num_tasks:
+            if group_sizes is None and len(task_ids) != self.num_tasks:
                 raise ValueError(f"task_ids has {len(task_ids)} entries; give one per group slot ({self.num_tasks})")
             slot_seeds = [fixed_task_seed(base_options.get("split"), t) for t in task_ids]
             slot_options = [{**base_options, "task_id": t} for t in task_ids]
@@ -219,8 +232,10 @@ class GroupVecEnv:
             self.batch_index += 1
         self._base_options = base_options
         self._group_episodes[:] = 0
-        commands = {i: (slot_seeds[i // self.group_size], slot_options[i // self.group_size])
-                    for i in range(self.num_envs)}
+        self._slot_of = slot_of
+        commands = {i: (slot_seeds[slot_of[i]], slot_options[slot_of[i]])
+                    for i in range(self.num_envs) if slot_of[i] >= 0}
+        self._idle(np.flatnonzero(slot_of < 0))
         self._reset_copies(commands)
         self._needs_reset = False
         return list(self.observations), list(self.infos)
@@ -483,7 +498,7 @@ class GroupVecEnv:
         group_of_slot: dict[int, int] = {}
         for i in sorted(commands):
             obs, info = self._reset_results.pop(i)[1]
-            slot = i // self.group_size
+            slot = int(self._slot_of[i])
             if slot not in group_of_slot:
                 group_of_slot[slot] = self._next_group_id
                 self._next_group_id += 1
@@ -494,6 +509,15 @@ class GroupVecEnv:
             self.observations[i], self.infos[i], self.state_keys[i] = obs, info, _state_key(info, obs)
             self.running[i], self.pending[i], self.step_indices[i] = True, False, 0
             self._terminated[i] = self._truncated[i] = self._failed[i] = self._lost[i] = False
+
+    def _idle(self, indices: np.ndarray) -> None:
+        """Copies left out of this batch (``group_sizes`` summing to less than ``num_envs``)."""
+        for i in indices:
+            self.observations[i], self.infos[i], self.state_keys[i] = "", {}, ""
+            self.group_ids[i] = self.traj_ids[i] = -1
+            self.running[i], self.pending[i], self.step_indices[i] = False, False, 0
+            self.task_seeds[i] = None
+            self._terminated[i] = self._truncated[i] = self._failed[i] = False
 
     def _autoreset_finished_groups(self) -> list[int]:
         """Reset (as one call, in slot order) every group whose copies have all finished; their copy indices."""
@@ -544,6 +568,20 @@ def _action_text(action: Any) -> str:
         return repr(action)[:200]
     except Exception:  # noqa: BLE001 - a record of junk must not crash the batch
         return f"<unprintable {type(action).__name__}>"
+
+
+def _slots_of_sizes(group_sizes: Sequence[int], num_task_ids: int, num_envs: int) -> np.ndarray:
+    """Copy -> group slot for consecutive groups of the given sizes (-1 for the idle copies past their sum)."""
+    sizes = list(group_sizes)
+    if len(sizes) != num_task_ids:
+        raise ValueError(f"group_sizes has {len(sizes)} entries for {num_task_ids} task ids; give one per task id")
+    if any(isinstance(g, bool) or not isinstance(g, int | np.integer) or g < 1 for g in sizes):
+        raise ValueError(f"group_sizes must be positive integers, got {sizes!r}")
+    if sum(sizes) > num_envs:
+        raise ValueError(f"group_sizes sum to {sum(sizes)}, more than the {num_envs} copies of this vector env")
+    slots = np.full(num_envs, -1, dtype=np.int64)
+    slots[: sum(sizes)] = np.repeat(np.arange(len(sizes)), sizes)
+    return slots
 
 
 def _state_key(info: Mapping[str, Any], obs: str) -> str:

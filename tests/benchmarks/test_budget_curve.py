@@ -24,3 +24,15 @@ def test_main_prints_the_table(capsys, tmp_path) -> None:
     assert main(["--episodes", "2", "--budgets", "1", "2", "--png", str(tmp_path / "curve.png")]) == 0
     out = capsys.readouterr().out
     assert "productivity" in out and out.count("expert") == 2 and out.count("random") == 2
+
+
+def test_search_rows_compare_plain_and_bavt_on_the_same_backend(capsys, tmp_path) -> None:
+    assert main(["--search", "--episodes", "2", "--search-envs", "toolqa", "--png", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("bavt:expert") == 5 and "look" in out
+    from hiergym.benchmarks.budget_curve import search_play
+
+    plain = search_play("toolqa", "expert", 4, 4, {})
+    searched = search_play("toolqa", "bavt:expert", 4, 4, {})
+    assert plain.success == searched.success == 1.0  # an exact expert: every question fits in 4 calls
+    assert plain.lookahead_calls == 0 and searched.lookahead_calls == searched.tool_calls  # all paid in look-ahead

@@ -216,3 +216,25 @@ def test_budget_wrapper_keeps_the_contract_info() -> None:
                          show_tracker=False)
     obs, info = unkeyed.reset(seed=1)
     assert "tool_budget_left" not in info["state_key"] and "[budget]" not in obs
+
+
+def test_look_ahead_charges_count_against_the_budget_and_prepaid_calls_are_paid_once() -> None:
+    env = ToolBudget(gym.make("hiergym/ToolQA-v0"), max_tool_calls=3, token_price=0.01)
+    _, info = env.reset(seed=0, options={"split": "eval_in", "task_id": 0})
+    assert env.unwrapped.last_reset == {"seed": 0, "options": {"split": "eval_in", "task_id": 0}}
+    lookup = info["admissible_actions"][0]
+    env.charge_lookahead(tool_calls=2, tool_cost=2.0, tokens=100)  # two calls made in a simulation copy
+    assert env.budget_left() == {"tool_budget": 3, "tool_budget_left": 1.0, "token_budget": None, "tokens_left": None}
+    assert env.lookahead_tool_calls == 2
+    env.prepay_next_call()  # the next call repeats one of them: not charged again
+    _, _, _, _, info = env.step(lookup)
+    assert info["tool_calls_used"] == 2 and info["tool_cost"] == 2.0 and info["lookahead_tool_calls"] == 2
+    assert info["tokens_used"] == 100 and info["cost"] == pytest.approx(3.0)
+    _, _, _, _, info = env.step(lookup)  # prepaid was for one step only
+    assert info["tool_calls_used"] == 3 and info["tool_budget_left"] == 0
+    _, _, _, _, info = env.step(lookup)
+    assert info["tool_call_refused"]
+    with pytest.raises(ValueError, match="tool_calls"):
+        env.charge_lookahead(tool_calls=-1)
+    env.reset(seed=1)
+    assert env.lookahead_tool_calls == 0 and env.budget_left()["tool_budget_left"] == 3
