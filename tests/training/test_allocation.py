@@ -301,3 +301,21 @@ def test_config_checks_the_allocation_options(tmp_path) -> None:
         choice_config(tmp_path, rollout_allocation="greedy")
     with pytest.raises(ValueError, match="hbpo"):
         choice_config(tmp_path, rollout_allocation="knapsack", task_pool=8, reward_mode="hbpo", token_budgets=[8])
+
+
+def test_uniform_default_calls_the_rollouts_exactly_as_before(tmp_path, monkeypatch) -> None:
+    import hiergym.training.trainer as trainer_module
+    from hiergym.training.rollout import collect_rollouts
+
+    calls = []
+
+    def spy(vec, agent, **kwargs):
+        calls.append(sorted(kwargs))
+        return collect_rollouts(vec, agent, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "collect_rollouts", spy)
+    config = _choice_config()(tmp_path, iterations=1, sft_episodes=0, group_size=2)
+    trainer = trainer_module.Trainer(config)
+    trainer.train_iteration(0)
+    assert calls == [["invalid_action_penalty"]]  # no task ids, no group sizes: today's fresh-task stream
+    assert "allocation" not in trainer.state
