@@ -44,7 +44,7 @@ PREFILL_BUDGET = 65_536
 
 #: ``generation_config`` fields that would make ``model.generate`` apply logits processors the hand-written loop
 #: does not (compared with a default ``GenerationConfig``); a model that sets one is sampled with ``"plain"``.
-_PROCESSOR_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
+_PROCESSOR_FIELDS = ("no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
                      "sequence_bias", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
                      "forced_eos_token_id", "exponential_decay_length_penalty", "renormalize_logits", "min_p",
                      "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h", "encoder_repetition_penalty",
@@ -123,7 +123,7 @@ def prefix_cache_supported(model: Any) -> bool:
 
 def loop_supported(model: Any) -> bool:
     """Whether the hand-written loop samples as ``model.generate`` would: the model's generation config sets no
-    logits processor beyond temperature, top-k and top-p."""
+    logits processor beyond a repetition penalty, temperature, top-k and top-p."""
     config = getattr(model, "generation_config", None)
     if config is None:
         return True
@@ -142,8 +142,11 @@ def weights_fingerprint(model: Any) -> tuple:
 class Sampler:
     """One sampling step as ``model.generate`` takes it, over a whole micro-batch of ``rows`` rows."""
 
-    def __init__(self, temperature: float, top_p: float, top_k: int):
+    def __init__(self, temperature: float, top_p: float, top_k: int, repetition_penalty: float = 1.0):
         self.sample = temperature > 0
+        #: ``generate`` applies the model's ``generation_config.repetition_penalty`` (before the warpers, greedy
+        #: too) to the tokens of each row's input: its prompt, its left padding and what it generated so far.
+        self.penalty = float(repetition_penalty or 1.0)
         self.scale = temperature if self.sample else 1.0
         self.warpers = []
         if self.sample:
@@ -160,21 +163,28 @@ class Sampler:
             if top_p < 1.0:
                 self.warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
 
-    def __call__(self, logits: torch.Tensor, active: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens and behaviour log-probs of the ``active`` rows (of ``rows``) whose float32 logits are given.
+    def __call__(self, logits: torch.Tensor, active: torch.Tensor, rows: int, present: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and behaviour log-probs of the ``active`` rows (of ``rows``) whose float32 logits are given
+        (``present``: [active, vocab], the tokens the repetition penalty applies to).
 
         Sampling draws ``torch.multinomial`` over all ``rows`` rows (finished rows get a uniform placeholder), so
-        the random stream advances exactly as in ``model.generate``, which samples every row of its batch.
+        the random stream advances exactly as in ``model.generate``, which samples every row of its batch. The
+        log-probs are those of the raw logits, as the plain path records them.
         """
+        scores = logits
+        if self.penalty != 1.0 and present is not None:
+            # RepetitionPenaltyLogitsProcessor's arithmetic, on a presence mask instead of gather/scatter.
+            penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
+            scores = torch.where(present, penalised, logits)
         if self.sample:
-            scores = logits
             for warper in self.warpers:
                 scores = warper(None, scores)
             probs = torch.ones((rows, logits.shape[-1]), dtype=torch.float32, device=logits.device)
             probs[active] = torch.softmax(scores, dim=-1)
             tokens = torch.multinomial(probs, num_samples=1).squeeze(1)[active]
         else:
-            tokens = torch.argmax(logits, dim=-1)
+            tokens = torch.argmax(scores, dim=-1)
         logprobs = torch.log_softmax(logits / self.scale, dim=-1).gather(1, tokens[:, None]).squeeze(1)
         return tokens, logprobs
 
@@ -330,38 +340,43 @@ class PrefixCache:
                 heapq.heappush(heap, (parent.used, id(parent), parent))
 
 
-def _path_kv(node: _Node, memo: dict[int, torch.Tensor | None]) -> torch.Tensor | None:
-    """KV of every token from the root to the end of ``node``: [layers, 2, heads, node.length, dim]."""
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    if node.parent is None:
-        memo[key] = None
-        return None
-    above = _path_kv(node.parent, memo)
-    kv = node.kv if above is None else torch.cat([above, node.kv], dim=3)
-    memo[key] = kv
-    return kv
-
-
-def _stack_past(paths: list[torch.Tensor | None], lengths: list[int], width: int
-                ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Per-layer (keys, values) [rows, heads, width, dim] of the given paths, left-padded with zeros."""
+def _gather_past(ends: list[_Node], width: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per-layer (keys, values) [rows, heads, width, dim] of the paths from the root to each of ``ends``,
+    left-padded with zeros. Without gradients every node's states are copied once per row straight into place;
+    with gradients each distinct path is concatenated once and indexed per row (slice assignments would make
+    the backward pass copy the whole buffer once per assignment)."""
     if width == 0:
         return None
-    template = next(p for p in paths if p is not None)
-    padded = []
-    for path, length in zip(paths, lengths, strict=True):
-        if path is None:
-            path = template.new_zeros((*template.shape[:3], 0, template.shape[4]))
-        padded.append(torch.nn.functional.pad(path, (0, 0, width - length, 0)) if length < width else path)
-    stacked = torch.stack(padded, dim=2)  # [layers, 2, rows, heads, width, dim]
-    return [(stacked[layer, 0], stacked[layer, 1]) for layer in range(stacked.shape[0])]
+    template = next(n.kv for n in ends if n.parent is not None)
+    layers, _, heads, _, dim = template.shape
+    if torch.is_grad_enabled() and template.requires_grad:
+        distinct: dict[int, int] = {}
+        paths = []
+        for end in ends:
+            if id(end) in distinct:
+                continue
+            distinct[id(end)] = len(paths)
+            parts, node = [], end
+            while node.parent is not None:
+                parts.append(node.kv)
+                node = node.parent
+            path = torch.cat(parts[::-1], dim=3) if parts else template.new_zeros((layers, 2, heads, 0, dim))
+            paths.append(torch.nn.functional.pad(path, (0, 0, width - end.length, 0)))
+        index = torch.tensor([distinct[id(end)] for end in ends], device=template.device)
+        past = torch.stack(paths, dim=2).index_select(2, index)
+    else:
+        past = template.new_zeros((layers, 2, len(ends), heads, width, dim))
+        for row, end in enumerate(ends):
+            offset, node = width - end.length, end
+            while node.parent is not None:
+                start = offset + node.length - len(node.tokens)
+                past[:, :, row, :, start:start + len(node.tokens)] = node.kv
+                node = node.parent
+    return [(past[layer, 0], past[layer, 1]) for layer in range(layers)]
 
 
-def _segment_forward(model: Any, pad_id: int, parents: list[_Node], segments: list[Sequence[int]],
-                     memo: dict[int, torch.Tensor | None], *, logits: bool = False, hidden: bool = False
-                     ) -> tuple[Any, int, torch.Tensor]:
+def _segment_forward(model: Any, pad_id: int, parents: list[_Node], segments: list[Sequence[int]], *,
+                     logits: bool = False, hidden: bool = False) -> tuple[Any, int, torch.Tensor]:
     """One forward of token ``segments``, each continuing the path of its parent node (the parents' KV as the
     cache, left-padded; the segments right-padded). Returns the output, the past width and the per-layer KV
     of the whole batch after the forward ([layers, 2, rows, heads, past + segment width, dim])."""
@@ -370,7 +385,7 @@ def _segment_forward(model: Any, pad_id: int, parents: list[_Node], segments: li
     width = max(lengths)
     seg_width = max(len(s) for s in segments)
     rows = len(segments)
-    past = _stack_past([_path_kv(p, memo) for p in parents], lengths, width)
+    past = _gather_past(parents, width)
     input_ids = torch.full((rows, seg_width), pad_id, dtype=torch.long)
     attention = torch.zeros((rows, width + seg_width), dtype=torch.long)
     for r, (segment, length) in enumerate(zip(segments, lengths, strict=True)):
@@ -380,12 +395,13 @@ def _segment_forward(model: Any, pad_id: int, parents: list[_Node], segments: li
     cache = _new_cache(past)
     out = _call(model, input_ids.to(device), attention.to(device), position_ids.to(device), cache,
                 last_only=not logits, hidden=hidden)
-    kv = torch.stack([torch.stack(pair) for pair in _layer_kv(_output_cache(out))])
+    # Only the new columns: [layers, 2, rows, heads, segment width, dim].
+    kv = torch.stack([torch.stack((keys[:, :, width:], values[:, :, width:]))
+                      for keys, values in _layer_kv(_output_cache(out))])
     return out, width, kv
 
 
-def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], memo: dict[int, torch.Tensor | None],
-                  budget: int = PREFILL_BUDGET) -> int:
+def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PREFILL_BUDGET) -> int:
     """Compute the KV of uncomputed ``nodes``, one level of the tree per batched forward (each node's ancestors
     are computed before it). Returns the number of tokens forwarded."""
     pending = [n for n in nodes if n.kv is None]
@@ -407,9 +423,9 @@ def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], memo: dict[int, t
                     break
                 end += 1
             chunk = wave[start:end]
-            _, width, kv = _segment_forward(model, pad_id, [n.parent for n in chunk], [n.tokens for n in chunk], memo)
+            _, _, kv = _segment_forward(model, pad_id, [n.parent for n in chunk], [n.tokens for n in chunk])
             for r, node in enumerate(chunk):
-                node.kv = kv[:, :, r, :, width:width + len(node.tokens)].contiguous()
+                node.kv = kv[:, :, r, :, :len(node.tokens)].contiguous()
             forwarded += sum(len(n.tokens) for n in chunk)
             start = end
     return forwarded
@@ -424,8 +440,7 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
     store.check(model)
     created: list[_Node] = []
     ends = [store.insert(e[:-1], created) for e in encoded]
-    memo: dict[int, torch.Tensor | None] = {}
-    computed = compute_nodes(model, pad_id, created, memo)
+    computed = compute_nodes(model, pad_id, created)
     if stats is not None:
         stats["prompt_tokens_seen"] = stats.get("prompt_tokens_seen", 0) + sum(len(e) for e in encoded)
         # The last prompt token of each row is computed by its first decode step.
@@ -435,7 +450,7 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], pad_id, sampler, stops,
-                       memo, device)
+                       device)
         for i, out in zip(rows, outs, strict=True):
             results[i] = out
     store.evict()
@@ -443,12 +458,12 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
 
 
 def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], pad_id: int,
-            sampler: Sampler, stops: _Stops, memo: dict[int, torch.Tensor | None], device: torch.device
+            sampler: Sampler, stops: _Stops, device: torch.device
             ) -> list[tuple[list[int], list[float], str]]:
     rows = len(encoded)
     lengths = [n.length for n in ends]
     width = max(lengths)
-    past = _stack_past([_path_kv(n, memo) for n in ends], lengths, width)
+    past = _gather_past(ends, width)
     cache = _new_cache(past)
     attention = torch.zeros((rows, width + 1), dtype=torch.long)
     for r, length in enumerate(lengths):
@@ -459,10 +474,14 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
     states = [_RowState() for _ in range(rows)]
     active = torch.arange(rows, device=device)
     active_rows = list(range(rows))
+    present = None
     while True:
         out = _call(model, inputs[:, None], attention, position[:, None], cache, last_only=True)
         cache = _output_cache(out)
-        tokens, logprobs = sampler(out.logits[:, -1].float(), active, rows)
+        logits = out.logits[:, -1].float()
+        if sampler.penalty != 1.0 and present is None:
+            present = _prompt_tokens(encoded, lengths, width, pad_id, logits.shape[-1], device)
+        tokens, logprobs = sampler(logits, active, rows, present)
         keep = []
         for k, (r, token, logprob) in enumerate(zip(active_rows, tokens.tolist(), logprobs.tolist(), strict=True)):
             if stops.update(states[r], token, logprob):
@@ -471,15 +490,30 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
                 keep.append(k)
         if not keep:
             break
+        if present is not None:
+            present[torch.arange(len(active_rows), device=device), tokens] = True
         if len(keep) < len(active_rows):
             index = torch.tensor(keep, device=device)
             cache.reorder_cache(index)
             active, attention, position, tokens = active[index], attention[index], position[index], tokens[index]
+            present = present[index] if present is not None else None
             active_rows = [active_rows[k] for k in keep]
         inputs = tokens
         attention = torch.cat([attention, attention.new_ones((len(active_rows), 1))], dim=1)
         position = position + 1
     return [(s.tokens, s.logprobs, s.reason or "length") for s in states]
+
+
+def _prompt_tokens(encoded: list[list[int]], lengths: list[int], width: int, pad_id: int, vocab: int,
+                   device: torch.device) -> torch.Tensor:
+    """[rows, vocab] True where a token is in a row's input as ``generate`` sees it: the prompt, and the pad
+    token for a row shorter than the micro-batch's longest (left padding)."""
+    present = torch.zeros((len(encoded), vocab), dtype=torch.bool)
+    for row, (ids, length) in enumerate(zip(encoded, lengths, strict=True)):
+        present[row, [i for i in ids if i < vocab]] = True
+        if length < width:
+            present[row, pad_id] = True
+    return present.to(device)
 
 
 def _remember(store: PrefixCache, prompt: list[int], end: _Node, response: list[int], cache: Any, row: int,
@@ -517,10 +551,9 @@ def packed_logprobs(model: Any, pad_id: int, prompts: Sequence[Sequence[int]], r
     store = PrefixCache(max_tokens=0)
     created: list[_Node] = []
     ends = [store.insert(list(p)[:-1], created) for p in prompts]
-    memo: dict[int, torch.Tensor | None] = {}
-    forwarded = compute_nodes(model, pad_id, created, memo)
+    forwarded = compute_nodes(model, pad_id, created)
     segments = [[p[-1], *r] for p, r in zip(prompts, responses, strict=True)]
-    out, _, _ = _segment_forward(model, pad_id, ends, segments, memo, logits=True, hidden=return_hidden)
+    out, _, _ = _segment_forward(model, pad_id, ends, segments, logits=True, hidden=return_hidden)
     forwarded += sum(len(s) for s in segments)
     if stats is not None:
         stats["forward_tokens"] = stats.get("forward_tokens", 0) + forwarded

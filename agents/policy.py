@@ -351,7 +351,8 @@ class CausalLMPolicy:
             for key in ("prompt_tokens_seen", "prompt_tokens_computed"):
                 self.generation_stats[key] = self.generation_stats.get(key, 0) + seen
             return [r for r in results if r is not None]
-        sampler = Sampler(temperature, top_p, top_k)
+        config = getattr(self.model, "generation_config", None)
+        sampler = Sampler(temperature, top_p, top_k, getattr(config, "repetition_penalty", 1.0))
         ending = _Stops(self.tokenizer, self.eos_token_ids, stops, max_new_tokens)
         pad = self.tokenizer.pad_token_id
         was_training = self.model.training

@@ -143,3 +143,18 @@ def test_an_episode_plays_the_same_with_and_without_reuse() -> None:
 def test_unknown_generation_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="generation must be one of"):
         CausalLMPolicy.tiny(seed=0, architecture=ARCH, generation="fast")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_a_models_repetition_penalty_is_applied_as_generate_applies_it(temperature) -> None:
+    policies = _policies()
+    for policy in policies.values():
+        policy.model.generation_config.repetition_penalty = 1.3
+    assert policies["cached"].generation_mode() == "cached"
+    outs = {mode: policy.generate(PROMPTS, max_new_tokens=10, temperature=temperature, seed=4)
+            for mode, policy in policies.items()}
+    assert [o.response_token_ids for o in outs["cached"]] == [o.response_token_ids for o in outs["plain"]]
+    if temperature > 0:  # the penalty changed what was sampled
+        unpenalised = CausalLMPolicy.tiny(seed=0, architecture=ARCH, generation="cached", batch_size=4)
+        other = unpenalised.generate(PROMPTS, max_new_tokens=10, temperature=temperature, seed=4)
+        assert [o.response_token_ids for o in other] != [o.response_token_ids for o in outs["plain"]]
