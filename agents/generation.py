@@ -72,6 +72,18 @@ _forward_names_cache: dict[type, tuple[str, str]] = {}
 
 def _call(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
           cache: Any, *, last_only: bool, hidden: bool = False) -> Any:
+    """The model's forward on new tokens after ``cache``; ``attention_mask`` is the 2D key mask (cache + new).
+
+    With SDPA attention the 4D boolean mask (key mask and causality among the new tokens) is built here, which
+    is what transformers would build from the 2D one, minus its per-call overhead."""
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        queries, keys = input_ids.shape[1], attention_mask.shape[1]
+        mask = attention_mask.bool()[:, None, None, :]
+        if queries > 1:
+            causal = (torch.arange(keys, device=mask.device)[None, :]
+                      <= torch.arange(keys - queries, keys, device=mask.device)[:, None])
+            mask = mask & causal[None, None]
+        attention_mask = mask
     cache_name, keep_name = _forward_names(model)
     kwargs: dict[str, Any] = {cache_name: cache, "use_cache": True}
     if last_only and keep_name:

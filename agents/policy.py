@@ -282,12 +282,16 @@ class CausalLMPolicy:
 
     def encode_prompt(self, prompt: str | list[dict[str, str]]) -> list[int]:
         """Token ids of a prompt as :meth:`generate` feeds them (template applied, cut from the left)."""
-        text = self.format_prompt(prompt)
-        # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
-        ids = self.tokenizer(text, add_special_tokens=not self.use_chat_template)["input_ids"]
-        if len(ids) > self.max_prompt_tokens:
-            ids = ids[-self.max_prompt_tokens:]
-        return list(ids)
+        return self._encode_texts([self.format_prompt(prompt)])[0]
+
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens. One batched
+        # tokenizer call (the same ids as one call per text).
+        if not texts:
+            return []
+        encoded = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
+        return [list(ids[-self.max_prompt_tokens:]) if len(ids) > self.max_prompt_tokens else list(ids)
+                for ids in encoded]
 
     # --------------------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -310,8 +314,8 @@ class CausalLMPolicy:
         """
         if seed is not None:
             torch.manual_seed(seed)
-        encoded = [self.encode_prompt(p) for p in prompts]
         texts = [self.format_prompt(p) for p in prompts]
+        encoded = self._encode_texts(texts)
         # Sorting by length keeps padding (wasted compute) low inside each micro-batch; every path samples these
         # micro-batches in this order, so a seed gives the same samples whatever the path.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))

@@ -110,10 +110,12 @@ def test_prefix_cache_budget_evicts_least_recently_used() -> None:
     assert zero.tokens == 0 and not zero.root.children
 
 
-def test_an_episode_plays_the_same_with_and_without_reuse() -> None:
+@pytest.mark.parametrize("hierarchical", [False, True])
+def test_an_episode_plays_the_same_with_and_without_reuse(hierarchical) -> None:
     """B x G group rollouts (identical first prompts, later prompts that share prefixes) sampled at T = 1: the
     cached path with its cache kept between calls, without it, and model.generate choose the same actions with
-    the same log-probs."""
+    the same log-probs (flat agent; planner and executor sharing one policy)."""
+    from hiergym.agents.hierarchical import HierarchicalAgent, HierarchicalAgentConfig
     from hiergym.agents.llm import LLMAgent, LLMAgentConfig
     from hiergym.driver import GroupEpisodes, play_episodes
     from hiergym.envs.vector import make_group_vec
@@ -122,8 +124,10 @@ def test_an_episode_plays_the_same_with_and_without_reuse() -> None:
     for label, kwargs in (("plain", {"generation": "plain"}), ("reuse", {"generation": "cached"}),
                           ("no reuse", {"generation": "cached", "prefix_cache_tokens": 0})):
         policy = CausalLMPolicy.tiny(seed=0, architecture=ARCH, **kwargs)
-        agent = LLMAgent(policy, LLMAgentConfig(style="compact", history_window=1, max_new_tokens=8,
-                                                temperature=1.0, seed=0), env_id="hiergym/Sokoban-v0")
+        settings = dict(style="compact", history_window=1, max_new_tokens=8, temperature=1.0, seed=0)
+        agent = (HierarchicalAgent(policy, HierarchicalAgentConfig(replan_every=2, **settings),
+                                   env_id="hiergym/Sokoban-v0") if hierarchical
+                 else LLMAgent(policy, LLMAgentConfig(**settings), env_id="hiergym/Sokoban-v0"))
         vec = make_group_vec("hiergym/Sokoban-v0", num_tasks=2, group_size=3, seed=0, max_episode_steps=4)
         try:
             steps = play_episodes(GroupEpisodes(vec), agent).steps
