@@ -28,6 +28,16 @@ from typing import Any
 import torch
 
 from hiergym.agents.base import Completion
+from hiergym.agents.generation import (
+    DEFAULT_PREFIX_CACHE_TOKENS,
+    GENERATION_MODES,
+    PrefixCache,
+    Sampler,
+    _Stops,
+    cached_generate,
+    loop_supported,
+    prefix_cache_supported,
+)
 
 #: File that marks a directory saved by :meth:`CausalLMPolicy.save` (model + tokenizer + this note).
 POLICY_NOTE = "hiergym_policy.json"
@@ -119,6 +129,13 @@ class CausalLMPolicy:
             first); default: the model's context size minus room for the response.
         batch_size: prompts per forward pass in :meth:`generate`.
         name: a label for reports (``tiny``, the model path, ...).
+        generation: how :meth:`generate` samples (:mod:`hiergym.agents.generation`): ``"cached"`` (default: a
+            loop over the model's forward with a prefix-shared KV cache kept between calls until the weights
+            change) or ``"plain"`` (``model.generate``, a fresh cache per call). Both draw the same samples for a
+            seed (up to ties within float rounding). ``"cached"`` falls back to ``"plain"`` for models whose cache
+            is not a plain key/value cache or whose generation config sets logits processors beyond
+            temperature / top-k / top-p.
+        prefix_cache_tokens: ``"cached"``: tokens of KV states kept between calls (0: none).
     """
 
     def __init__(
@@ -131,8 +148,17 @@ class CausalLMPolicy:
         max_prompt_tokens: int | None = None,
         batch_size: int = 32,
         name: str = "",
+        generation: str = "cached",
+        prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS,
     ):
+        if generation not in GENERATION_MODES:
+            raise ValueError(f"generation must be one of {', '.join(GENERATION_MODES)}, got {generation!r}")
         self.model = model
+        self.generation = generation
+        self.prefix_cache = PrefixCache(prefix_cache_tokens)
+        #: Counters of :meth:`generate` (``prompt_tokens_seen``, ``prompt_tokens_computed``, ``generated_tokens``,
+        #: ``calls``); reset them freely.
+        self.generation_stats: dict[str, int] = {}
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -256,12 +282,16 @@ class CausalLMPolicy:
 
     def encode_prompt(self, prompt: str | list[dict[str, str]]) -> list[int]:
         """Token ids of a prompt as :meth:`generate` feeds them (template applied, cut from the left)."""
-        text = self.format_prompt(prompt)
-        # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
-        ids = self.tokenizer(text, add_special_tokens=not self.use_chat_template)["input_ids"]
-        if len(ids) > self.max_prompt_tokens:
-            ids = ids[-self.max_prompt_tokens:]
-        return list(ids)
+        return self._encode_texts([self.format_prompt(prompt)])[0]
+
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens. One batched
+        # tokenizer call (the same ids as one call per text).
+        if not texts:
+            return []
+        encoded = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
+        return [list(ids[-self.max_prompt_tokens:]) if len(ids) > self.max_prompt_tokens else list(ids)
+                for ids in encoded]
 
     # --------------------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -284,25 +314,58 @@ class CausalLMPolicy:
         """
         if seed is not None:
             torch.manual_seed(seed)
-        encoded = [self.encode_prompt(p) for p in prompts]
         texts = [self.format_prompt(p) for p in prompts]
-        results: list[Completion | None] = [None] * len(prompts)
-        # Sorting by length keeps padding (wasted compute) low inside each micro-batch.
+        encoded = self._encode_texts(texts)
+        # Sorting by length keeps padding (wasted compute) low inside each micro-batch; every path samples these
+        # micro-batches in this order, so a seed gives the same samples whatever the path.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            outs = self._generate_batch([encoded[i] for i in rows], max_new_tokens, temperature, top_p, top_k,
-                                        list(stop or []))
-            for i, (response_ids, logprobs, reason) in zip(rows, outs, strict=True):
-                results[i] = Completion(
-                    prompt_text=texts[i],
-                    response_text=self._decode_response(response_ids),
-                    prompt_token_ids=encoded[i],
-                    response_token_ids=response_ids,
-                    response_logprobs=logprobs,
-                    finish_reason=reason,
-                )
-        return [r for r in results if r is not None]
+        outs = self._sample(encoded, order, max_new_tokens, temperature, top_p, top_k, list(stop or []))
+        stats = self.generation_stats
+        stats["calls"] = stats.get("calls", 0) + 1
+        stats["generated_tokens"] = stats.get("generated_tokens", 0) + sum(len(o[0]) for o in outs)
+        return [
+            Completion(prompt_text=text, response_text=self._decode_response(response_ids), prompt_token_ids=ids,
+                       response_token_ids=response_ids, response_logprobs=logprobs, finish_reason=reason)
+            for text, ids, (response_ids, logprobs, reason) in zip(texts, encoded, outs, strict=True)
+        ]
+
+    def generation_mode(self) -> str:
+        """The path :meth:`generate` takes for this model: ``generation``, or the fallback it needs."""
+        mode = self.generation
+        if mode != "plain" and not loop_supported(self.model):
+            return "plain"
+        if mode == "cached" and not prefix_cache_supported(self.model):
+            return "plain"
+        return mode
+
+    def _sample(self, encoded: list[list[int]], order: list[int], max_new_tokens: int, temperature: float,
+                top_p: float, top_k: int, stops: list[str]) -> list[tuple[list[int], list[float], str]]:
+        mode = self.generation_mode()
+        if any(not e for e in encoded):
+            mode = "plain"
+        results: list[tuple[list[int], list[float], str] | None] = [None] * len(encoded)
+        if mode == "plain":
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                outs = self._generate_batch([encoded[i] for i in rows], max_new_tokens, temperature, top_p, top_k,
+                                            stops)
+                for i, out in zip(rows, outs, strict=True):
+                    results[i] = out
+            seen = sum(len(e) for e in encoded)
+            for key in ("prompt_tokens_seen", "prompt_tokens_computed"):
+                self.generation_stats[key] = self.generation_stats.get(key, 0) + seen
+            return [r for r in results if r is not None]
+        config = getattr(self.model, "generation_config", None)
+        sampler = Sampler(temperature, top_p, top_k, getattr(config, "repetition_penalty", 1.0))
+        ending = _Stops(self.tokenizer, self.eos_token_ids, stops, max_new_tokens)
+        pad = self.tokenizer.pad_token_id
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return cached_generate(self.model, self.prefix_cache, encoded, order, self.batch_size, pad, sampler,
+                                   ending, self.generation_stats)
+        finally:
+            self.model.train(was_training)
 
     def _decode_response(self, ids: list[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i not in self.eos_token_ids], skip_special_tokens=True)

@@ -5,6 +5,18 @@ Each generation of a rollout (planner or executor) is one *sequence*: its prompt
 response tokens, their behaviour log-probs, and the advantage of its row. The update recomputes the
 log-probs under the current weights and minimises :func:`hiergym.training.loss.clipped_policy_loss`, over
 several epochs of shuffled micro-batches with gradient accumulation and gradient clipping.
+
+Scoring is *packed* by default (:func:`hiergym.agents.generation.packed_logprobs`): inside each optimizer step
+the sequences are ordered by prompt, and each micro-batch forwards the shared prefixes of its prompts and each
+distinct prompt once, every response attending to its prompt's KV, so the many responses of one prompt (the G
+copies of a group at their first step, states the copies share) and the common start of the prompts cost one
+forward. The gradient is the unpacked one up to float rounding (``tests/training/test_packed_scoring.py``).
+
+``tis_cap`` turns on truncated importance sampling (TIS, as verl and TRL apply it to vLLM rollouts): the
+training forward's log-probs before the update, ``logp_old``, are computed first; the PPO ratio is taken against
+them, and each token's policy-gradient term is weighted by ``min(exp(logp_old - logp_rollout), tis_cap)``, which
+corrects for a sampler whose numbers differ from the training forward (bf16 kernels on a GPU); the mismatch
+between the two is reported (``logprob_mismatch``, ``tis_weight_mean``, ``tis_clipped_fraction``).
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hiergym.agents.generation import packed_logprobs
 from hiergym.agents.policy import pad_token_rows
 from hiergym.training.loss import LossConfig, clipped_policy_loss, value_loss
 
@@ -52,6 +65,10 @@ class ValueHead(torch.nn.Module):
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
         last = torch.tensor([len(p) - 1 for p in prompts], device=device)
         hidden = out.hidden_states[-1][torch.arange(len(prompts), device=device), last]
+        return self.from_hidden(hidden)
+
+    def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The values of given last hidden states at the prompts' final tokens ([rows, hidden size])."""
         return self.linear(hidden.float()).squeeze(-1)
 
 
@@ -87,6 +104,8 @@ def policy_update(
     value_head: ValueHead | None = None,
     rng: random.Random | None = None,
     sharding: Any = None,
+    packed: bool = True,
+    tis_cap: float | None = None,
     **loss_overrides: Any,
 ) -> dict[str, float]:
     """One PPO-style update on a finished batch of generations. Returns averaged metrics.
@@ -101,19 +120,38 @@ def policy_update(
     ``sharding`` (``hiergym.training.distributed``, data-parallel ranks): ``sequences`` are this rank's share;
     the sets, their shuffle, the mini-batches and every share are those of the global batch, and the gradients
     are summed over the ranks before each step, so the step equals one process's on the whole batch.
+
+    ``packed`` scores each micro-batch with its prompts' shared prefixes forwarded once (the module docstring;
+    unpacked when the model uses gradient checkpointing, which drops the cache); ``tis_cap`` turns on
+    truncated importance sampling against the training forward's log-probs.
     """
     loss = dataclasses.replace(loss or LossConfig(), **loss_overrides)
     usable = [s for s in sequences if s.response_ids]
     shards = sharding.global_sets(usable) if sharding is not None else None  # a collective: every rank calls
     if (shards.count == 0) if shards is not None else not usable:
         return {"pg_loss": 0.0, "sequences": 0}
+    if tis_cap is not None and tis_cap <= 0:
+        raise ValueError(f"tis_cap must be > 0 (or None), got {tis_cap}")
+    if tis_cap is not None and shards is not None:
+        raise ValueError("tis_cap (truncated importance sampling) runs in one process for now; drop it under torchrun")
     rng = rng or random.Random(0)
     total_tokens = sum(len(s.response_ids) for s in usable)
     identical_sets = identical_sequences(usable)
     model = policy.model
-    model.train()
+    # FSDP's forwards are collectives: every rank must run the same number, so its micro-batches stay unpacked.
+    packed = packed and not _checkpointing(model) and not (shards is not None and sharding.dist.fsdp)
+    forwarded = {"forward_tokens": 0}
     metrics: dict[str, list[float]] = {k: [] for k in ("loss", "pg_loss", "kl", "entropy", "clip_fraction",
                                                         "approx_kl", "grad_norm", "value_loss")}
+    train_old: list[torch.Tensor] | None = None
+    if tis_cap is not None:
+        # The training forward's log-probs under the weights that sampled the batch (before any step).
+        model.eval()
+        train_old = _training_logprobs(policy, [usable[same[0]] for same in identical_sets], micro_batch_size,
+                                       packed, forwarded)
+        metrics.update(_mismatch_metrics([[usable[i] for i in same] for same in identical_sets], train_old,
+                                         tis_cap))
+    model.train()
     for _ in range(epochs):
         # Shuffle whole sets of identical rows, so that each set shares one forward/backward in its mini-batch.
         order = list(range(len(identical_sets) if shards is None else shards.count))
@@ -126,16 +164,80 @@ def policy_update(
                 micro_batch_size=micro_batch_size, aggregation=loss.aggregation,
                 loss_options=loss.policy_loss_options(), reference=reference, value_head=value_head,
                 value_coef=loss.value_coef, max_grad_norm=max_grad_norm, totals=totals,
-                finish=shards.finish if shards is not None else None)
+                finish=shards.finish if shards is not None else None,
+                packed=packed, forwarded=forwarded,
+                train_old=[train_old[g] for g in mini] if train_old is not None else None, tis_cap=tis_cap)
     model.eval()
     summary = {k: float(np.mean(v)) for k, v in metrics.items() if v}
     summary["sequences"] = len(usable)
     summary["unique_sequences"] = len(identical_sets)
     summary["tokens"] = total_tokens
-    # What the update runs through the model: every distinct sequence, prompt and response, once per epoch.
-    summary["forward_tokens"] = epochs * sum(len(usable[same[0]].prompt_ids) + len(usable[same[0]].response_ids)
-                                             for same in identical_sets)
+    # What the update runs through the model: unpacked, every distinct sequence, prompt and response, once per
+    # epoch; packed, the tokens the packed forwards computed (shared prefixes once per micro-batch).
+    summary["forward_tokens"] = forwarded["forward_tokens"] if packed else (
+        epochs * sum(len(usable[same[0]].prompt_ids) + len(usable[same[0]].response_ids) for same in identical_sets))
     return summary
+
+
+def _checkpointing(model) -> bool:
+    """Whether the model recomputes activations in backward (transformers then drops the KV cache)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
+
+
+def _by_prompt(items: Sequence[Any], key) -> list[int]:
+    """Positions of ``items`` ordered by (temperature, prompt tokens) of ``key(item)``: sequences that share a
+    prompt, or a prompt's prefix, land side by side in the same micro-batch."""
+    return sorted(range(len(items)), key=lambda i: (key(items[i]).temperature, key(items[i]).prompt_ids))
+
+
+def _score(policy, prompts: list[list[int]], responses: list[list[int]], temperature: float, *, packed: bool,
+           return_entropy: bool = False, return_hidden: bool = False,
+           forwarded: dict[str, int] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], list]:
+    """(log-probs, entropies, last hidden states at the prompts' ends) of one micro-batch, packed or not."""
+    if packed:
+        out = packed_logprobs(policy.model, policy.tokenizer.pad_token_id, prompts, responses,
+                              [temperature] * len(prompts), return_entropy=return_entropy,
+                              return_hidden=return_hidden, stats=forwarded)
+        return out["logprobs"], out["entropy"], out["hidden"]
+    if return_entropy:
+        logps, entropies = policy.sequence_logprobs(prompts, responses, temperature=temperature, return_entropy=True)
+        return logps, entropies, []
+    return policy.sequence_logprobs(prompts, responses, temperature=temperature), [], []
+
+
+@torch.no_grad()
+def _training_logprobs(policy, sequences: Sequence[TrainSequence], micro_batch_size: int, packed: bool,
+                       forwarded: dict[str, int]) -> list[torch.Tensor]:
+    """The training forward's log-probs of every sequence under the current weights (no gradients)."""
+    result: list[torch.Tensor | None] = [None] * len(sequences)
+    order = _by_prompt(sequences, lambda s: s)
+    for start in range(0, len(order), micro_batch_size):
+        rows = order[start:start + micro_batch_size]
+        for temperature in sorted({sequences[i].temperature for i in rows}):
+            part = [i for i in rows if sequences[i].temperature == temperature]
+            logps, _, _ = _score(policy, [sequences[i].prompt_ids for i in part],
+                                 [sequences[i].response_ids for i in part], temperature, packed=packed,
+                                 forwarded=forwarded)
+            if not packed:
+                forwarded["forward_tokens"] += sum(len(sequences[i].prompt_ids) + len(sequences[i].response_ids)
+                                                   for i in part)
+            for i, lp in zip(part, logps, strict=True):
+                result[i] = lp.detach().float()
+    return [r for r in result if r is not None]
+
+
+def _mismatch_metrics(sets: list[list[TrainSequence]], train_old: list[torch.Tensor], cap: float
+                      ) -> dict[str, list[float]]:
+    """How far the rollout's log-probs are from the training forward's, and what TIS makes of it."""
+    diffs = torch.cat([train_old[g].cpu() - torch.tensor(s.old_logprobs, dtype=torch.float32)
+                       for g, same in enumerate(sets) for s in same])
+    weights = torch.exp(diffs)
+    return {"logprob_mismatch": [float(diffs.abs().mean())], "logprob_mismatch_max": [float(diffs.abs().max())],
+            "tis_weight_mean": [float(weights.clamp(max=cap).mean())],
+            "tis_clipped_fraction": [float((weights > cap).float().mean())]}
 
 
 def identical_sequences(sequences: Sequence[TrainSequence]) -> list[list[int]]:
@@ -153,20 +255,38 @@ def identical_sequences(sequences: Sequence[TrainSequence]) -> list[list[int]]:
 def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], metrics: dict[str, list[float]], *,
                          micro_batch_size: int, aggregation: str, loss_options: dict, reference,
                          value_head: ValueHead | None, value_coef: float, max_grad_norm: float,
-                         totals: tuple[int, int] | None = None, finish=None) -> None:
+                         totals: tuple[int, int] | None = None, finish=None,
+                         packed: bool = False, forwarded: dict[str, int] | None = None,
+                         train_old: list[torch.Tensor] | None = None, tis_cap: float | None = None) -> None:
     """One optimizer step on ``batch`` (sets of identical sequences), accumulated over micro-batches of
     ``micro_batch_size`` distinct sequences; the loss still counts every row with its own advantage.
+
     ``totals``: the (rows, tokens) the shares are taken of (default: ``batch``'s own); ``finish``: called after
-    the backward passes, before clipping (a distributed update sums the gradients there)."""
+    the backward passes, before clipping (a distributed update sums the gradients there).
+    ``packed``: the sets ordered by prompt and each micro-batch scored packed (one temperature per
+    micro-batch). ``train_old`` (one tensor per set): the training forward's log-probs before the update, the
+    PPO ratio's reference, with each token's policy-gradient term weighted by
+    ``min(exp(train_old - rollout logprob), tis_cap)`` (TIS).
+    """
     device = policy.device
     model = policy.model
     rows_in_batch = sum(len(same) for same in batch)
     total_tokens = sum(len(same[0].response_ids) * len(same) for same in batch)
     if totals is not None:
         rows_in_batch, total_tokens = totals
+    chunks: list[list[int]] = []
+    if packed:
+        order = _by_prompt(batch, lambda same: same[0])
+        for start in range(0, len(order), micro_batch_size):
+            part = order[start:start + micro_batch_size]
+            for temperature in sorted({batch[g][0].temperature for g in part}):
+                chunks.append([g for g in part if batch[g][0].temperature == temperature])
+    else:
+        chunks = [list(range(start, min(start + micro_batch_size, len(batch))))
+                  for start in range(0, len(batch), micro_batch_size)]
     optimizer.zero_grad(set_to_none=True)
-    for start in range(0, len(batch), micro_batch_size):
-        chunk = batch[start:start + micro_batch_size]
+    for positions in chunks:
+        chunk = [batch[g] for g in positions]
         rows = [s for same in chunk for s in same]
         expand = torch.tensor([k for k, same in enumerate(chunk) for _ in same], device=device)
         # Every micro-batch's share of the batch, so accumulated gradients equal the full-batch gradient.
@@ -175,23 +295,33 @@ def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], me
         prompts = [same[0].prompt_ids for same in chunk]
         responses = [same[0].response_ids for same in chunk]
         temperature = chunk[0][0].temperature
-        logps, entropies = policy.sequence_logprobs(prompts, responses, temperature=temperature,
-                                                    return_entropy=True)
+        logps, entropies, hidden = _score(policy, prompts, responses, temperature, packed=packed,
+                                          return_entropy=True, return_hidden=packed and value_head is not None,
+                                          forwarded=forwarded)
         width = max(len(r) for r in responses)
         logprobs = _stack_padded(logps, width)[expand]
         entropy = _stack_padded(entropies, width)[expand]
         old, mask = _padded([s.old_logprobs for s in rows], device)
         advantages = torch.tensor([s.advantage for s in rows], dtype=torch.float32, device=device)
+        if train_old is not None:
+            # TIS: the ratio against the training forward's old log-probs, each token's policy-gradient term
+            # weighted by the truncated importance weight (a per-token advantage scaled by w >= 0 scales the
+            # clipped term by w: max(-wA r, -wA clip(r)) = w max(-A r, -A clip(r))).
+            train = _stack_padded([train_old[g].to(device) for g in positions], width)[expand]
+            weights = torch.exp(train - old).clamp(max=tis_cap) * mask
+            advantages = advantages[:, None] * weights
+            old = train
         ref_logprobs = None
         if reference is not None and loss_options["kl_coef"] > 0:
             with torch.no_grad():
-                ref_logprobs = _stack_padded(reference.sequence_logprobs(prompts, responses,
-                                                                         temperature=temperature), width)[expand]
+                ref_logps, _, _ = _score(reference, prompts, responses, temperature, packed=packed)
+                ref_logprobs = _stack_padded(ref_logps, width)[expand]
         out = clipped_policy_loss(logprobs, old, advantages, mask, ref_logprobs=ref_logprobs, entropy=entropy,
                                   **loss_options)
         loss = out.loss * share
         if value_head is not None:
-            values = value_head(model, prompts, policy.tokenizer.pad_token_id)[expand]
+            values = (value_head.from_hidden(torch.stack(hidden)) if hidden
+                      else value_head(model, prompts, policy.tokenizer.pad_token_id))[expand]
             targets = torch.tensor([s.value_target for s in rows], dtype=torch.float32, device=device)
             old_values = torch.tensor([s.old_value for s in rows], dtype=torch.float32, device=device)
             v_loss = value_loss(values, old_values, targets)

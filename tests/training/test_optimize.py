@@ -78,7 +78,7 @@ def test_update_counts_the_tokens_it_runs_through_the_model() -> None:
     second = _sequence(policy, "room B, longer\n", "down", -1.0)
     rows = [first, second, TrainSequence(first.prompt_ids, first.response_ids, first.old_logprobs, 0.5)]
     optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.0)
-    summary = policy_update(policy, optimizer, rows, epochs=2, rng=random.Random(0))
-    distinct = [first, second]  # the repeated row shares its forward
+    summary = policy_update(policy, optimizer, rows, epochs=2, rng=random.Random(0), packed=False)
+    distinct = [first, second]  # the repeated row shares its forward (packed scoring: tests/training/test_packed_scoring.py)
     assert summary["unique_sequences"] == 2 and summary["sequences"] == 3
     assert summary["forward_tokens"] == 2 * sum(len(s.prompt_ids) + len(s.response_ids) for s in distinct)

@@ -1,0 +1,583 @@
+"""Generation and scoring that do not recompute what they have computed: a KV cache shared by prompt prefixes.
+
+:class:`~hiergym.agents.policy.CausalLMPolicy` samples through one of two paths (``generation=...``):
+
+- ``"plain"``: ``model.generate`` on left-padded micro-batches, a fresh cache per call (the reference).
+- ``"cached"`` (the default): a sampling loop over the model's forward whose prompt KV states live in a radix
+  tree of token prefixes (:class:`PrefixCache`) that outlives the call. A prefix shared by several prompts (the
+  G copies of a group, the common start of every prompt) is computed once, and a prompt that starts with
+  something an earlier call computed (a state seen before, the next turn of an episode) computes only the rest,
+  until the weights change (parameter version counters) or the token budget evicts it (least recently used
+  first). The tokens the decode steps compute (the prompt's last token and the response) are added too, so a
+  next prompt that extends ``prompt + response`` reuses all of it. The tree is computed level by level: each
+  level is one batched forward of the new segments with their ancestors' KV as a ``DynamicCache`` (left-padded,
+  the holes masked, explicit positions).
+
+The loop samples as ``model.generate`` does: the same micro-batches in the same order, HF's temperature /
+top-k / top-p warpers, ``softmax`` then ``torch.multinomial`` over the whole micro-batch (so the random stream
+advances exactly as there), ``argmax`` when greedy, EOS and stop strings checked the same way. Its logits equal
+``model.generate``'s up to float rounding (about 1e-6 on CPU: the attention reduces over differently padded
+keys, and a matrix product's rounding depends on its row count, which is why even ``model.generate`` gives a
+prompt slightly different logits in a different batch), so a seed gives the same samples except where two
+candidates tie within that rounding. Behaviour log-probs are ``log_softmax(logits / T)`` of the sampled tokens.
+
+:func:`packed_logprobs` scores (prompt, response) pairs the same way for the update: the tree of the prompts is
+computed once per call, with gradients, and every response attends to its prompt's KV (the prompt's KV expanded
+over its responses), so a prompt shared by several responses, or a prefix shared by several prompts, is
+forwarded once. Its log-probs and gradients equal those of :meth:`CausalLMPolicy.sequence_logprobs` up to float
+rounding.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+GENERATION_MODES = ("plain", "cached")
+#: Default token budget of the ``"cached"`` mode's prefix cache (prompt and response tokens kept between calls).
+DEFAULT_PREFIX_CACHE_TOKENS = 262_144
+#: Rows x (cached + new tokens) per forward when computing the prefix tree (bounds the cache and attention size).
+PREFILL_BUDGET = 65_536
+
+#: ``generation_config`` fields that would make ``model.generate`` apply logits processors the hand-written loop
+#: does not (compared with a default ``GenerationConfig``); a model that sets one is sampled with ``"plain"``.
+_PROCESSOR_FIELDS = ("no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens",
+                     "sequence_bias", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+                     "forced_eos_token_id", "exponential_decay_length_penalty", "renormalize_logits", "min_p",
+                     "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h", "encoder_repetition_penalty",
+                     "encoder_no_repeat_ngram_size", "guidance_scale", "watermarking_config")
+
+
+# ------------------------------------------------------------------------------------------ transformers glue
+def _forward_names(model: Any) -> tuple[str, str]:
+    """The forward's cache keyword (``cache`` in transformers 5, ``past_key_values`` before) and its
+    logits-to-keep keyword."""
+    names = _forward_names_cache.get(type(model))
+    if names is None:
+        # A peft wrapper passes keywords through to the model it wraps: read that one's signature.
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = set(inspect.signature(base.forward).parameters)
+        cache = "cache" if "cache" in params else "past_key_values"
+        keep = "logits_to_keep" if "logits_to_keep" in params else (
+            "num_logits_to_keep" if "num_logits_to_keep" in params else "")
+        names = _forward_names_cache[type(model)] = (cache, keep)
+    return names
+
+
+_forward_names_cache: dict[type, tuple[str, str]] = {}
+
+
+def _call(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+          cache: Any, *, last_only: bool, hidden: bool = False) -> Any:
+    """The model's forward on new tokens after ``cache``; ``attention_mask`` is the 2D key mask (cache + new).
+
+    With SDPA attention the 4D boolean mask (key mask and causality among the new tokens) is built here, which
+    is what transformers would build from the 2D one, minus its per-call overhead."""
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        queries, keys = input_ids.shape[1], attention_mask.shape[1]
+        mask = attention_mask.bool()[:, None, None, :]
+        if queries > 1:
+            causal = (torch.arange(keys, device=mask.device)[None, :]
+                      <= torch.arange(keys - queries, keys, device=mask.device)[:, None])
+            mask = mask & causal[None, None]
+        attention_mask = mask
+    cache_name, keep_name = _forward_names(model)
+    kwargs: dict[str, Any] = {cache_name: cache, "use_cache": True}
+    if last_only and keep_name:
+        kwargs[keep_name] = 1
+    if hidden:
+        kwargs["output_hidden_states"] = True
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+
+
+def _output_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _new_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
+    """A ``DynamicCache``, empty or holding the given per-layer (keys, values) of shape [batch, heads, len, dim]."""
+    from transformers import DynamicCache
+
+    if not kv:
+        return DynamicCache()
+    try:
+        return DynamicCache(ddp_cache_data=kv)
+    except TypeError:  # older transformers
+        return DynamicCache.from_legacy_cache(tuple(kv))
+
+
+def _layer_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
+def prefix_cache_supported(model: Any) -> bool:
+    """Whether the model's cache is a plain per-layer key/value cache (no sliding-window, linear or recurrent
+    layers), which the prefix tree stores and recombines."""
+    from transformers import DynamicCache
+
+    try:
+        layers = getattr(DynamicCache(config=model.config), "layers", None)
+    except TypeError:
+        return getattr(model.config, "sliding_window", None) is None
+    if layers is None:
+        return True
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in layers)
+
+
+def loop_supported(model: Any) -> bool:
+    """Whether the hand-written loop samples as ``model.generate`` would: the model's generation config sets no
+    logits processor beyond a repetition penalty, temperature, top-k and top-p."""
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        return True
+    from transformers import GenerationConfig
+
+    default = GenerationConfig()
+    return all(getattr(config, name, None) == getattr(default, name, None) for name in _PROCESSOR_FIELDS)
+
+
+def weights_fingerprint(model: Any) -> tuple:
+    """Changes whenever a parameter is replaced or modified in place (optimizer steps, ``load_state_dict``)."""
+    return tuple((id(p), p._version, p.dtype, p.device) for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------ sampling
+class Sampler:
+    """One sampling step as ``model.generate`` takes it, over a whole micro-batch of ``rows`` rows."""
+
+    def __init__(self, temperature: float, top_p: float, top_k: int, repetition_penalty: float = 1.0):
+        self.sample = temperature > 0
+        #: ``generate`` applies the model's ``generation_config.repetition_penalty`` (before the warpers, greedy
+        #: too) to the tokens of each row's input: its prompt, its left padding and what it generated so far.
+        self.penalty = float(repetition_penalty or 1.0)
+        self.scale = temperature if self.sample else 1.0
+        self.warpers = []
+        if self.sample:
+            from transformers.generation.logits_process import (
+                TemperatureLogitsWarper,
+                TopKLogitsWarper,
+                TopPLogitsWarper,
+            )
+
+            if temperature != 1.0:
+                self.warpers.append(TemperatureLogitsWarper(temperature))
+            if top_k:
+                self.warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+            if top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+
+    def __call__(self, logits: torch.Tensor, active: torch.Tensor, rows: int, present: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and behaviour log-probs of the ``active`` rows (of ``rows``) whose float32 logits are given
+        (``present``: [active, vocab], the tokens the repetition penalty applies to).
+
+        Sampling draws ``torch.multinomial`` over all ``rows`` rows (finished rows get a uniform placeholder), so
+        the random stream advances exactly as in ``model.generate``, which samples every row of its batch. The
+        log-probs are those of the raw logits, as the plain path records them.
+        """
+        scores = logits
+        if self.penalty != 1.0 and present is not None:
+            # RepetitionPenaltyLogitsProcessor's arithmetic, on a presence mask instead of gather/scatter.
+            penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
+            scores = torch.where(present, penalised, logits)
+        if self.sample:
+            for warper in self.warpers:
+                scores = warper(None, scores)
+            probs = torch.ones((rows, logits.shape[-1]), dtype=torch.float32, device=logits.device)
+            probs[active] = torch.softmax(scores, dim=-1)
+            tokens = torch.multinomial(probs, num_samples=1).squeeze(1)[active]
+        else:
+            tokens = torch.argmax(scores, dim=-1)
+        logprobs = torch.log_softmax(logits / self.scale, dim=-1).gather(1, tokens[:, None]).squeeze(1)
+        return tokens, logprobs
+
+
+class _RowState:
+    """The response of one row as it is sampled, and how it ended."""
+
+    __slots__ = ("tokens", "logprobs", "reason")
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.logprobs: list[float] = []
+        self.reason: str | None = None
+
+
+class _Stops:
+    """End-of-response tests in ``model.generate``'s order: EOS (kept), a stop string in the decoded tail of the
+    response (the window of :class:`hiergym.agents.policy._StopOnStrings`), ``max_new_tokens``."""
+
+    def __init__(self, tokenizer: Any, eos: Sequence[int], stops: Sequence[str], max_new_tokens: int):
+        self.tokenizer = tokenizer
+        self.eos = set(eos)
+        self.stops = [s for s in stops if s]
+        self.window = max((len(s.encode()) for s in self.stops), default=0) + 2
+        self.max_new_tokens = max_new_tokens
+
+    def update(self, state: _RowState, token: int, logprob: float) -> bool:
+        state.tokens.append(token)
+        state.logprobs.append(logprob)
+        if token in self.eos:
+            state.reason = "stop"
+        elif self.stops:
+            tail = self.tokenizer.decode(state.tokens[-self.window:], skip_special_tokens=False)
+            if any(stop in tail for stop in self.stops):
+                state.reason = "stop"
+        if state.reason is None and len(state.tokens) >= self.max_new_tokens:
+            state.reason = "length"
+        return state.reason is not None
+
+
+# ------------------------------------------------------------------------------------------ the prefix tree
+class _Node:
+    __slots__ = ("tokens", "kv", "children", "parent", "used", "length")
+
+    def __init__(self, tokens: tuple[int, ...], parent: _Node | None):
+        self.tokens = tokens
+        #: [layers, 2, kv heads, len(tokens), head dim], or None until computed.
+        self.kv: torch.Tensor | None = None
+        self.children: dict[int, _Node] = {}
+        self.parent = parent
+        self.used = 0
+        #: Tokens on the path from the root to the end of this node.
+        self.length = (parent.length if parent is not None else 0) + len(tokens)
+
+    @property
+    def ready(self) -> bool:
+        return self.parent is None or self.kv is not None
+
+
+class PrefixCache:
+    """A radix tree of token sequences whose nodes hold the KV states of their tokens (see the module docstring).
+
+    ``max_tokens`` bounds the tokens kept between calls (least recently used leaves go first); 0 keeps
+    nothing between calls (every call still shares prefixes within itself).
+    """
+
+    def __init__(self, max_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS):
+        self.max_tokens = max_tokens
+        self.clear()
+
+    def clear(self) -> None:
+        self.root = _Node((), None)
+        self.tokens = 0
+        self.clock = 0
+        self.fingerprint: tuple | None = None
+
+    def check(self, model: Any) -> None:
+        """Drop everything if the weights changed since the states were computed."""
+        fingerprint = weights_fingerprint(model)
+        if fingerprint != self.fingerprint:
+            self.clear()
+            self.fingerprint = fingerprint
+
+    def insert(self, sequence: Sequence[int], created: list[_Node] | None = None) -> _Node:
+        """The node whose path is ``sequence``, splitting nodes and adding (uncomputed) ones as needed."""
+        self.clock += 1
+        sequence = tuple(sequence)
+        node, i = self.root, 0
+        node.used = self.clock
+        while i < len(sequence):
+            child = node.children.get(sequence[i])
+            if child is None:
+                child = _Node(sequence[i:], node)
+                node.children[sequence[i]] = child
+                self.tokens += len(child.tokens)
+                if created is not None:
+                    created.append(child)
+                child.used = self.clock
+                return child
+            k = len(child.tokens)
+            if sequence[i:i + k] != child.tokens:  # the sequence leaves this node inside it: find where
+                k, limit = 0, min(k, len(sequence) - i)
+                while k < limit and child.tokens[k] == sequence[i + k]:
+                    k += 1
+            if k < len(child.tokens):
+                child = self._split(child, k, created)
+            child.used = self.clock
+            node, i = child, i + k
+        return node
+
+    def _split(self, node: _Node, k: int, created: list[_Node] | None) -> _Node:
+        """Split ``node`` after its first ``k`` tokens; returns the new upper part (``node`` stays the lower)."""
+        parent = node.parent
+        upper = _Node(node.tokens[:k], parent)
+        parent.children[node.tokens[0]] = upper
+        node.tokens = node.tokens[k:]
+        node.parent = upper
+        upper.children[node.tokens[0]] = node
+        upper.used = node.used
+        if node.kv is not None:
+            upper.kv, node.kv = node.kv[:, :, :, :k], node.kv[:, :, :, k:]
+        elif created is not None:
+            created.append(upper)
+        return upper
+
+    def evict(self) -> None:
+        """Drop least recently used leaves until the kept tokens fit ``max_tokens``."""
+        if self.max_tokens <= 0:
+            fingerprint = self.fingerprint
+            self.clear()
+            self.fingerprint = fingerprint
+            return
+        if self.tokens <= self.max_tokens:
+            return
+        leaves = []
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children.values())
+            if not node.children and node.parent is not None:
+                leaves.append(node)
+        import heapq
+
+        heap = [(n.used, id(n), n) for n in leaves]
+        heapq.heapify(heap)
+        target = int(self.max_tokens * 0.8)
+        while heap and self.tokens > target:
+            _, _, node = heapq.heappop(heap)
+            parent = node.parent
+            del parent.children[node.tokens[0]]
+            self.tokens -= len(node.tokens)
+            if parent.parent is not None and not parent.children:
+                heapq.heappush(heap, (parent.used, id(parent), parent))
+
+
+def _gather_past(ends: list[_Node], width: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per-layer (keys, values) [rows, heads, width, dim] of the paths from the root to each of ``ends``,
+    left-padded with zeros. Without gradients every node's states are copied once per row straight into place;
+    with gradients each distinct path is concatenated once and indexed per row (slice assignments would make
+    the backward pass copy the whole buffer once per assignment)."""
+    if width == 0:
+        return None
+    template = next(n.kv for n in ends if n.parent is not None)
+    layers, _, heads, _, dim = template.shape
+    if torch.is_grad_enabled() and template.requires_grad:
+        distinct: dict[int, int] = {}
+        paths = []
+        for end in ends:
+            if id(end) in distinct:
+                continue
+            distinct[id(end)] = len(paths)
+            parts, node = [], end
+            while node.parent is not None:
+                parts.append(node.kv)
+                node = node.parent
+            path = torch.cat(parts[::-1], dim=3) if parts else template.new_zeros((layers, 2, heads, 0, dim))
+            paths.append(torch.nn.functional.pad(path, (0, 0, width - end.length, 0)))
+        index = torch.tensor([distinct[id(end)] for end in ends], device=template.device)
+        past = torch.stack(paths, dim=2).index_select(2, index)
+    else:
+        past = template.new_zeros((layers, 2, len(ends), heads, width, dim))
+        for row, end in enumerate(ends):
+            offset, node = width - end.length, end
+            while node.parent is not None:
+                start = offset + node.length - len(node.tokens)
+                past[:, :, row, :, start:start + len(node.tokens)] = node.kv
+                node = node.parent
+    return [(past[layer, 0], past[layer, 1]) for layer in range(layers)]
+
+
+def _segment_forward(model: Any, pad_id: int, parents: list[_Node], segments: list[Sequence[int]], *,
+                     logits: bool = False, hidden: bool = False) -> tuple[Any, int, torch.Tensor]:
+    """One forward of token ``segments``, each continuing the path of its parent node (the parents' KV as the
+    cache, left-padded; the segments right-padded). Returns the output, the past width and the per-layer KV
+    of the whole batch after the forward ([layers, 2, rows, heads, past + segment width, dim])."""
+    device = next(model.parameters()).device
+    lengths = [p.length for p in parents]
+    width = max(lengths)
+    seg_width = max(len(s) for s in segments)
+    rows = len(segments)
+    past = _gather_past(parents, width)
+    input_ids = torch.full((rows, seg_width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, width + seg_width), dtype=torch.long)
+    for r, (segment, length) in enumerate(zip(segments, lengths, strict=True)):
+        input_ids[r, :len(segment)] = torch.tensor(list(segment), dtype=torch.long)
+        attention[r, width - length:width + len(segment)] = 1
+    position_ids = torch.tensor(lengths, dtype=torch.long)[:, None] + torch.arange(seg_width)[None, :]
+    cache = _new_cache(past)
+    out = _call(model, input_ids.to(device), attention.to(device), position_ids.to(device), cache,
+                last_only=not logits, hidden=hidden)
+    # Only the new columns: [layers, 2, rows, heads, segment width, dim].
+    kv = torch.stack([torch.stack((keys[:, :, width:], values[:, :, width:]))
+                      for keys, values in _layer_kv(_output_cache(out))])
+    return out, width, kv
+
+
+def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PREFILL_BUDGET) -> int:
+    """Compute the KV of uncomputed ``nodes``, one level of the tree per batched forward (each node's ancestors
+    are computed before it). Returns the number of tokens forwarded."""
+    pending = [n for n in nodes if n.kv is None]
+    forwarded = 0
+    while pending:
+        wave = [n for n in pending if n.parent.ready]
+        pending = [n for n in pending if not n.parent.ready]
+        if not wave:
+            raise RuntimeError("prefix tree: uncomputed nodes without a computed parent")
+        # Similar lengths side by side; chunks bounded by rows x (past + segment) tokens.
+        wave.sort(key=lambda n: (n.parent.length, len(n.tokens)))
+        start = 0
+        while start < len(wave):
+            end, widest, longest = start, 0, 0
+            while end < len(wave):
+                widest = max(widest, wave[end].parent.length)
+                longest = max(longest, len(wave[end].tokens))
+                if end > start and (end - start + 1) * (widest + longest) > budget:
+                    break
+                end += 1
+            chunk = wave[start:end]
+            _, _, kv = _segment_forward(model, pad_id, [n.parent for n in chunk], [n.tokens for n in chunk])
+            for r, node in enumerate(chunk):
+                node.kv = kv[:, :, r, :, :len(node.tokens)].contiguous()
+            forwarded += sum(len(n.tokens) for n in chunk)
+            start = end
+    return forwarded
+
+
+@torch.no_grad()
+def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], order: list[int],
+                    batch_size: int, pad_id: int, sampler: Sampler, stops: _Stops,
+                    stats: dict[str, int] | None = None) -> list[tuple[list[int], list[float], str]]:
+    """All prompts of a call: the tree of their prefixes (all but the last token) computed once, then each
+    micro-batch (the plain path's, in its order) decoded from it, starting with the prompt's last token."""
+    store.check(model)
+    created: list[_Node] = []
+    ends = [store.insert(e[:-1], created) for e in encoded]
+    computed = compute_nodes(model, pad_id, created)
+    if stats is not None:
+        stats["prompt_tokens_seen"] = stats.get("prompt_tokens_seen", 0) + sum(len(e) for e in encoded)
+        # The last prompt token of each row is computed by its first decode step.
+        stats["prompt_tokens_computed"] = stats.get("prompt_tokens_computed", 0) + computed + len(encoded)
+    results: list[tuple[list[int], list[float], str] | None] = [None] * len(encoded)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], pad_id, sampler, stops,
+                       device)
+        for i, out in zip(rows, outs, strict=True):
+            results[i] = out
+    store.evict()
+    return [r for r in results if r is not None]
+
+
+def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], pad_id: int,
+            sampler: Sampler, stops: _Stops, device: torch.device
+            ) -> list[tuple[list[int], list[float], str]]:
+    rows = len(encoded)
+    lengths = [n.length for n in ends]
+    width = max(lengths)
+    past = _gather_past(ends, width)
+    cache = _new_cache(past)
+    attention = torch.zeros((rows, width + 1), dtype=torch.long)
+    for r, length in enumerate(lengths):
+        attention[r, width - length:] = 1
+    attention = attention.to(device)
+    inputs = torch.tensor([e[-1] for e in encoded], dtype=torch.long, device=device)
+    position = torch.tensor(lengths, dtype=torch.long, device=device)
+    states = [_RowState() for _ in range(rows)]
+    active = torch.arange(rows, device=device)
+    active_rows = list(range(rows))
+    present = None
+    while True:
+        out = _call(model, inputs[:, None], attention, position[:, None], cache, last_only=True)
+        cache = _output_cache(out)
+        logits = out.logits[:, -1].float()
+        if sampler.penalty != 1.0 and present is None:
+            present = _prompt_tokens(encoded, lengths, width, pad_id, logits.shape[-1], device)
+        tokens, logprobs = sampler(logits, active, rows, present)
+        keep = []
+        for k, (r, token, logprob) in enumerate(zip(active_rows, tokens.tolist(), logprobs.tolist(), strict=True)):
+            if stops.update(states[r], token, logprob):
+                _remember(store, encoded[r], ends[r], states[r].tokens, cache, k, width)
+            else:
+                keep.append(k)
+        if not keep:
+            break
+        if present is not None:
+            present[torch.arange(len(active_rows), device=device), tokens] = True
+        if len(keep) < len(active_rows):
+            index = torch.tensor(keep, device=device)
+            cache.reorder_cache(index)
+            active, attention, position, tokens = active[index], attention[index], position[index], tokens[index]
+            present = present[index] if present is not None else None
+            active_rows = [active_rows[k] for k in keep]
+        inputs = tokens
+        attention = torch.cat([attention, attention.new_ones((len(active_rows), 1))], dim=1)
+        position = position + 1
+    return [(s.tokens, s.logprobs, s.reason or "length") for s in states]
+
+
+def _prompt_tokens(encoded: list[list[int]], lengths: list[int], width: int, pad_id: int, vocab: int,
+                   device: torch.device) -> torch.Tensor:
+    """[rows, vocab] True where a token is in a row's input as ``generate`` sees it: the prompt, and the pad
+    token for a row shorter than the micro-batch's longest (left padding)."""
+    present = torch.zeros((len(encoded), vocab), dtype=torch.bool)
+    for row, (ids, length) in enumerate(zip(encoded, lengths, strict=True)):
+        present[row, [i for i in ids if i < vocab]] = True
+        if length < width:
+            present[row, pad_id] = True
+    return present.to(device)
+
+
+def _remember(store: PrefixCache, prompt: list[int], end: _Node, response: list[int], cache: Any, row: int,
+              width: int) -> None:
+    """Add the tokens a row's decode computed (its prompt's last token and the response but its last token) to
+    the prefix cache, under its prompt's node."""
+    if store.max_tokens <= 0:
+        return
+    fed = [prompt[-1], *response[:-1]]
+    created: list[_Node] = []
+    node = store.insert([*prompt[:-1], *fed], created)
+    if not created:
+        return
+    kv = torch.stack([torch.stack((keys[row, :, width:width + len(fed)], values[row, :, width:width + len(fed)]))
+                      for keys, values in _layer_kv(cache)])
+    # Only the new nodes (the part of the path no earlier row added) take their slice of the states.
+    for new in created:
+        begin = new.length - len(new.tokens) - end.length
+        new.kv = kv[:, :, :, begin:begin + len(new.tokens)].contiguous()
+    del node
+
+
+# ------------------------------------------------------------------------------------------ packed scoring
+def packed_logprobs(model: Any, pad_id: int, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                    temperatures: Sequence[float], *, return_entropy: bool = False, return_hidden: bool = False,
+                    stats: dict[str, int] | None = None) -> dict[str, list[torch.Tensor]]:
+    """Log-probs of each response given its prompt (with gradients when enabled), the prompts' shared prefixes
+    and each distinct prompt forwarded once (see the module docstring).
+
+    Returns ``{"logprobs": [...], "entropy": [...], "hidden": [...]}``: per pair a 1-D float32 tensor of the
+    response's token log-probs at its temperature, the entropies of the same distributions (with
+    ``return_entropy``) and the last hidden state at the prompt's final token (with ``return_hidden``, what
+    :class:`hiergym.training.optimize.ValueHead` reads).
+    """
+    store = PrefixCache(max_tokens=0)
+    created: list[_Node] = []
+    ends = [store.insert(list(p)[:-1], created) for p in prompts]
+    forwarded = compute_nodes(model, pad_id, created)
+    segments = [[p[-1], *r] for p, r in zip(prompts, responses, strict=True)]
+    out, _, _ = _segment_forward(model, pad_id, ends, segments, logits=True, hidden=return_hidden)
+    forwarded += sum(len(s) for s in segments)
+    if stats is not None:
+        stats["forward_tokens"] = stats.get("forward_tokens", 0) + forwarded
+    device = out.logits.device
+    result: dict[str, list[torch.Tensor]] = {"logprobs": [], "entropy": [], "hidden": []}
+    for row, (response, temperature) in enumerate(zip(responses, temperatures, strict=True)):
+        n = len(response)
+        step = torch.log_softmax(out.logits[row, :n].float() / temperature, dim=-1)
+        target = torch.tensor(list(response), dtype=torch.long, device=device)[:, None]
+        result["logprobs"].append(step.gather(1, target).squeeze(1))
+        if return_entropy:
+            result["entropy"].append(-(step.exp() * step).sum(-1))
+        if return_hidden:
+            result["hidden"].append(out.hidden_states[-1][row, 0])
+    return result
