@@ -70,7 +70,7 @@ class TrainConfig:
     gradient_checkpointing: bool = option(False, "trade compute for memory")
 
     # ------------------------------------------------------------------ advantages
-    estimator: str = option("gigpo", "grpo, rloo, gigpo, hgpo, hiper or gae")
+    estimator: str = option("gigpo", "grpo, rloo, gigpo, hgpo, hiper, gae, archer or turn_ppo")
     estimator_options: dict[str, Any] = option(
         factory=dict, help="options of the estimator, checked against its options class (hiergym train "
         "--help-config lists them), e.g. {gamma: 0.9}")
@@ -98,6 +98,19 @@ class TrainConfig:
     alternate_every: int = option(2, "alternate: iterations per level before switching", low=1)
     value_coef: float = option(_LOSS.value_coef, "value loss weight (value-based estimators)", low=0.0)
     invalid_action_penalty: float = option(0.1, "subtracted from the reward of an invalid action")
+
+    # ------------------------------------------------------------------ reward shaping (SPA)
+    reward_shaping: str = option("none", "none, or spa: step rewards from a progress estimator whose per-step "
+                                 "contributions sum to each trajectory's outcome (SPA-RL), for any estimator",
+                                 choices=("none", "spa"))
+    spa_learning_rate: float = option(1e-3, "spa: AdamW learning rate of the progress estimator", low=0.0)
+    spa_updates: int = option(8, "spa: estimator gradient steps per iteration", low=0)
+    spa_batch_size: int = option(8, "spa: trajectories per estimator step", low=1)
+    spa_replay: int = option(512, "spa: trajectories kept for training (the batch's and earlier ones)", low=1)
+    spa_mix: float = option(1.0, "spa: step reward = mix * contribution + (1 - mix) * env reward", low=0.0,
+                            high=1.0)
+    spa_hidden_size: int = option(64, "spa: hidden size of the estimator transformer", low=8)
+    spa_layers: int = option(2, "spa: layers of the estimator transformer", low=1)
 
     # ------------------------------------------------------------------ budgets
     reward_mode: str = option("env", "env, or hbpo (token-budget-aware reward)", choices=("env", "hbpo"))

@@ -39,6 +39,7 @@ from hiergym.records import append_results, load_results, results_path
 from hiergym.stats import paired_success_difference, summarize
 from hiergym.training.advantages import compute_advantages, value_targets
 from hiergym.training.config import TrainConfig
+from hiergym.training.credit import build_credit
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
 from hiergym.training.rollout import collect_rollouts
 from hiergym.training.trajectory import LEVELS, StepBatch
@@ -148,6 +149,7 @@ class Trainer:
         self.value_head = (ValueHead(self.policy.model.config.hidden_size).to(self.policy.device)
                            if needs_value_head(config) else None)
         self.train_vec = make_vec(config, config.num_tasks, config.group_size, config.train_split)
+        self.credit = build_credit(config, self.policy)  # SPA's progress estimator, turn critics (or None)
         self.reference = None
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -233,7 +235,10 @@ class Trainer:
         batch = StepBatch.from_records(rollout.records)
         if self.value_head is not None:
             batch.value = self._values([r.prompt_token_ids for r in batch.records])
+        credit = self.credit.before_advantages(batch) if self.credit is not None else {}
         advantages = compute_advantages(cfg.estimator, batch, **cfg.estimator_options)
+        if self.credit is not None:
+            credit.update(self.credit.after_advantages(batch, advantages))
         sequences = self._sequences(batch, advantages, self._trained_levels(iteration))
         update = policy_update(
             self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
@@ -244,7 +249,7 @@ class Trainer:
         metrics = {
             "phase": "rl", "iteration": iteration + 1, "train_success": rollout.success_rate,
             "train_return": rollout.mean_return, "rows": len(batch), "generated_tokens": tokens,
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prompt_tokens, "env_steps": sum(e["steps"] for e in rollout.episodes), **credit,
             "invalid_rate": float(batch.invalid.mean()) if len(batch) else 0.0,
             "advantage_std": float(advantages.std()) if len(batch) else 0.0,
             "levels": self._trained_levels(iteration), "rollout_seconds": rollout_seconds,
@@ -415,6 +420,7 @@ class Trainer:
             "state": self.state,
             "optimizer": self.optimizer.state_dict(),
             "value_head": self.value_head.state_dict() if self.value_head is not None else None,
+            "credit": self.credit.state_dict() if self.credit is not None else None,
             "rng": self.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
             "config": dataclasses.asdict(self.config),
@@ -442,6 +448,8 @@ class Trainer:
             print("optimizer state does not match the model; starting the optimizer afresh")
         if self.value_head is not None and saved.get("value_head"):
             self.value_head.load_state_dict(saved["value_head"])
+        if self.credit is not None:
+            self.credit.load_state_dict(saved.get("credit"))
         self.rng.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
         print(f"resumed from {self.checkpoint_dir} at iteration {self.state['iteration']}")
