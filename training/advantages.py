@@ -544,8 +544,10 @@ def turn_gae(batch: StepBatch, values: np.ndarray, gamma: float, lam: float) -> 
     return advantages[traj, col]
 
 
-_CRITIC_HIDDEN_HELP = "hidden size of the separate critic transformer"
-_CRITIC_LAYERS_HELP = "layers of the separate critic transformer"
+_CRITIC_HIDDEN_HELP = "critic_init='fresh': hidden size of the critic transformer"
+_CRITIC_LAYERS_HELP = "critic_init='fresh': layers of the critic transformer"
+_CRITIC_INIT_HELP = ("'policy': the critic's transformer starts as a copy of the policy's (the features behaviour "
+                     "cloning taught; then trained apart from it); 'fresh': a new small transformer")
 
 
 @dataclass(frozen=True)
@@ -559,6 +561,10 @@ class ArcherOptions(EstimatorOptions):
                                  "replay buffer", low=0)
     critic_batch_size: int = option(32, "turns per critic minibatch", low=1)
     warmup_iterations: int = option(0, "first iterations that train only the critic (advantages 0)", low=0)
+    normalize: str = option("std", "'std': divide Q - V by its standard deviation over the batch (PPO's advantage "
+                            "whitening; a young critic's Q - V is small, so raw it would act as a much lower "
+                            "learning rate); 'none': raw Q - V", choices=("std", "none"))
+    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
     critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
     critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
 
@@ -576,11 +582,19 @@ def archer(batch: StepBatch, **options: Any) -> np.ndarray:
     :class:`hiergym.training.critic.ArcherCritic` after its TD updates on the replay buffer. Every token of the
     turn is trained with this one advantage (the token-level actor of ArCHer's hierarchy).
     """
-    ArcherOptions(**options)
+    o = ArcherOptions(**options)
     if batch.q_value is None or np.isnan(batch.q_value).any() or np.isnan(batch.value).any():
         raise ValueError("archer needs the turn critic's Q and V on every row (batch.q_value, batch.value): the "
                          "trainer's ArcherCritic fills them (training/critic.py)")
-    return batch.q_value - batch.value
+    return _whiten(batch.q_value - batch.value, o.normalize)
+
+
+def _whiten(advantages: np.ndarray, normalize: str) -> np.ndarray:
+    """``normalize="std"``: the advantages divided by their standard deviation over the batch (their mean is
+    the trainer's ``center_advantages``); ``"none"``: as they are."""
+    if normalize == "std" and advantages.size > 1:
+        return advantages / (advantages.std() + EPS)
+    return advantages
 
 
 @dataclass(frozen=True)
@@ -596,8 +610,18 @@ class TurnPPOOptions(EstimatorOptions):
     critic_updates: int = option(16, "critic='separate': gradient steps per iteration on the batch's turn-level "
                                  "lambda-returns", low=0)
     critic_batch_size: int = option(32, "critic='separate': turns per critic minibatch", low=1)
+    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
     critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
     critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
+    normalize: str = option("none", "'std': divide the advantages by their standard deviation over the batch "
+                            "(critic='separate' only: the policy's value head regresses on the returned "
+                            "advantages); 'none': as gae", choices=("std", "none"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.critic == "policy" and self.normalize != "none":
+            raise ValueError("normalize='std' needs critic='separate' (the value head's targets are the returned "
+                             "advantages plus the values)")
 
     @property
     def needs_value_head(self) -> bool:
@@ -622,4 +646,4 @@ def turn_ppo(batch: StepBatch, **options: Any) -> np.ndarray:
     o = TurnPPOOptions(**options)
     if np.isnan(batch.value).any():
         raise ValueError("turn_ppo needs a value estimate on every row (StepRecord.value / batch.value)")
-    return turn_gae(batch, batch.value, o.gamma, o.lam)
+    return _whiten(turn_gae(batch, batch.value, o.gamma, o.lam), o.normalize)

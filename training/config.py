@@ -19,7 +19,7 @@ from hiergym.agents.spec import TINY_DEFAULTS
 from hiergym.agents.tiny import TinyModelConfig
 from hiergym.envs.core import SPLITS
 from hiergym.training.advantages import EstimatorOptions, estimator_options
-from hiergym.training.loss import AGGREGATIONS, KL_ESTIMATORS, LossConfig
+from hiergym.training.loss import AGGREGATIONS, KL_ESTIMATORS, RATIO_LEVELS, LossConfig
 
 #: What ``model_architecture`` may set: the fields of the tiny model's config.
 ARCHITECTURE_FIELDS = frozenset(f.name for f in dataclasses.fields(TinyModelConfig))
@@ -93,6 +93,9 @@ class TrainConfig:
     kl_estimator: str = option(_LOSS.kl_estimator, "k1 or k3", choices=KL_ESTIMATORS)
     entropy_coef: float = option(_LOSS.entropy_coef, "entropy bonus weight")
     aggregation: str = option(_LOSS.aggregation, "token-mean or seq-mean", choices=AGGREGATIONS)
+    ratio_level: str = option(_LOSS.ratio_level, "token: PPO's ratio per token; turn: one ratio per generation (the "
+                              "geometric mean of its token ratios) clipped as a whole, Turn-PPO's turn-level clip",
+                              choices=RATIO_LEVELS)
     max_grad_norm: float = option(1.0, "gradient clipping", low=0.0)
     schedule: str = option("joint", "joint, or alternate (HiMAC co-evolution)", choices=("joint", "alternate"))
     alternate_every: int = option(2, "alternate: iterations per level before switching", low=1)
@@ -109,8 +112,10 @@ class TrainConfig:
     spa_replay: int = option(512, "spa: trajectories kept for training (the batch's and earlier ones)", low=1)
     spa_mix: float = option(1.0, "spa: step reward = mix * contribution + (1 - mix) * env reward", low=0.0,
                             high=1.0)
-    spa_hidden_size: int = option(64, "spa: hidden size of the estimator transformer", low=8)
-    spa_layers: int = option(2, "spa: layers of the estimator transformer", low=1)
+    spa_init: str = option("policy", "spa: the estimator's transformer starts as a copy of the policy's ('policy') "
+                           "or new ('fresh')", choices=("policy", "fresh"))
+    spa_hidden_size: int = option(64, "spa, spa_init=fresh: hidden size of the estimator transformer", low=8)
+    spa_layers: int = option(2, "spa, spa_init=fresh: layers of the estimator transformer", low=1)
 
     # ------------------------------------------------------------------ budgets
     reward_mode: str = option("env", "env, or hbpo (token-budget-aware reward)", choices=("env", "hbpo"))

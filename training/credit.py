@@ -22,7 +22,7 @@ from hiergym.training.trajectory import StepBatch
 
 class CreditModels:
     def __init__(self, config: TrainConfig, policy):
-        from hiergym.training.critic import ArcherCritic, TurnValueCritic
+        from hiergym.training.critic import ArcherCritic, TurnValueCritic, policy_trunk
         from hiergym.training.progress import ProgressEstimator
 
         settings = config.estimator_settings()
@@ -33,11 +33,12 @@ class CreditModels:
             self.models["spa"] = ProgressEstimator(
                 **common, learning_rate=config.spa_learning_rate, updates=config.spa_updates,
                 batch_size=config.spa_batch_size, replay=config.spa_replay, mix=config.spa_mix,
-                hidden_size=config.spa_hidden_size, layers=config.spa_layers, seed=config.seed + 7_000_001)
-        if settings.turn_critic == "archer":
-            self.models["critic"] = ArcherCritic(settings, **common, seed=config.seed + 7_000_002)
-        elif settings.turn_critic == "value":
-            self.models["critic"] = TurnValueCritic(settings, **common, seed=config.seed + 7_000_003)
+                hidden_size=config.spa_hidden_size, layers=config.spa_layers, seed=config.seed + 7_000_001,
+                trunk=policy_trunk(policy) if config.spa_init == "policy" else None)
+        if settings.turn_critic is not None:
+            critic = ArcherCritic if settings.turn_critic == "archer" else TurnValueCritic
+            self.models["critic"] = critic(settings, **common, seed=config.seed + 7_000_002,
+                                           trunk=policy_trunk(policy) if settings.critic_init == "policy" else None)
 
     def before_advantages(self, batch: StepBatch) -> dict[str, float]:
         metrics: dict[str, float] = {}

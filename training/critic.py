@@ -1,17 +1,18 @@
 """Turn critics: ArCHer's off-policy utterance-level Q/V critic and Turn-PPO's turn-level value critic.
 
-Both are a *separate small model* (:class:`SequenceScorer`): a causal transformer over the policy's own token
-ids (its embedding table sized to the policy's vocabulary), with scalar heads read at chosen positions of a
-turn's tokens. The critic is separate from the policy on purpose:
+Both are a *separate model* (:class:`SequenceScorer`): a causal transformer over the policy's own token ids
+with scalar heads read at chosen positions of a turn's tokens. Its transformer starts as a copy of the policy's
+(``critic_init="policy"``, :func:`policy_trunk`: the features behaviour cloning taught, as verl starts its
+critic from the actor) or as a new small Llama (``"fresh"``), and is trained apart from the policy on purpose:
 
-- ArCHer's critic is trained off-policy from a replay buffer with a Polyak-averaged *target network*; a target
-  copy of a few heads on the policy's hidden states would not be a fixed target, because the features under it
-  move with every policy update, and turns replayed from old iterations would be scored by today's features;
+- ArCHer's critic is trained off-policy from a replay buffer with a Polyak-averaged *target network*; heads on
+  the policy's own hidden states would not give a fixed target, because the features under them move with
+  every policy update, and turns replayed from old iterations would be scored by today's features;
 - the critic's gradient never reaches the policy, so the actor and the critic each have their own learning
   rate and number of steps (Turn-PPO: the critic must learn faster than the actor);
-- it works unchanged for any policy the trainer can build (the tiny model or a Hugging Face model): it reads
-  token ids, not hidden states. The price: with a large pretrained policy the small critic starts without any
-  language knowledge (it learns the states of one environment, which is all it needs here).
+- it reads token ids, not the policy's hidden states, so it works for any policy the trainer can build. The
+  price of ``"policy"``: a second copy of the policy's transformer (``"fresh"`` is small, but starts without
+  any language knowledge).
 
 One causal forward of ``prompt + response`` gives both ArCHer values: V(s) read at the prompt's last token
 (the causal mask keeps the response out of it) and Q(s, a) at the response's last token.
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiergym.training.advantages import ArcherOptions, TurnPPOOptions
+from hiergym.training.advantages import ArcherOptions, TurnPPOOptions, turn_gae
 from hiergym.training.replay import Turn, TurnReplay, turns_from_batch
 from hiergym.training.trajectory import StepBatch
 
@@ -53,18 +54,25 @@ class SequenceScorer(torch.nn.Module):
     """
 
     def __init__(self, vocab_size: int, pad_id: int, heads: Sequence[str], *, hidden_size: int = 64,
-                 layers: int = 2, seed: int = 0, max_tokens: int = MAX_CRITIC_TOKENS):
+                 layers: int = 2, seed: int = 0, max_tokens: int = MAX_CRITIC_TOKENS,
+                 trunk: torch.nn.Module | None = None):
         super().__init__()
         from transformers import LlamaConfig, LlamaModel
 
-        config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=3 * hidden_size,
-                             num_hidden_layers=layers, num_attention_heads=_attention_heads(hidden_size),
-                             num_key_value_heads=_attention_heads(hidden_size), max_position_embeddings=max_tokens,
-                             pad_token_id=pad_id, attention_bias=False)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            self.trunk = LlamaModel(config)
+            if trunk is None:
+                config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size,
+                                     intermediate_size=3 * hidden_size, num_hidden_layers=layers,
+                                     num_attention_heads=_attention_heads(hidden_size),
+                                     num_key_value_heads=_attention_heads(hidden_size),
+                                     max_position_embeddings=max_tokens, pad_token_id=pad_id, attention_bias=False)
+                trunk = LlamaModel(config)
+            else:
+                hidden_size = int(trunk.config.hidden_size)
+                max_tokens = min(max_tokens, int(getattr(trunk.config, "max_position_embeddings", max_tokens)))
+            self.trunk = trunk
             self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(hidden_size, 1) for name in heads})
         self.pad_id = pad_id
         self.max_tokens = max_tokens
@@ -96,6 +104,22 @@ class SequenceScorer(torch.nn.Module):
         for index, values in out:
             result = result.index_put((index,), values)
         return result
+
+
+def policy_trunk(policy) -> torch.nn.Module:
+    """A copy of the policy's transformer without its LM head (the critic's start with ``*_init="policy"``): the
+    features behaviour cloning taught, then trained apart from the policy."""
+    model = policy.model
+    if hasattr(model, "get_base_model"):  # a peft (LoRA) model
+        model = model.get_base_model()
+    trunk = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if not isinstance(trunk, torch.nn.Module):
+        raise ValueError(f"cannot find the transformer under {type(model).__name__} to start a critic from; use a "
+                         "fresh critic (critic_init='fresh' / spa_init='fresh')")
+    trunk = copy.deepcopy(trunk).train()
+    for p in trunk.parameters():
+        p.requires_grad_(True)
+    return trunk
 
 
 def polyak_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:
@@ -145,10 +169,11 @@ class ArcherCritic:
     """ArCHer's utterance-level critic: Q(s, a) and V(s) over whole turns, TD-trained from a replay buffer with a
     Polyak-averaged target network (see the module docstring and ``docs/training.md``)."""
 
-    def __init__(self, options: ArcherOptions, *, vocab_size: int, pad_id: int, device: torch.device, seed: int = 0):
+    def __init__(self, options: ArcherOptions, *, vocab_size: int, pad_id: int, device: torch.device, seed: int = 0,
+                 trunk: torch.nn.Module | None = None):
         self.options = options
         self.online = SequenceScorer(vocab_size, pad_id, ("q", "v"), hidden_size=options.critic_hidden_size,
-                                     layers=options.critic_layers, seed=seed).to(device)
+                                     layers=options.critic_layers, seed=seed, trunk=trunk).to(device)
         self.target = copy.deepcopy(self.online).eval()
         for p in self.target.parameters():
             p.requires_grad_(False)
@@ -244,10 +269,10 @@ class TurnValueCritic:
     """Turn-PPO's critic: V(s) of every turn's prompt, regressed on the turn-level lambda-returns of the batch."""
 
     def __init__(self, options: TurnPPOOptions, *, vocab_size: int, pad_id: int, device: torch.device,
-                 seed: int = 0):
+                 seed: int = 0, trunk: torch.nn.Module | None = None):
         self.options = options
         self.net = SequenceScorer(vocab_size, pad_id, ("v",), hidden_size=options.critic_hidden_size,
-                                  layers=options.critic_layers, seed=seed).to(device)
+                                  layers=options.critic_layers, seed=seed, trunk=trunk).to(device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=options.critic_learning_rate, weight_decay=0.0)
         self.rng = np.random.default_rng(seed)
         self._scorer = _TurnScorer(chunk=options.critic_batch_size)
@@ -284,9 +309,10 @@ class TurnValueCritic:
         return {"critic_v_mean": float(batch.value.mean()) if len(batch) else 0.0}
 
     def after_advantages(self, batch: StepBatch, advantages: np.ndarray) -> dict[str, float]:
-        """Regress V on the turn-level lambda-returns A + V (the raw advantages, before any centring)."""
+        """Regress V on the turn-level lambda-returns A + V (recomputed unscaled, whatever ``normalize`` did)."""
         keep = [i for i, r in enumerate(batch.records or []) if r.prompt_token_ids]
-        targets = (advantages + batch.value)[keep]
+        o = self.options
+        targets = (turn_gae(batch, batch.value, o.gamma, o.lam) + batch.value)[keep]
         losses = self.fit([batch.records[i].prompt_token_ids for i in keep], targets)
         return {"critic_loss": float(np.mean(losses)) if losses else float("nan")}
 

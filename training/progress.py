@@ -1,8 +1,9 @@
 """SPA (stepwise progress attribution): step rewards from a progress estimator whose per-step contributions
 add up to each trajectory's outcome.
 
-The estimator (:class:`ProgressEstimator`) is a separate small transformer over the policy's token ids (the
-same :class:`~hiergym.training.critic.SequenceScorer` as the turn critics) with one head ``c`` read at the last
+The estimator (:class:`ProgressEstimator`) is a separate transformer over the policy's token ids (the same
+:class:`~hiergym.training.critic.SequenceScorer` as the turn critics, a copy of the policy's transformer with
+``spa_init="policy"`` or a new small one with ``"fresh"``) with one head ``c`` read at the last
 token of an environment step's prompt + response: its predicted contribution ``c_hat_t``. It is trained so that
 the contributions of a trajectory sum to the trajectory's outcome R (the sum of its rewards):
 
@@ -49,9 +50,9 @@ class ProgressEstimator:
 
     def __init__(self, *, vocab_size: int, pad_id: int, device: torch.device, learning_rate: float = 1e-3,
                  updates: int = 32, batch_size: int = 16, replay: int = 512, mix: float = 1.0,
-                 hidden_size: int = 64, layers: int = 2, seed: int = 0):
+                 hidden_size: int = 64, layers: int = 2, seed: int = 0, trunk: torch.nn.Module | None = None):
         self.net = SequenceScorer(vocab_size, pad_id, ("c",), hidden_size=hidden_size, layers=layers,
-                                  seed=seed).to(device)
+                                  seed=seed, trunk=trunk).to(device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=learning_rate, weight_decay=0.0)
         self.replay = TrajectoryReplay(replay, seed=seed)
         self.updates, self.batch_size, self.mix = updates, batch_size, mix

@@ -92,7 +92,8 @@ def test_archer_estimator_reads_the_critic() -> None:
     with pytest.raises(ValueError, match="ArcherCritic"):
         compute_advantages("archer", batch)
     batch.q_value, batch.value = np.array([1.0, 0.5]), np.array([0.25, 0.5])
-    np.testing.assert_allclose(compute_advantages("archer", batch), [0.75, 0.0])
+    np.testing.assert_allclose(compute_advantages("archer", batch, normalize="none"), [0.75, 0.0])
+    np.testing.assert_allclose(compute_advantages("archer", batch), [0.75 / (0.375 + 1e-6), 0.0])  # std of (0.75, 0)
 
 
 def test_replay_buffer_round_trip_keeps_turns_and_draws() -> None:
@@ -130,7 +131,7 @@ def test_a_resumed_archer_run_continues_with_the_identical_buffer(tmp_path, monk
     def config(out):
         return choice_config(out, estimator="archer", iterations=3, sft_episodes=8, sft_steps=10, num_tasks=2,
                              group_size=2, eval_episodes=2, estimator_options={
-                                 "critic_hidden_size": 16, "critic_layers": 1, "critic_updates": 4,
+                                 "critic_init": "fresh", "critic_hidden_size": 16, "critic_layers": 1, "critic_updates": 4,
                                  "critic_batch_size": 8, "buffer_size": 10})
 
     straight = Trainer(config(tmp_path / "straight"))
@@ -196,6 +197,8 @@ def test_critic_options_are_checked() -> None:
         estimator_options("archer", {"lr": 1e-3})
     with pytest.raises(ValueError, match="critic must be one of"):
         estimator_options("turn_ppo", {"critic": "shared"})
+    with pytest.raises(ValueError, match="needs critic='separate'"):
+        estimator_options("turn_ppo", {"critic": "policy", "normalize": "std"})
     assert estimator_options("archer").gamma == estimator_options("gae").gamma
     with pytest.raises(ValueError, match="spa_mix must be <= 1"):
         choice_config(Path("/tmp/unused"), reward_shaping="spa", spa_mix=2.0)
@@ -269,12 +272,17 @@ def test_spa_learns_which_step_made_the_progress() -> None:
 def test_the_trainer_runs_each_credit_model(tmp_path, estimator, extra, keys) -> None:
     from hiergym.training.trainer import Trainer
 
-    small = {"critic_hidden_size": 16, "critic_layers": 1, "critic_updates": 2} if estimator != "gigpo" else {}
+    small = {"critic_updates": 2} if estimator != "gigpo" else {}
     config = choice_config(tmp_path, estimator=estimator, iterations=1, sft_episodes=0, sft_steps=0, num_tasks=2,
-                           group_size=2, agent="hierarchical", estimator_options=small, spa_hidden_size=16,
-                           spa_layers=1, spa_updates=2, **extra)
+                           group_size=2, agent="hierarchical", estimator_options=small, spa_updates=2, **extra)
     trainer = Trainer(config)
     assert trainer.value_head is None and trainer.credit is not None
+    model = next(iter(trainer.credit.models.values()))
+    net = getattr(model, "online", None) or model.net  # started as a copy of the policy's transformer, apart from it
+    own = dict(net.trunk.named_parameters())
+    for name, p in trainer.policy.model.model.named_parameters():
+        assert torch.equal(own[name], p) and own[name].data_ptr() != p.data_ptr()
     metrics = trainer.train_iteration(0)
     assert all(np.isfinite(metrics[k]) for k in keys) and metrics["env_steps"] > 0
     assert set(trainer.credit.state_dict()) == {"critic" if estimator != "gigpo" else "spa"}
+    assert any(not torch.equal(own[name], p) for name, p in trainer.policy.model.model.named_parameters())
