@@ -1,7 +1,8 @@
 """Learning benchmark: the advantage estimators side by side, at the same budget, seeds and model.
 
-    python -m hiergym.benchmarks.learning                      # Sokoban and ALFWorld, 4 estimators, 3 seeds
+    python -m hiergym.benchmarks.learning                      # Sokoban and ALFWorld, 7 estimators, 3 seeds
     python -m hiergym.benchmarks.learning --envs sokoban --seeds 0 1 --iterations 6 --out runs/learning-quick
+    python -m hiergym.benchmarks.learning --estimators grpo gigpo archer turn_ppo gigpo+spa --agent flat
 
 For every environment and seed, the agent is behaviour-cloned once on the expert (the shared start), then
 each estimator trains a copy of that start for the same number of RL iterations on the same rollout budget
@@ -9,6 +10,11 @@ each estimator trains a copy of that start for the same number of RL iterations 
 the same fixed evaluation tasks every ``eval_every`` iterations. The agent is the hierarchical
 planner/executor agent by default (``--agent flat`` for the flat one), so ``hiper`` gets the subgoal
 segments it is built for and every estimator sees the same rows.
+
+``NAME+spa`` runs estimator NAME on SPA's shaped step rewards (``reward_shaping=spa``). Every run logs the
+environment steps its rollouts consumed (``env_steps`` in ``metrics.jsonl``), and the table and the plot give
+evaluation success against the cumulative RL environment steps as well as against iterations: sample
+efficiency is what the off-policy critic (``archer``) claims.
 
 Prints the success curves and a final table (mean and spread over seeds of evaluation success before and
 after RL); writes them, with every run's metrics, to ``OUT/learning.md`` and ``OUT/learning.json`` (and
@@ -29,7 +35,7 @@ import numpy as np
 
 from hiergym.training.config import TrainConfig, load_config
 
-ESTIMATORS = ("grpo", "gigpo", "hgpo", "hiper")
+ESTIMATORS = ("grpo", "gigpo", "hgpo", "hiper", "archer", "turn_ppo", "gigpo+spa")
 
 #: Per-environment settings of the benchmark (on top of the trainer's preset of the same name).
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
@@ -45,9 +51,11 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
 def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, start_model: str | None,
                out: Path) -> TrainConfig:
     settings = ENV_SETTINGS[env]
-    overrides: dict[str, Any] = {**settings["overrides"], "agent": args.agent,
-                                 "seed": seed,
-                                 "estimator": estimator, "iterations": args.iterations,
+    name, _, shaping = estimator.partition("+")
+    batch = {k: v for k, v in (("num_tasks", args.num_tasks), ("group_size", args.group_size)) if v}
+    overrides: dict[str, Any] = {**settings["overrides"], **batch, "agent": args.agent,
+                                 "seed": seed, "reward_shaping": shaping or "none",
+                                 "estimator": name, "iterations": args.iterations,
                                  "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                                  "out_dir": str(out), "progress": False, "checkpoint_every": args.iterations}
     if start_model is not None:  # RL from the shared behaviour-cloned start
@@ -71,6 +79,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return summary
 
 
+def env_steps_by_iteration(out_dir: str | Path) -> dict[int, int]:
+    """Cumulative RL environment steps after each iteration of a run (0 before RL), from its metrics."""
+    path = Path(out_dir) / "metrics.jsonl"
+    steps, total = {0: 0}, 0
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("phase") == "rl":
+                total += int(row.get("env_steps", 0))
+                steps[int(row["iteration"])] = total
+    return steps
+
+
 def curve(summary: dict[str, Any]) -> list[tuple[int, float]]:
     """(iteration, eval success) points of a run, iteration 0 being the start of RL."""
     from hiergym.training.trainer import evaluation_iteration
@@ -86,7 +107,10 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     curves = [curve(r) for r in runs]
     iterations = [i for i, _ in curves[0]]
     mean_curve = [float(np.mean([dict(c).get(i, np.nan) for c in curves])) for i in iterations]
+    steps = [env_steps_by_iteration(r["out_dir"]) for r in runs]
+    mean_steps = [float(np.mean([s.get(i, np.nan) for s in steps])) for i in iterations]
     return {
+        "curve_env_steps": mean_steps, "env_steps_mean": mean_steps[-1] if mean_steps else 0.0,
         "seeds": len(runs), "before_mean": float(before.mean()), "after_mean": float(after.mean()),
         "after_std": float(after.std()), "gain_mean": float((after - before).mean()),
         "gain_std": float((after - before).std()), "curve_iterations": iterations, "curve_mean": mean_curve,
@@ -99,16 +123,18 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
              f"{', '.join(map(str, args.seeds))}", ""]
     for env, by_estimator in results.items():
         config = load_config(ENV_SETTINGS[env]["preset"], overrides=ENV_SETTINGS[env]["overrides"])
-        lines += [f"## {config.env_id} ({config.num_tasks} tasks x {config.group_size} rollouts per iteration, "
+        tasks, group = args.num_tasks or config.num_tasks, args.group_size or config.group_size
+        lines += [f"## {config.env_id} ({tasks} tasks x {group} rollouts per iteration, "
                   f"{args.eval_episodes} eval tasks of {config.eval_split})", "",
                   "| estimator | success before RL | after RL (mean ± std) | gain (mean ± std) | "
-                  "eval curve (iteration: success) | s/run |", "|---|---|---|---|---|---|"]
+                  "eval curve (iteration [RL env steps]: success) | RL env steps | s/run |",
+                  "|---|---|---|---|---|---|---|"]
         for estimator, row in by_estimator.items():
-            points = " · ".join(f"{i}: {s:.2f}" for i, s in zip(row["curve_iterations"], row["curve_mean"],
-                                                                 strict=True))
+            points = " · ".join(f"{i} [{n:,.0f}]: {s:.2f}" for i, n, s in zip(
+                row["curve_iterations"], row["curve_env_steps"], row["curve_mean"], strict=True))
             lines.append(f"| {estimator} | {row['before_mean']:.1%} | {row['after_mean']:.1%} ± "
                          f"{row['after_std']:.1%} | {row['gain_mean']:+.1%} ± {row['gain_std']:.1%} | {points} | "
-                         f"{row['seconds_mean']:.0f} |")
+                         f"{row['env_steps_mean']:,.0f} | {row['seconds_mean']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -124,9 +150,9 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> bool:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
     for ax, (env, by_estimator) in zip(axes[0], results.items(), strict=True):
         for estimator, row in by_estimator.items():
-            ax.plot(row["curve_iterations"], row["curve_mean"], "o-", label=estimator)
+            ax.plot(row["curve_env_steps"], row["curve_mean"], "o-", label=estimator)
         ax.set_title(env)
-        ax.set_xlabel("RL iteration")
+        ax.set_xlabel("RL environment steps consumed")
         ax.set_ylabel("eval success (mean over seeds)")
         ax.legend()
     fig.tight_layout()
@@ -144,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=64)
     parser.add_argument("--agent", choices=("hierarchical", "flat"), default="hierarchical")
+    parser.add_argument("--num-tasks", type=int, default=0, help="tasks per iteration (0: the env's setting)")
+    parser.add_argument("--group-size", type=int, default=0, help="rollouts per task (0: the env's setting)")
     parser.add_argument("--out", default="runs/learning")
     args = parser.parse_args(argv)
 

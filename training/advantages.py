@@ -54,6 +54,13 @@ class EstimatorOptions:
     def needs_value_head(self) -> bool:
         return False
 
+    #: The separate turn critic the estimator reads (``training/critic.py``): ``"archer"`` (Q and V, trained
+    #: off-policy by TD from a replay buffer), ``"value"`` (V, regressed on the batch's turn-level lambda-returns)
+    #: or None.
+    @property
+    def turn_critic(self) -> str | None:
+        return None
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
@@ -484,3 +491,159 @@ def gae(batch: StepBatch, **options: Any) -> np.ndarray:
 def value_targets(batch: StepBatch, advantages: np.ndarray) -> np.ndarray:
     """Critic regression targets: advantage + value (the lambda-return for GAE-style advantages)."""
     return advantages + np.nan_to_num(batch.value)
+
+
+# ------------------------------------------------------------------------------------------ turn-level critics
+def turn_links(batch: StepBatch) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, whether the next row is the next turn of the same trajectory, and the steps between them.
+
+    A *turn* is one generation (one row): the turn-level MDP of a hierarchical agent interleaves planner and
+    executor turns. Rows of a trajectory are contiguous and in turn order (``StepBatch``'s contract), so the
+    next turn is the next row; the discount between turns is ``gamma ** (step' - step)``: none between a planner
+    turn and the executor turn of the same environment step, ``gamma`` per environment step otherwise.
+    """
+    n = len(batch)
+    has_next = np.zeros(n, bool)
+    has_next[:-1] = batch.traj_id[1:] == batch.traj_id[:-1]
+    delta = np.zeros(n, np.int64)
+    delta[:-1] = np.where(has_next[:-1], batch.step[1:] - batch.step[:-1], 0)
+    return has_next, delta
+
+
+def _turn_grid(batch: StepBatch) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Each row's (trajectory code, turn index within its trajectory) and the grid's shape."""
+    traj, num_traj = factorize(batch.traj_id)
+    first = np.full(num_traj, np.iinfo(np.int64).max)
+    rows = np.arange(len(batch))
+    np.minimum.at(first, traj, rows)
+    col = rows - first[traj]
+    return traj, col, (num_traj, int(col.max()) + 1 if col.size else 0)
+
+
+def turn_gae(batch: StepBatch, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """GAE over the turns (rows) of each trajectory with per-row discounts ``gamma ** (step' - step)``.
+
+    delta_k = r_k + gamma^(s_{k+1} - s_k) V_{k+1} - V_k (V after the last turn = 0);
+    A_k = delta_k + gamma^(s_{k+1} - s_k) * lam * A_{k+1}.
+    """
+    has_next, delta_steps = turn_links(batch)
+    discount = np.where(has_next, float(gamma) ** delta_steps.astype(np.float64), 0.0)
+    next_values = np.zeros(len(batch))
+    next_values[:-1] = values[1:]
+    deltas = batch.reward + discount * next_values - values
+    traj, col, shape = _turn_grid(batch)
+    delta_grid = np.zeros(shape)
+    delta_grid[traj, col] = deltas
+    discount_grid = np.zeros(shape)
+    discount_grid[traj, col] = discount * lam
+    advantages = np.zeros(shape)
+    running = np.zeros(shape[0])
+    for k in range(shape[1] - 1, -1, -1):
+        running = delta_grid[:, k] + discount_grid[:, k] * running
+        advantages[:, k] = running
+    return advantages[traj, col]
+
+
+_CRITIC_HIDDEN_HELP = "critic_init='fresh': hidden size of the critic transformer"
+_CRITIC_LAYERS_HELP = "critic_init='fresh': layers of the critic transformer"
+_CRITIC_INIT_HELP = ("'policy': the critic's transformer starts as a copy of the policy's (the features behaviour "
+                     "cloning taught; then trained apart from it); 'fresh': a new small transformer")
+
+
+@dataclass(frozen=True)
+class ArcherOptions(EstimatorOptions):
+    gamma: float = option(DEFAULT_GAMMA, "discount per environment step of the TD target", low=0.0, high=1.0)
+    tau: float = option(0.1, "Polyak rate of the target critic: target <- (1 - tau) target + tau online, after "
+                        "every critic step", low=0.0, high=1.0)
+    critic_learning_rate: float = option(1e-3, "AdamW learning rate of the critic", low=0.0)
+    buffer_size: int = option(8192, "turns kept in the replay buffer (oldest dropped first)", low=1)
+    critic_updates: int = option(16, "critic gradient steps per iteration, each on a minibatch drawn from the "
+                                 "replay buffer", low=0)
+    critic_batch_size: int = option(32, "turns per critic minibatch", low=1)
+    warmup_iterations: int = option(0, "first iterations that train only the critic (advantages 0)", low=0)
+    normalize: str = option("std", "'std': divide Q - V by its standard deviation over the batch (PPO's advantage "
+                            "whitening; a young critic's Q - V is small, so raw it would act as a much lower "
+                            "learning rate); 'none': raw Q - V", choices=("std", "none"))
+    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
+    critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
+    critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
+
+    @property
+    def turn_critic(self) -> str | None:
+        return "archer"
+
+
+@register_estimator("archer", ArcherOptions)
+def archer(batch: StepBatch, **options: Any) -> np.ndarray:
+    """ArCHer's utterance-level advantage: A(s, a) = Q(s, a) - V(s) of the off-policy turn critic.
+
+    Every row (planner or executor generation) is a turn; ``batch.q_value`` and ``batch.value`` hold the
+    critic's Q of the turn (its prompt and response) and V of its state (the prompt), filled by the trainer's
+    :class:`hiergym.training.critic.ArcherCritic` after its TD updates on the replay buffer. Every token of the
+    turn is trained with this one advantage (the token-level actor of ArCHer's hierarchy).
+    """
+    o = ArcherOptions(**options)
+    if batch.q_value is None or np.isnan(batch.q_value).any() or np.isnan(batch.value).any():
+        raise ValueError("archer needs the turn critic's Q and V on every row (batch.q_value, batch.value): the "
+                         "trainer's ArcherCritic fills them (training/critic.py)")
+    return _whiten(batch.q_value - batch.value, o.normalize)
+
+
+def _whiten(advantages: np.ndarray, normalize: str) -> np.ndarray:
+    """``normalize="std"``: the advantages divided by their standard deviation over the batch (their mean is
+    the trainer's ``center_advantages``); ``"none"``: as they are."""
+    if normalize == "std" and advantages.size > 1:
+        return advantages / (advantages.std() + EPS)
+    return advantages
+
+
+@dataclass(frozen=True)
+class TurnPPOOptions(EstimatorOptions):
+    gamma: float = option(DEFAULT_GAMMA, "discount per environment step", low=0.0, high=1.0)
+    lam: float = option(0.9, "GAE lambda per turn (the Turn-PPO paper's ablation favours about 0.9)",
+                        low=0.0, high=1.0)
+    critic: str = option("separate", "'separate': a small turn critic of its own with its own learning rate and "
+                         "updates; 'policy': the value head on the policy's hidden states that gae uses",
+                         choices=("separate", "policy"))
+    critic_learning_rate: float = option(1e-3, "critic='separate': AdamW learning rate of the critic (Turn-PPO: "
+                                         "the critic learns faster than the actor)", low=0.0)
+    critic_updates: int = option(16, "critic='separate': gradient steps per iteration on the batch's turn-level "
+                                 "lambda-returns", low=0)
+    critic_batch_size: int = option(32, "critic='separate': turns per critic minibatch", low=1)
+    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
+    critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
+    critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
+    normalize: str = option("none", "'std': divide the advantages by their standard deviation over the batch "
+                            "(critic='separate' only: the policy's value head regresses on the returned "
+                            "advantages); 'none': as gae", choices=("std", "none"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.critic == "policy" and self.normalize != "none":
+            raise ValueError("normalize='std' needs critic='separate' (the value head's targets are the returned "
+                             "advantages plus the values)")
+
+    @property
+    def needs_value_head(self) -> bool:
+        return self.critic == "policy"
+
+    @property
+    def turn_critic(self) -> str | None:
+        return "value" if self.critic == "separate" else None
+
+
+@register_estimator("turn_ppo", TurnPPOOptions)
+def turn_ppo(batch: StepBatch, **options: Any) -> np.ndarray:
+    """Turn-PPO: GAE on the turn-level MDP, one advantage per turn shared by all of its tokens.
+
+    Every generation is a turn (state = its prompt, action = its whole response), planner and executor turns
+    alike in one sequence per trajectory: delta_k = r_k + gamma^(s_{k+1} - s_k) V(s_{k+1}) - V(s_k),
+    A_k = delta_k + gamma^(s_{k+1} - s_k) lam A_{k+1} (V after the last turn = 0), and the critic regresses on
+    the turn-level lambda-return A_k + V(s_k). For a flat agent (one turn per environment step) this is
+    ``gae``; with planner turns, ``gae`` gives a planner row the advantage of the step it precedes, Turn-PPO
+    its own. Needs ``batch.value`` on every row.
+    """
+    o = TurnPPOOptions(**options)
+    if np.isnan(batch.value).any():
+        raise ValueError("turn_ppo needs a value estimate on every row (StepRecord.value / batch.value)")
+    return _whiten(turn_gae(batch, batch.value, o.gamma, o.lam), o.normalize)

@@ -20,7 +20,7 @@ from hiergym.agents.tiny import TinyModelConfig
 from hiergym.envs.core import SPLITS
 from hiergym.training.advantages import EstimatorOptions, estimator_options
 from hiergym.training.allocation import ALLOCATIONS, COSTS, VALUES
-from hiergym.training.loss import AGGREGATIONS, KL_ESTIMATORS, LossConfig
+from hiergym.training.loss import AGGREGATIONS, KL_ESTIMATORS, RATIO_LEVELS, LossConfig
 
 #: What ``model_architecture`` may set: the fields of the tiny model's config.
 ARCHITECTURE_FIELDS = frozenset(f.name for f in dataclasses.fields(TinyModelConfig))
@@ -82,7 +82,7 @@ class TrainConfig:
                                         "gather, checkpoint barrier) before the job fails", low=1.0, high=86400.0)
 
     # ------------------------------------------------------------------ advantages
-    estimator: str = option("gigpo", "grpo, rloo, gigpo, hgpo, hiper or gae")
+    estimator: str = option("gigpo", "grpo, rloo, gigpo, hgpo, hiper, gae, archer or turn_ppo")
     estimator_options: dict[str, Any] = option(
         factory=dict, help="options of the estimator, checked against its options class (hiergym train "
         "--help-config lists them), e.g. {gamma: 0.9}")
@@ -105,11 +105,29 @@ class TrainConfig:
     kl_estimator: str = option(_LOSS.kl_estimator, "k1 or k3", choices=KL_ESTIMATORS)
     entropy_coef: float = option(_LOSS.entropy_coef, "entropy bonus weight")
     aggregation: str = option(_LOSS.aggregation, "token-mean or seq-mean", choices=AGGREGATIONS)
+    ratio_level: str = option(_LOSS.ratio_level, "token: PPO's ratio per token; turn: one ratio per generation (the "
+                              "geometric mean of its token ratios) clipped as a whole, Turn-PPO's turn-level clip",
+                              choices=RATIO_LEVELS)
     max_grad_norm: float = option(1.0, "gradient clipping", low=0.0)
     schedule: str = option("joint", "joint, or alternate (HiMAC co-evolution)", choices=("joint", "alternate"))
     alternate_every: int = option(2, "alternate: iterations per level before switching", low=1)
     value_coef: float = option(_LOSS.value_coef, "value loss weight (value-based estimators)", low=0.0)
     invalid_action_penalty: float = option(0.1, "subtracted from the reward of an invalid action")
+
+    # ------------------------------------------------------------------ reward shaping (SPA)
+    reward_shaping: str = option("none", "none, or spa: step rewards from a progress estimator whose per-step "
+                                 "contributions sum to each trajectory's outcome (SPA-RL), for any estimator",
+                                 choices=("none", "spa"))
+    spa_learning_rate: float = option(1e-3, "spa: AdamW learning rate of the progress estimator", low=0.0)
+    spa_updates: int = option(8, "spa: estimator gradient steps per iteration", low=0)
+    spa_batch_size: int = option(8, "spa: trajectories per estimator step", low=1)
+    spa_replay: int = option(512, "spa: trajectories kept for training (the batch's and earlier ones)", low=1)
+    spa_mix: float = option(1.0, "spa: step reward = mix * contribution + (1 - mix) * env reward", low=0.0,
+                            high=1.0)
+    spa_init: str = option("policy", "spa: the estimator's transformer starts as a copy of the policy's ('policy') "
+                           "or new ('fresh')", choices=("policy", "fresh"))
+    spa_hidden_size: int = option(64, "spa, spa_init=fresh: hidden size of the estimator transformer", low=8)
+    spa_layers: int = option(2, "spa, spa_init=fresh: layers of the estimator transformer", low=1)
 
     # ------------------------------------------------------------------ budgets
     reward_mode: str = option("env", "env, or hbpo (token-budget-aware reward)", choices=("env", "hbpo"))

@@ -4,7 +4,8 @@ Inputs are padded ``[batch, tokens]`` tensors of the generated (response) tokens
 ``logprobs`` under the current policy (with grad), ``old_logprobs`` under the behaviour policy that
 sampled them, and ``advantages`` per sequence ``[batch]`` or per token ``[batch, tokens]``.
 
-    ratio      = exp(logprobs - old_logprobs)
+    ratio      = exp(logprobs - old_logprobs)                                        (ratio_level="token")
+               = exp(mean over the turn's tokens of (logprobs - old_logprobs))     (ratio_level="turn")
     pg_token   = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))       (PPO clip)
     dual clip  : for A < 0, pg_token = min(pg_token, -A * dual_clip)                  (dual-clip PPO)
     kl_token   = k1: logprobs - ref_logprobs ;  k3: exp(ref - logp) - (ref - logp) - 1 (Schulman's k3)
@@ -22,6 +23,7 @@ import torch
 
 AGGREGATIONS = ("token-mean", "seq-mean")
 KL_ESTIMATORS = ("k1", "k3")
+RATIO_LEVELS = ("token", "turn")
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,15 @@ class LossConfig:
     entropy_coef: float = 0.0
     #: Weight of the value loss (estimators with a value head).
     value_coef: float = 0.5
+    #: ``token``: PPO's ratio per token; ``turn``: one ratio per turn (generation), the geometric mean of its
+    #: tokens' ratios, clipped as a whole (Turn-PPO's turn-level clipping).
+    ratio_level: str = "token"
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        if self.ratio_level not in RATIO_LEVELS:
+            raise ValueError(f"ratio_level must be one of {', '.join(RATIO_LEVELS)}, got {self.ratio_level!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         if self.dual_clip is not None and self.dual_clip <= 1.0:
@@ -61,7 +68,7 @@ class LossConfig:
         """The keyword arguments of :func:`clipped_policy_loss`."""
         return dict(clip_low=self.clip_low, clip_high=self.clip_high, dual_clip=self.dual_clip,
                     aggregation=self.aggregation, kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
-                    entropy_coef=self.entropy_coef)
+                    entropy_coef=self.entropy_coef, ratio_level=self.ratio_level)
 
 
 @dataclass
@@ -110,13 +117,21 @@ def clipped_policy_loss(
     kl_estimator: str = "k3",
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    ratio_level: str = "token",
 ) -> PolicyLoss:
     if advantages.dim() == 1:
         advantages = advantages[:, None].expand_as(logprobs)
     advantages = advantages.to(logprobs.dtype)
     clip_high = clip_low if clip_high is None else clip_high
     log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
+    if ratio_level == "turn":  # log of the geometric mean of the turn's token ratios, on every token of it
+        weights = mask.to(logprobs.dtype)
+        turn = (log_ratio * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
+        ratio = torch.exp(turn)[:, None].expand_as(logprobs)
+    elif ratio_level == "token":
+        ratio = torch.exp(log_ratio)
+    else:
+        raise ValueError(f"ratio_level must be one of {RATIO_LEVELS}, got {ratio_level!r}")
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     pg_token = torch.maximum(unclipped, clipped)

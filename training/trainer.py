@@ -41,6 +41,7 @@ from hiergym.training import distributed
 from hiergym.training.advantages import compute_advantages, value_targets
 from hiergym.training.allocation import RolloutAllocator, group_signal, nonzero_advantage_groups
 from hiergym.training.config import TrainConfig
+from hiergym.training.credit import build_credit
 from hiergym.training.optimize import TrainSequence, ValueHead, behaviour_cloning, policy_update
 from hiergym.training.rollout import collect_rollouts
 from hiergym.training.trajectory import LEVELS, StepBatch
@@ -166,6 +167,10 @@ class Trainer:
         first, last = self.dist.bounds(config.num_tasks)
         self.train_vec = make_vec(config, last - first, config.group_size, config.train_split, first_slot=first)
         self.allocator = make_allocator(config)
+        self.credit = build_credit(config, self.policy)  # SPA's progress estimator, turn critics (or None)
+        if self.dist.enabled and self.credit is not None:
+            raise ValueError("archer, turn_ppo and reward_shaping=spa train their critics in one process for now; "
+                             "run them without torchrun")
         self.reference = None
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -262,7 +267,10 @@ class Trainer:
         batch = StepBatch.from_records(rollout.records)
         if self.value_head is not None:
             batch.value = self._values([r.prompt_token_ids for r in batch.records])
+        credit = self.credit.before_advantages(batch) if self.credit is not None else {}
         advantages = compute_advantages(cfg.estimator, batch, **cfg.estimator_options)
+        if self.credit is not None:
+            credit.update(self.credit.after_advantages(batch, advantages))
         sequences = self._sequences(batch, advantages, self._trained_levels(iteration))
         update = policy_update(
             self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
@@ -274,7 +282,7 @@ class Trainer:
         metrics = {
             "phase": "rl", "iteration": iteration + 1, "train_success": rollout.success_rate,
             "train_return": rollout.mean_return, "rows": len(batch), "generated_tokens": tokens,
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prompt_tokens, "env_steps": sum(e["steps"] for e in rollout.episodes), **credit,
             "invalid_rate": float(batch.invalid.mean()) if len(batch) else 0.0,
             "advantage_std": float(advantages.std()) if len(batch) else 0.0,
             "levels": self._trained_levels(iteration), "rollout_seconds": rollout_seconds,
@@ -463,6 +471,7 @@ class Trainer:
             "state": self.state,
             "optimizer": optimizer_state,
             "value_head": self.value_head.state_dict() if self.value_head is not None else None,
+            "credit": self.credit.state_dict() if self.credit is not None else None,
             "rng": self.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
             "config": dataclasses.asdict(self.config),
@@ -491,6 +500,8 @@ class Trainer:
             print("optimizer state does not match the model; starting the optimizer afresh")
         if self.value_head is not None and saved.get("value_head"):
             self.value_head.load_state_dict(saved["value_head"])
+        if self.credit is not None:
+            self.credit.load_state_dict(saved.get("credit"))
         self.rng.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
         if self.dist.is_main:

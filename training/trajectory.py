@@ -64,6 +64,8 @@ class StepBatch:
     invalid: np.ndarray
     value: np.ndarray
     records: list[StepRecord] | None = None
+    #: Q(s, a) of each row's turn from a turn critic (ArCHer), when one is used; else None.
+    q_value: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])

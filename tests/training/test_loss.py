@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from hiergym.training.loss import aggregate, clipped_policy_loss, kl_penalty, value_loss
+from hiergym.training.loss import LossConfig, aggregate, clipped_policy_loss, kl_penalty, value_loss
 
 torch.set_num_threads(1)
 
@@ -90,3 +91,19 @@ def test_value_loss_clipping() -> None:
     values, old, targets = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([0.0])
     assert value_loss(values, old, targets, clip=None).item() == pytest.approx(2.0)
     assert value_loss(values, old, targets, clip=0.2).item() == pytest.approx(2.0)  # max keeps the worse
+
+
+def test_turn_level_ratio_clips_the_whole_turn() -> None:
+    # Token ratios 2 and 1/2: each token alone would be clipped, their geometric mean 1 is not.
+    logp = torch.tensor([[math.log(2.0), math.log(0.5)]], requires_grad=True)
+    out = clipped_policy_loss(logp, torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2), ratio_level="turn")
+    assert out.pg_loss.item() == pytest.approx(-1.0) and out.clip_fraction.item() == 0.0
+    out.loss.backward()  # d r / d logp_j = r / T on every token of the turn
+    np.testing.assert_allclose(logp.grad.numpy(), [[-0.5, -0.5]])  # loss = mean(-A r) = -r
+    # A turn whose geometric-mean ratio is past 1 + clip is clipped as a whole: no gradient on any of its tokens.
+    far = torch.full((1, 3), math.log(1.5), requires_grad=True)
+    out = clipped_policy_loss(far, torch.zeros(1, 3), torch.tensor([1.0]), torch.ones(1, 3), ratio_level="turn")
+    out.loss.backward()
+    assert out.clip_fraction.item() == 1.0 and far.grad.abs().sum().item() == 0.0
+    with pytest.raises(ValueError, match="ratio_level"):
+        LossConfig(ratio_level="episode")
