@@ -38,6 +38,7 @@ from hiergym.agents.generation import (
     loop_supported,
     prefix_cache_supported,
 )
+from hiergym.agents.prompts import split_system_prompt
 
 #: File that marks a directory saved by :meth:`CausalLMPolicy.save` (model + tokenizer + this note).
 POLICY_NOTE = "hiergym_policy.json"
@@ -275,10 +276,24 @@ class CausalLMPolicy:
             if isinstance(prompt, list):
                 return "\n\n".join(m["content"] for m in prompt)
             return prompt
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        if self.system_prompt and messages[0].get("role") != "system":
-            messages = [{"role": "system", "content": self.system_prompt}, *messages]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if isinstance(prompt, list):
+            messages = prompt
+            if self.system_prompt and messages[0].get("role") != "system":
+                messages = [{"role": "system", "content": self.system_prompt}, *messages]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The agent's role and rules are its instructions: they go in the system message, so the template does
+        # not add its own ("You are a helpful AI named ..."); a template without a system role gets one message.
+        instructions, content = split_system_prompt(prompt)
+        system = "\n\n".join(part for part in (self.system_prompt, instructions) if part)
+        if system:
+            try:
+                return self.tokenizer.apply_chat_template(
+                    [{"role": "system", "content": system}, {"role": "user", "content": content}],
+                    tokenize=False, add_generation_prompt=True)
+            except Exception:  # noqa: BLE001 - e.g. a template that raises on a system message
+                content = f"{system}\n\n{content}"
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                  add_generation_prompt=True)
 
     def encode_prompt(self, prompt: str | list[dict[str, str]]) -> list[int]:
         """Token ids of a prompt as :meth:`generate` feeds them (template applied, cut from the left)."""
