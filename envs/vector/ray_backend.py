@@ -8,7 +8,7 @@ the failures (an actor that died, or that did not answer within ``step_timeout``
 replaced by a new one, and its unanswered commands fail their copies).
 
 Needs ``pip install 'hiergym[ray]'``. ``ray.init(address=...)`` (or ``RAY_ADDRESS``) joins an existing cluster;
-without either, a local Ray instance starts (``ray.init()`` with its defaults). Every node must be able to
+without either, a fresh local Ray instance starts (``address="local"``). Every node must be able to
 import hiergym and build the environment (install hiergym there, or pass a ``runtime_env`` to ``ray.init``
 yourself before making the env).
 """
@@ -83,7 +83,8 @@ def ensure_ray(address: str | None = None):
     """Ray, initialised: joins ``address`` (or ``RAY_ADDRESS``) if given, else starts a local instance."""
     ray = import_ray()
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
+        # "local": a fresh local instance, never a stale one named by /tmp/ray/ray_current_cluster.
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     return ray
 

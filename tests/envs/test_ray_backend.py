@@ -24,7 +24,8 @@ OPTIONS = {"num_cpus": 0.25, "copies_per_actor": 2}
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # address="local": a fresh instance even where an earlier cluster left /tmp/ray/ray_current_cluster behind.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 
