@@ -31,6 +31,7 @@ layer, then the whole model) for models that do not fit one device; see :meth:`D
 
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import hashlib
@@ -68,6 +69,16 @@ def launched_rank() -> int:
         return 0
 
 
+def _close_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def setup(timeout_s: float = 600.0, fsdp: bool = False) -> Distributed:
     """This process's place in the job: joins the process group of a torchrun launch (``nccl`` on CUDA, else
     ``gloo``, with ``timeout_s`` on every collective), or a world of one."""
@@ -84,6 +95,9 @@ def setup(timeout_s: float = 600.0, fsdp: bool = False) -> Distributed:
             torch.cuda.set_device(local_rank)  # "cuda" and "auto" then mean this rank's own GPU
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=timeout)
+        # A process group still alive at interpreter exit can abort the process from gloo's threads
+        # ("terminate called without an active exception"): tear it down first, once every rank is done.
+        atexit.register(_close_process_group)
     backend = dist.get_backend()
     # Python objects (keys, results, transcripts, metrics) always travel over gloo, on CPU.
     objects = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else dist.group.WORLD
