@@ -19,9 +19,9 @@ tokens the rollout computed against those its prompts hold, and the update's for
 Then, on one more batch from the same policy, the comparisons, each on identical inputs:
 
 - generation: every ``generate`` call of that rollout replayed through ``generation="plain"`` (``model.generate``)
-  and ``"cached"`` (a fresh prefix cache, as after an update), ``--repeats`` times interleaved (the fastest
-  counts): generated tokens/s of each, the ratio, whether they sampled the same tokens, and the prompt tokens
-  computed against seen;
+  and ``"cached"`` (a fresh prefix cache, as after an update), call by call interleaved, ``--repeats`` times
+  (each call's fastest time counts): generated tokens/s of each, the ratio, whether they sampled the same
+  tokens, and the prompt tokens computed against seen;
 - update: ``policy_update`` (``--mini-batches`` optimizer steps, learning rate 0) on that batch's rows, packed and
   unpacked: trained (response) tokens/s and forwarded tokens per trained token; and, as before, a plain
   forward/backward (next-token loss, no optimizer) over the batch's distinct sequences in micro-batches.
@@ -115,22 +115,33 @@ def record_generate_calls(policy) -> list[tuple[list, dict, list]]:
     return calls
 
 
-def replay_generation(policy, calls, mode: str, repeats: int) -> dict[str, Any]:
-    """Tokens/s of ``policy.generate`` in ``mode`` over the recorded calls (the fastest of ``repeats``), with its
-    samples and prompt-token counters."""
-    policy.generation = mode
-    best, samples, stats = float("inf"), None, {}
-    generated = sum(len(o.response_token_ids) for _, _, outs in calls for o in outs)
-    for _ in range(repeats):
+def replay_generation(policy, calls, repeats: int) -> dict[str, dict[str, Any]]:
+    """Every recorded call through ``generation="plain"`` and ``"cached"``, call by call interleaved (the cached
+    path's prefix cache starts empty and carries over between the calls, as in a rollout after an update), the
+    whole sequence ``repeats`` times; each call counts with its fastest time, so that a busy machine's spikes
+    fall out. Returns per path: tokens/s, seconds, the completions and the prompt-token counters."""
+    mode = policy.generation
+    best = {"plain": [float("inf")] * len(calls), "cached": [float("inf")] * len(calls)}
+    samples: dict[str, list] = {}
+    stats: dict[str, dict[str, int]] = {}
+    for _ in range(max(1, repeats)):
         policy.prefix_cache.clear()
-        policy.generation_stats = {}
-        _synchronize(policy.device)
-        began = time.perf_counter()
-        samples = [policy.generate(prompts, **kwargs) for prompts, kwargs, _ in calls]
-        _synchronize(policy.device)
-        best = min(best, time.perf_counter() - began)
-        stats = dict(policy.generation_stats)
-    return {"tokens_per_s": generated / best, "seconds": best, "samples": samples, "stats": stats}
+        counters = {"plain": {}, "cached": {}}
+        outs: dict[str, list] = {"plain": [], "cached": []}
+        for k, (prompts, kwargs, _) in enumerate(calls):
+            for path in ("plain", "cached"):
+                policy.generation = path
+                policy.generation_stats = counters[path]
+                _synchronize(policy.device)
+                began = time.perf_counter()
+                outs[path].append(policy.generate(prompts, **kwargs))
+                _synchronize(policy.device)
+                best[path][k] = min(best[path][k], time.perf_counter() - began)
+        samples, stats = outs, counters
+    policy.generation = mode
+    generated = sum(len(o.response_token_ids) for _, _, outs_ in calls for o in outs_)
+    return {path: {"tokens_per_s": generated / sum(best[path]), "seconds": sum(best[path]),
+                   "samples": samples[path], "stats": stats[path]} for path in ("plain", "cached")}
 
 
 def update_comparison(policy, records, *, temperature: float, mini_batches: int, micro_batch_size: int,
@@ -174,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--sft-steps", type=int, default=0, help="behaviour-clone first, as the preset does "
                         "(600 steps on --sft-episodes expert episodes); 0: an untrained model")
     parser.add_argument("--sft-episodes", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=2, help="replays of the generation comparison per path")
+    parser.add_argument("--repeats", type=int, default=3, help="replays of the generation comparison (each call "
+                        "counts with its fastest time)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--nproc", type=int, default=1,
                         help="> 1: data-parallel world size N against 1 under torchrun, on the same global batch "
@@ -243,14 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     calls = record_generate_calls(policy)
     rollout = collect_rollouts(trainer.train_vec, build_agent(cfg, policy, cfg.temperature))
     del policy.generate
-    mode = policy.generation
-    replays = {}
-    for _ in range(args.repeats):  # interleaved, so that a busy machine slows both alike
-        for path in ("plain", "cached"):
-            out = replay_generation(policy, calls, path, 1)
-            if path not in replays or out["seconds"] < replays[path]["seconds"]:
-                replays[path] = out
-    policy.generation = mode
+    replays = replay_generation(policy, calls, args.repeats)
     plain, cached = replays["plain"], replays["cached"]
     pairs = [(a.response_token_ids, b.response_token_ids) for ca, cb in zip(plain["samples"], cached["samples"],
                                                                             strict=True)
@@ -271,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     ratio = cached["tokens_per_s"] / plain["tokens_per_s"]
     print(f"\nthe same {len(calls)} generate calls ({len(pairs)} prompts, {sum(len(a) for a, _ in pairs)} tokens "
-          f"generated), replayed {args.repeats}x:")
+          f"generated), replayed {args.repeats}x, call by call interleaved, each call's fastest time:")
     print(f"{'':<44}{'cached':>10}{'plain':>10}{'ratio':>8}")
     print(f"{'generation (tokens/s)':<44}{cached['tokens_per_s']:>10.0f}{plain['tokens_per_s']:>10.0f}{ratio:>8.2f}"
           f"   (plain: model.generate; {'same samples' if not differing else f'{differing} samples differ'})")
