@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from hiergym.benchmarks.learning import train
+
 ALLOCATIONS = ("uniform", "knapsack")
 ENVS: dict[str, dict[str, Any]] = {
     "sokoban": {"env_id": "hiergym/Sokoban-v0", "env_kwargs": {"end_on_dead_end": True}, "max_steps": 20,
@@ -121,19 +123,6 @@ def learning_config(env: str, allocation: str | None, seed: int, args: argparse.
     else:
         overrides.update(model=f"tiny:{start_model}", sft_episodes=0, rollout_allocation=allocation)
     return load_config(settings["preset"], overrides=overrides)
-
-
-def train(config) -> dict[str, Any]:
-    from hiergym.training.trainer import Trainer
-
-    summary_path = Path(config.out_dir) / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
-    started = time.perf_counter()
-    summary = Trainer(config, resume=True).run()
-    summary["wall_seconds"] = time.perf_counter() - started
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def learning_run(env: str, allocation: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
