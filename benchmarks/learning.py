@@ -11,7 +11,8 @@ the same fixed evaluation tasks every ``eval_every`` iterations. The agent is th
 planner/executor agent by default (``--agent flat`` for the flat one), so ``hiper`` gets the subgoal
 segments it is built for and every estimator sees the same rows.
 
-``NAME+spa`` runs estimator NAME on SPA's shaped step rewards (``reward_shaping=spa``). Every run logs the
+``NAME+spa`` runs estimator NAME on SPA's shaped step rewards (``reward_shaping=spa``), and
+``NAME:key=value,key=value`` with those estimator options (``archer:warmup_iterations=3``). Every run logs the
 environment steps its rollouts consumed (``env_steps`` in ``metrics.jsonl``), and the table and the plot give
 evaluation success against the cumulative RL environment steps as well as against iterations: sample
 efficiency is what the off-policy critic (``archer``) claims.
@@ -51,11 +52,12 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
 def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, start_model: str | None,
                out: Path) -> TrainConfig:
     settings = ENV_SETTINGS[env]
-    name, _, shaping = estimator.partition("+")
+    name, options = parse_estimator(estimator)
+    name, _, shaping = name.partition("+")
     batch = {k: v for k, v in (("num_tasks", args.num_tasks), ("group_size", args.group_size)) if v}
     overrides: dict[str, Any] = {**settings["overrides"], **batch, "agent": args.agent,
                                  "seed": seed, "reward_shaping": shaping or "none",
-                                 "estimator": name, "iterations": args.iterations,
+                                 "estimator": name, "estimator_options": options, "iterations": args.iterations,
                                  "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                                  "out_dir": str(out), "progress": False, "checkpoint_every": args.iterations}
     if start_model is not None:  # RL from the shared behaviour-cloned start
@@ -63,6 +65,20 @@ def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, st
     else:  # the behaviour-cloning run: no RL
         overrides.update(iterations=0)
     return load_config(settings["preset"], overrides=overrides)
+
+
+def parse_estimator(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"archer:warmup_iterations=3,critic_updates=64"`` -> ``("archer", {"warmup_iterations": 3, ...})``."""
+    import yaml
+
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"estimator option {item!r} of {spec!r} is not key=value")
+        options[key.strip()] = yaml.safe_load(value)
+    return name, options
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -164,7 +180,8 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", nargs="+", default=list(ENV_SETTINGS), choices=list(ENV_SETTINGS))
-    parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
+    parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS),
+                        help=f"of {', '.join(ESTIMATORS)}; NAME:key=value,... sets estimator options")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=10, help="RL iterations per run")
     parser.add_argument("--eval-every", type=int, default=5)
@@ -174,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-size", type=int, default=0, help="rollouts per task (0: the env's setting)")
     parser.add_argument("--out", default="runs/learning")
     args = parser.parse_args(argv)
+    for spec in args.estimators:
+        if parse_estimator(spec)[0] not in ESTIMATORS:
+            parser.error(f"unknown estimator {spec!r}: choose among {', '.join(ESTIMATORS)}")
 
     import torch
 

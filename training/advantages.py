@@ -602,8 +602,8 @@ class TurnPPOOptions(EstimatorOptions):
     gamma: float = option(DEFAULT_GAMMA, "discount per environment step", low=0.0, high=1.0)
     lam: float = option(0.9, "GAE lambda per turn (the Turn-PPO paper's ablation favours about 0.9)",
                         low=0.0, high=1.0)
-    critic: str = option("separate", "'separate': a small turn critic of its own with its own learning rate and "
-                         "updates; 'policy': the value head on the policy's hidden states that gae uses",
+    critic: str = option("separate", "'separate': a turn critic of its own (see critic_init) with its own learning "
+                         "rate and updates; 'policy': the value head on the policy's hidden states that gae uses",
                          choices=("separate", "policy"))
     critic_learning_rate: float = option(1e-3, "critic='separate': AdamW learning rate of the critic (Turn-PPO: "
                                          "the critic learns faster than the actor)", low=0.0)

@@ -15,7 +15,8 @@ critic from the actor) or as a new small Llama (``"fresh"``), and is trained apa
   any language knowledge).
 
 One causal forward of ``prompt + response`` gives both ArCHer values: V(s) read at the prompt's last token
-(the causal mask keeps the response out of it) and Q(s, a) at the response's last token.
+(the causal mask keeps the response out of it) and Q(s, a) at the response's last token, each as twin heads
+(ArCHer's double critic: the actor and the V targets read the smaller twin).
 
 - :class:`ArcherCritic`: every iteration, the batch's turns go into a :class:`~hiergym.training.replay.TurnReplay`;
   ``critic_updates`` minibatches drawn from it take a TD step each (:func:`archer_td_targets`), the target
@@ -133,11 +134,19 @@ def archer_td_targets(reward: np.ndarray, discount: np.ndarray, terminal: np.nda
                       target_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ArCHer's TD targets of a minibatch of turns, from the *target* critic's estimates.
 
-    Q(s, a) <- r + discount * (1 - terminal) * V_target(s')      (discount = gamma ** steps to the next turn)
-    V(s)    <- Q_target(s, a)                                     (a: the replayed turn's own response)
+    Q_i(s, a) <- r + discount * (1 - terminal) * V_target_i(s')    (discount = gamma ** steps to the next turn)
+    V_i(s)    <- min_j Q_target_j(s, a)                            (a: the replayed turn's own response)
+
+    ``next_value`` and ``target_q`` are ``[turns]`` (one critic) or ``[turns, twins]`` (ArCHer's double critic:
+    each Q twin bootstraps on its own V twin, both V twins on the smaller target Q).
     """
-    q_target = np.asarray(reward, np.float64) + np.where(terminal, 0.0, np.asarray(discount) * next_value)
-    return q_target, np.asarray(target_q, np.float64)
+    next_value = np.asarray(next_value, np.float64)
+    bootstrap = np.where(np.asarray(terminal), 0.0, np.asarray(discount, np.float64))
+    if next_value.ndim == 2:
+        bootstrap = bootstrap[:, None]
+    q_target = np.asarray(reward, np.float64).reshape(-1, *([1] * (next_value.ndim - 1))) + bootstrap * next_value
+    target_q = np.asarray(target_q, np.float64)
+    return q_target, target_q.min(axis=1) if target_q.ndim == 2 else target_q
 
 
 def unique_rows(rows: Sequence[tuple[tuple[int, ...], ...]]) -> tuple[list[tuple], np.ndarray]:
@@ -148,21 +157,28 @@ def unique_rows(rows: Sequence[tuple[tuple[int, ...], ...]]) -> tuple[list[tuple
 
 
 class _TurnScorer:
-    """Q and V of turns under a :class:`SequenceScorer` with heads ``q`` and ``v``, in chunks."""
+    """Q and V of turns under a :class:`SequenceScorer` with heads ``q1..qk`` and ``v1..vk``, in chunks."""
 
-    def __init__(self, chunk: int = 64):
+    def __init__(self, chunk: int = 64, twins: int = 2):
         self.chunk = chunk
+        self.twins = twins
+
+    def heads(self) -> tuple[str, ...]:
+        return tuple(f"{kind}{k + 1}" for kind in ("q", "v") for k in range(self.twins))
 
     def q_and_v(self, net: SequenceScorer, prompts: Sequence[Sequence[int]],
                 responses: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[turns, twins]`` Q(s, a) read at the response's last token and V(s) at the prompt's, one forward."""
         rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
-        reads = [(i, len(p) - 1, "v") for i, p in enumerate(prompts)]
-        reads += [(i, len(row) - 1, "q") for i, row in enumerate(rows)]
-        values = net.scores(rows, reads)
-        return values[len(rows):], values[:len(rows)]
+        reads = [(i, len(p) - 1, f"v{k + 1}") for k in range(self.twins) for i, p in enumerate(prompts)]
+        reads += [(i, len(row) - 1, f"q{k + 1}") for k in range(self.twins) for i, row in enumerate(rows)]
+        values = net.scores(rows, reads).reshape(2, self.twins, len(rows))
+        return values[1].T, values[0].T
 
     def values(self, net: SequenceScorer, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        return net.scores([list(p) for p in prompts], [(i, len(p) - 1, "v") for i, p in enumerate(prompts)])
+        """``[turns, twins]`` V(s) at each prompt's last token."""
+        reads = [(i, len(p) - 1, f"v{k + 1}") for k in range(self.twins) for i, p in enumerate(prompts)]
+        return net.scores([list(p) for p in prompts], reads).reshape(self.twins, len(prompts)).T
 
 
 class ArcherCritic:
@@ -172,7 +188,8 @@ class ArcherCritic:
     def __init__(self, options: ArcherOptions, *, vocab_size: int, pad_id: int, device: torch.device, seed: int = 0,
                  trunk: torch.nn.Module | None = None):
         self.options = options
-        self.online = SequenceScorer(vocab_size, pad_id, ("q", "v"), hidden_size=options.critic_hidden_size,
+        self._scorer = _TurnScorer(chunk=options.critic_batch_size, twins=2)
+        self.online = SequenceScorer(vocab_size, pad_id, self._scorer.heads(), hidden_size=options.critic_hidden_size,
                                      layers=options.critic_layers, seed=seed, trunk=trunk).to(device)
         self.target = copy.deepcopy(self.online).eval()
         for p in self.target.parameters():
@@ -181,14 +198,13 @@ class ArcherCritic:
                                            weight_decay=0.0)
         self.replay = TurnReplay(options.buffer_size, seed=seed)
         self.iterations = 0
-        self._scorer = _TurnScorer(chunk=options.critic_batch_size)
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
     def td_targets(self, turns: Sequence[Turn]) -> tuple[np.ndarray, np.ndarray]:
         """The TD targets of ``turns`` from the target network (:func:`archer_td_targets`)."""
         linked = [k for k, t in enumerate(turns) if not t.terminal]
-        next_value = np.zeros(len(turns))
+        next_value = np.zeros((len(turns), self._scorer.twins))
         if linked:
             next_value[linked] = self._scorer.values(self.target, [turns[k].next_prompt for k in linked]).cpu().numpy()
         target_q, _ = self._scorer.q_and_v(self.target, [t.prompt for t in turns], [t.response for t in turns])
@@ -204,8 +220,9 @@ class ArcherCritic:
         self.online.train()
         q, v = self._scorer.q_and_v(self.online, prompts, responses)
         device = q.device
-        loss = (0.5 * (q - torch.tensor(q_target, dtype=torch.float32, device=device)).pow(2).mean()
-                + 0.5 * (v - torch.tensor(v_target, dtype=torch.float32, device=device)).pow(2).mean())
+        v_target = np.repeat(v_target[:, None], self._scorer.twins, axis=1)
+        loss = (0.5 * (q - torch.tensor(q_target, dtype=torch.float32, device=device)).pow(2).mean(0).sum()
+                + 0.5 * (v - torch.tensor(v_target, dtype=torch.float32, device=device)).pow(2).mean(0).sum())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.online.parameters(), 1.0)
@@ -222,14 +239,15 @@ class ArcherCritic:
     @torch.no_grad()
     def score(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
               ) -> tuple[np.ndarray, np.ndarray]:
-        """Online Q(s, a) and V(s) of turns (distinct turns scored once)."""
+        """Online Q(s, a) = min_i Q_i and V(s) = min_i V_i of turns (ArCHer's actor reads the smaller twin;
+        distinct turns scored once)."""
         distinct, index = unique_rows([(tuple(p), tuple(r)) for p, r in zip(prompts, responses, strict=True)])
         q_all, v_all = [], []
         for start in range(0, len(distinct), self._scorer.chunk):
             chunk = distinct[start:start + self._scorer.chunk]
             q, v = self._scorer.q_and_v(self.online, [p for p, _ in chunk], [r for _, r in chunk])
-            q_all.append(q.cpu().numpy())
-            v_all.append(v.cpu().numpy())
+            q_all.append(q.min(dim=1).values.cpu().numpy())
+            v_all.append(v.min(dim=1).values.cpu().numpy())
         q = np.concatenate(q_all) if q_all else np.zeros(0)
         v = np.concatenate(v_all) if v_all else np.zeros(0)
         return q[index].astype(np.float64), v[index].astype(np.float64)
@@ -271,16 +289,16 @@ class TurnValueCritic:
     def __init__(self, options: TurnPPOOptions, *, vocab_size: int, pad_id: int, device: torch.device,
                  seed: int = 0, trunk: torch.nn.Module | None = None):
         self.options = options
-        self.net = SequenceScorer(vocab_size, pad_id, ("v",), hidden_size=options.critic_hidden_size,
+        self._scorer = _TurnScorer(chunk=options.critic_batch_size, twins=1)
+        self.net = SequenceScorer(vocab_size, pad_id, ("v1",), hidden_size=options.critic_hidden_size,
                                   layers=options.critic_layers, seed=seed, trunk=trunk).to(device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=options.critic_learning_rate, weight_decay=0.0)
         self.rng = np.random.default_rng(seed)
-        self._scorer = _TurnScorer(chunk=options.critic_batch_size)
 
     @torch.no_grad()
     def values(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
         distinct, index = unique_rows([tuple(p) for p in prompts])
-        out = [self._scorer.values(self.net, distinct[s:s + self._scorer.chunk]).cpu().numpy()
+        out = [self._scorer.values(self.net, distinct[s:s + self._scorer.chunk])[:, 0].cpu().numpy()
                for s in range(0, len(distinct), self._scorer.chunk)]
         return (np.concatenate(out) if out else np.zeros(0))[index].astype(np.float64)
 
@@ -293,7 +311,7 @@ class TurnValueCritic:
         self.net.train()
         for _ in range(o.critic_updates if updates is None else updates):
             rows = self.rng.choice(len(prompts), min(o.critic_batch_size, len(prompts)), replace=False)
-            v = self._scorer.values(self.net, [prompts[i] for i in rows])
+            v = self._scorer.values(self.net, [prompts[i] for i in rows])[:, 0]
             target = torch.tensor(np.asarray(targets)[rows], dtype=torch.float32, device=v.device)
             loss = 0.5 * (v - target).pow(2).mean()
             self.optimizer.zero_grad(set_to_none=True)

@@ -58,14 +58,20 @@ def test_td_targets_on_a_hand_built_two_turn_mdp() -> None:
                                            np.array([0.1, 0.2, 0.4]))
     np.testing.assert_allclose(q_target, [0.3, 0.4, 1.0])  # r + gamma^k V_target(s'); the last turn: r
     np.testing.assert_allclose(v_target, [0.1, 0.2, 0.4])  # V(s) <- Q_target(s, a)
+    # ArCHer's double critic: each Q twin bootstraps on its own V twin, both V twins regress on the smaller Q.
+    q_twin, v_twin = archer_td_targets(np.array([0.0, 1.0]), np.array([0.5, 1.0]), np.array([False, True]),
+                                       np.array([[0.2, 0.6], [5.0, 5.0]]), np.array([[0.3, 0.1], [0.7, 0.9]]))
+    np.testing.assert_allclose(q_twin, [[0.1, 0.3], [1.0, 1.0]])
+    np.testing.assert_allclose(v_twin, [0.1, 0.7])
     # The critic's own targets are these, from its target network's V(s') and Q(s, a).
     critic = small_critic(gamma=0.5)
     q_t, v_t = critic.td_targets(turns)
     with torch.no_grad():
         v_next = critic._scorer.values(critic.target, [[1, 4], [1, 6]]).numpy()
         q_sa, _ = critic._scorer.q_and_v(critic.target, [t.prompt for t in turns], [t.response for t in turns])
-    np.testing.assert_allclose(q_t, [v_next[0], 0.5 * v_next[1], 1.0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(v_t, q_sa.numpy(), rtol=1e-5, atol=1e-6)
+    assert q_t.shape == (3, 2) and not np.allclose(v_next[:, 0], v_next[:, 1])  # two twins, apart
+    np.testing.assert_allclose(q_t, [v_next[0], 0.5 * v_next[1], [1.0, 1.0]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v_t, q_sa.numpy().min(axis=1), rtol=1e-5, atol=1e-6)
 
 
 def test_critic_converges_to_the_true_values_on_a_deterministic_chain() -> None:
