@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "play": "hiergym.cli:add_play_parser",
     "eval": "hiergym.benchmarks.eval_cli:add_eval_parser",
     "compare": "hiergym.benchmarks.eval_cli:add_compare_parser",
-    "arena": "hiergym.envs.multiagent.evaluate:add_arena_parser",
+    "arena": "hiergym.benchmarks.arena_cli:add_arena_parser",
     "serve": "hiergym.envs.webshop.server:add_serve_parser",
 }
 

@@ -49,6 +49,9 @@ class StepRecord:
     response_logprobs: list[float] = field(default_factory=list)
     #: Critic value of the state before the action, when a value head was used (else NaN).
     value: float = float("nan")
+    #: The seat (role) whose turn this was, in a multi-agent game (``player_i`` -> ``i``); 0 for single-agent
+    #: envs. Estimators with ``normalize_by="role"`` take their statistics per role.
+    role: int = 0
 
 
 @dataclass

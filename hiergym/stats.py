@@ -60,6 +60,24 @@ def paired_success_difference(first: Sequence[Any], second: Sequence[Any], z: fl
             "ci95": [difference - half, difference + half], "p_value": mcnemar_exact_p(gained, lost)}
 
 
+def paired_mean_difference(first: dict[Any, float], second: dict[Any, float], z: float = Z95) -> dict[str, Any]:
+    """Mean of ``second[k] - first[k]`` over the keys both have (e.g. a game's payoff before and after training,
+    the same game in both), with the normal 95% interval of the mean difference and its two-sided p-value."""
+    common = sorted(first.keys() & second.keys())
+    n = len(common)
+    if n == 0:
+        return {"pairs": 0, "difference": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0}
+    diffs = [float(second[k]) - float(first[k]) for k in common]
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    se = sd / math.sqrt(n)
+    if se == 0:
+        p_value = 1.0 if mean == 0 else 0.0
+    else:
+        p_value = math.erfc(abs(mean / se) / math.sqrt(2))
+    return {"pairs": n, "difference": mean, "ci95": [mean - z * se, mean + z * se], "p_value": p_value}
+
+
 def aggregate_results(results: Sequence[Any]) -> dict[str, Any]:
     """Success with its Wilson interval, returns, steps, invalid actions, tokens and tool calls of a set of
     episodes. Episodes that errored (``error`` set: the agent or the env failed, so the task was never really

@@ -33,6 +33,8 @@ from hiergym.training.trajectory import EXECUTOR, PLANNER, StepBatch
 Estimator = Callable[..., np.ndarray]
 ESTIMATORS: dict[str, Estimator] = {}
 NORMALIZE_CHOICES = ("mean", "std")
+#: Whose statistics a group-relative term takes (``statistics_codes``): the row's group, or its role's.
+NORMALIZE_BY_CHOICES = ("group", "role")
 EPS = 1e-6
 #: The discount per environment step of every estimator that discounts.
 DEFAULT_GAMMA = 0.95
@@ -205,13 +207,41 @@ def trajectory_returns(batch: StepBatch, layout: _Layout | None = None) -> np.nd
     return np.bincount(layout.traj, weights=batch.reward, minlength=layout.num_traj)
 
 
-def _episode_term(batch: StepBatch, layout: _Layout, normalize: str, episode_stats: str = "trajectory") -> np.ndarray:
+def statistics_codes(batch: StepBatch, normalize_by: str = "group") -> np.ndarray:
+    """Per row, the code of the set of rows whose statistics a group-relative term uses.
+
+    ``"group"``: the row's group (``group_id``: the G rollouts of one task; in a multi-agent rollout the G
+    copies of one task *and seat*, ``training/selfplay.py``). ``"role"``: every row of the same role (seat) in
+    the batch, whatever its group - MARS's agent-specific normalisation.
+    """
+    if normalize_by == "group":
+        return batch.group_id
+    if normalize_by == "role":
+        return batch.roles()
+    raise ValueError(f"normalize_by must be one of {', '.join(NORMALIZE_BY_CHOICES)}, got {normalize_by!r}")
+
+
+def _traj_codes(batch: StepBatch, layout: _Layout, normalize_by: str) -> tuple[np.ndarray, int]:
+    """Per trajectory, the code of its statistics set (``statistics_codes``) and the number of codes."""
+    per_row = statistics_codes(batch, normalize_by)
+    codes, n = factorize(per_row)
+    per_traj = np.zeros(layout.num_traj, np.int64)
+    per_traj[layout.traj] = codes
+    return per_traj, n
+
+
+def _episode_term(batch: StepBatch, layout: _Layout, normalize: str, episode_stats: str = "trajectory",
+                  normalize_by: str = "group") -> np.ndarray:
     returns = trajectory_returns(batch, layout)
     if episode_stats == "trajectory":
-        per_traj = group_relative(returns, layout.traj_group, int(layout.traj_group.max()) + 1, normalize)
+        if normalize_by == "group":
+            per_traj = group_relative(returns, layout.traj_group, int(layout.traj_group.max()) + 1, normalize)
+        else:
+            codes, n = _traj_codes(batch, layout, normalize_by)
+            per_traj = group_relative(returns, codes, n, normalize)
         return per_traj[layout.traj]
     if episode_stats == "step":  # verl-agent: statistics over step rows, so long trajectories weigh more
-        codes, n = factorize(batch.group_id)
+        codes, n = factorize(statistics_codes(batch, normalize_by))
         relative = group_relative(returns[layout.traj], codes, n, normalize, mask=layout.executor)
         per_traj = np.zeros(layout.num_traj)
         per_traj[layout.traj[layout.executor]] = relative[layout.executor]
@@ -219,21 +249,26 @@ def _episode_term(batch: StepBatch, layout: _Layout, normalize: str, episode_sta
     raise ValueError(f"episode_stats must be 'trajectory' or 'step', got {episode_stats!r}")
 
 
-def _anchor_term(batch: StepBatch, values: np.ndarray, keys: tuple[np.ndarray, ...], normalize: str) -> np.ndarray:
-    """``values`` relative to the rows of the same group and level with equal ``keys``."""
-    codes, n = factorize(batch.group_id, batch.level.astype(np.int64), *keys)
+def _anchor_term(batch: StepBatch, values: np.ndarray, keys: tuple[np.ndarray, ...], normalize: str,
+                 normalize_by: str = "group") -> np.ndarray:
+    """``values`` relative to the rows of the same group (or role) and level with equal ``keys``."""
+    codes, n = factorize(statistics_codes(batch, normalize_by), batch.level.astype(np.int64), *keys)
     return group_relative(values, codes, n, normalize)
 
 
 # ------------------------------------------------------------------------------------------ estimators
 _NORMALIZE_HELP = "group statistics: 'mean' subtracts the group mean, 'std' also divides by the group std"
 _STEP_WEIGHT_HELP = "weight w of the step-level term"
+_NORMALIZE_BY_HELP = ("rows the statistics are taken over: 'group' (the task's G rollouts; per task and seat in a "
+                      "multi-agent rollout) or 'role' (every row of the same seat in the batch, MARS's "
+                      "agent-specific normalisation)")
 
 
 @dataclass(frozen=True)
 class GRPOOptions(EstimatorOptions):
     normalize: str = option("std", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
     eps: float = option(EPS, "added to the group std before dividing", low=0.0)
+    normalize_by: str = option("group", _NORMALIZE_BY_HELP, choices=NORMALIZE_BY_CHOICES)
 
 
 @register_estimator("grpo", GRPOOptions)
@@ -243,7 +278,11 @@ def grpo(batch: StepBatch, **options: Any) -> np.ndarray:
     normalize, eps = o.normalize, o.eps
     layout = _Layout(batch)
     returns = trajectory_returns(batch, layout)
-    per_traj = group_relative(returns, layout.traj_group, int(layout.traj_group.max()) + 1, normalize, eps)
+    if o.normalize_by == "group":
+        codes, n = layout.traj_group, int(layout.traj_group.max()) + 1
+    else:
+        codes, n = _traj_codes(batch, layout, o.normalize_by)
+    per_traj = group_relative(returns, codes, n, normalize, eps)
     return per_traj[layout.traj]
 
 
@@ -266,12 +305,41 @@ def rloo(batch: StepBatch) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class MARSOptions(EstimatorOptions):
+    gamma: float = option(DEFAULT_GAMMA, "discount of the return-to-go per own turn (environment step of the "
+                          "seat)", low=0.0, high=1.0)
+    normalize: str = option("std", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
+    normalize_by: str = option("role", _NORMALIZE_BY_HELP, choices=NORMALIZE_BY_CHOICES)
+    eps: float = option(EPS, "added to the std before dividing", low=0.0)
+
+
+@register_estimator("mars", MARSOptions)
+def mars(batch: StepBatch, **options: Any) -> np.ndarray:
+    """MARS's turn-level advantage with agent-specific normalisation (multi-agent self-play).
+
+    Every turn t of a seat's trajectory gets its discounted return-to-go over the seat's own turns,
+    G_t = sum_{t' >= t} gamma^(t' - t) r_t' (a seat's reward for a turn is what it received until its next turn,
+    ``hiergym/multiagent_driver.py``), then A_t = (G_t - mean_S G) / (std_S G + eps) over the set S of rows of the
+    same level and the same role in the batch (``normalize_by="role"``, the default: each agent's advantages are
+    normalised on their own, so a seat that wins more often - the first mover - does not set the other's
+    baseline) or of the same group (``"group"``: per task and seat). Planner rows take the return-to-go of the
+    step they precede. A row alone in its set gets 0.
+    """
+    o = MARSOptions(**options)
+    layout = _Layout(batch)
+    returns_to_go = layout.gather(discounted_returns(layout.grid(batch.reward), o.gamma))
+    codes, n = factorize(statistics_codes(batch, o.normalize_by), batch.level.astype(np.int64))
+    return group_relative(returns_to_go, codes, n, o.normalize, o.eps)
+
+
+@dataclass(frozen=True)
 class GiGPOOptions(EstimatorOptions):
     gamma: float = option(DEFAULT_GAMMA, "discount of the return-to-go per environment step", low=0.0, high=1.0)
     step_weight: float = option(1.0, _STEP_WEIGHT_HELP, low=0.0)
     normalize: str = option("mean", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
     episode_stats: str = option("trajectory", "episode term's statistics over trajectories, or over step rows "
                                 "as verl-agent", choices=("trajectory", "step"))
+    normalize_by: str = option("group", _NORMALIZE_BY_HELP, choices=NORMALIZE_BY_CHOICES)
 
 
 @register_estimator("gigpo", GiGPOOptions)
@@ -286,9 +354,9 @@ def gigpo(batch: StepBatch, **options: Any) -> np.ndarray:
     o = GiGPOOptions(**options)
     gamma, step_weight, normalize = o.gamma, o.step_weight, o.normalize
     layout = _Layout(batch)
-    episode = _episode_term(batch, layout, normalize, o.episode_stats)
+    episode = _episode_term(batch, layout, normalize, o.episode_stats, o.normalize_by)
     returns_to_go = layout.gather(discounted_returns(layout.grid(batch.reward), gamma))
-    step = _anchor_term(batch, returns_to_go, (batch.anchor,), normalize)
+    step = _anchor_term(batch, returns_to_go, (batch.anchor,), normalize, o.normalize_by)
     return episode + step_weight * step
 
 
@@ -319,6 +387,7 @@ class HGPOOptions(EstimatorOptions):
     step_weight: float = option(1.0, _STEP_WEIGHT_HELP, low=0.0)
     normalize: str = option("mean", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
     weight_power: float = option(1.0, "level k weighs (k + 1) ** weight_power", low=0.0)
+    normalize_by: str = option("group", _NORMALIZE_BY_HELP, choices=NORMALIZE_BY_CHOICES)
 
 
 @register_estimator("hgpo", HGPOOptions)
@@ -334,12 +403,13 @@ def hgpo(batch: StepBatch, **options: Any) -> np.ndarray:
     o = HGPOOptions(**options)
     depth, gamma, step_weight, normalize, weight_power = o.depth, o.gamma, o.step_weight, o.normalize, o.weight_power
     layout = _Layout(batch)
-    episode = _episode_term(batch, layout, normalize)
+    episode = _episode_term(batch, layout, normalize, normalize_by=o.normalize_by)
     returns_to_go = layout.gather(discounted_returns(layout.grid(batch.reward), gamma))
     weighted = np.zeros(len(batch))
     total_weight = np.zeros(len(batch))
+    stats = statistics_codes(batch, o.normalize_by)
     for k, signature in enumerate(history_signatures(batch, depth, layout)):
-        codes, n = factorize(batch.group_id, batch.level.astype(np.int64), signature)
+        codes, n = factorize(stats, batch.level.astype(np.int64), signature)
         level_advantage = group_relative(returns_to_go, codes, n, normalize)
         shared = np.bincount(codes, minlength=n)[codes] >= 2
         weight = shared * float(k + 1) ** weight_power
@@ -379,6 +449,7 @@ class HiPEROptions(EstimatorOptions):
     lam: float = option(0.95, "GAE lambda (form='value')", low=0.0, high=1.0)
     step_weight: float = option(1.0, _STEP_WEIGHT_HELP, low=0.0)
     normalize: str = option("mean", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
+    normalize_by: str = option("group", _NORMALIZE_BY_HELP + " (form='relative')", choices=NORMALIZE_BY_CHOICES)
 
     @property
     def needs_value_head(self) -> bool:
@@ -421,11 +492,11 @@ def hiper(batch: StepBatch, **options: Any) -> np.ndarray:
     _, cut = _segment_layout(batch, layout)
 
     if form == "relative":
-        episode = _episode_term(batch, layout, normalize)
+        episode = _episode_term(batch, layout, normalize, normalize_by=o.normalize_by)
         plan_returns = discounted_returns(seg_rewards, planner_gamma)[seg_traj, seg_pos][segment_code]
         inner_returns = layout.gather(discounted_returns(layout.grid(batch.reward), gamma, cut))
         values = np.where(is_planner, plan_returns, inner_returns)
-        return episode + step_weight * _anchor_term(batch, values, (batch.anchor,), normalize)
+        return episode + step_weight * _anchor_term(batch, values, (batch.anchor,), normalize, o.normalize_by)
 
     if np.isnan(batch.value).any():
         raise ValueError("hiper(form='value') needs a value estimate on every row (StepRecord.value)")

@@ -31,7 +31,8 @@ def add_sft_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--preset", default=None, help="preset name (sokoban, alfworld, webshop, ...); default sokoban")
+    p.add_argument("--preset", default=None, help="preset name (sokoban, alfworld, webshop, tictactoe-selfplay, "
+                   "kuhn-selfplay, ...); default sokoban")
     p.add_argument("--config", default=None, help="YAML file of options")
     p.add_argument("--out", default=None, help="output directory (default: runs/<preset>)")
     p.add_argument("--model", default=None, metavar="PATH_OR_HF_ID",
@@ -75,6 +76,11 @@ def _train(config, resume: bool) -> int:
 
     if config.device in ("cpu", "auto") and not torch.cuda.is_available():
         torch.set_num_threads(1)  # small models on few cores: one thread avoids contention
+    if config.game:  # a multi-agent game: self-play (training/selfplay.py)
+        from hiergym.training.selfplay import SelfPlayTrainer, format_selfplay_summary
+
+        print(format_selfplay_summary(SelfPlayTrainer(config, resume=resume).run()))
+        return 0
     summary = Trainer(config, resume=resume).run()
     if launched_rank() == 0:  # torchrun: every rank holds the same summary; one prints it
         print_summary(summary)

@@ -18,10 +18,14 @@ from hiergym.agents.prompts import STYLES
 from hiergym.agents.spec import TINY_DEFAULTS
 from hiergym.agents.tiny import TinyModelConfig
 from hiergym.envs.core import SPLITS
+from hiergym.envs.multiagent import GAMES
 from hiergym.training.advantages import EstimatorOptions, estimator_options
 from hiergym.training.allocation import ALLOCATIONS, COSTS, VALUES
 from hiergym.training.loss import AGGREGATIONS, KL_ESTIMATORS, RATIO_LEVELS, LossConfig
 
+#: Opponents of the learner in multi-agent training that are the learner itself (``training/selfplay.py``); any
+#: other ``opponent_mix`` key is a scripted player of the game.
+LEARNER_OPPONENTS = ("self", "frozen", "league")
 #: What ``model_architecture`` may set: the fields of the tiny model's config.
 ARCHITECTURE_FIELDS = frozenset(f.name for f in dataclasses.fields(TinyModelConfig))
 
@@ -165,6 +169,24 @@ class TrainConfig:
     seed: int = option(0, "seed of tasks, sampling and initialisation", low=0)
     progress: bool = option(True, "show a progress bar")
 
+    # ------------------------------------------------------------------ multi-agent games (training/selfplay.py)
+    game: str = option("", "a multi-agent game (tictactoe_v0, kuhn_poker_v0, negotiation_v0, household_coop_v0): "
+                       "train by self-play on its AEC env; '' trains on env_id", choices=("", *GAMES))
+    game_kwargs: dict[str, Any] = option(factory=dict, help="game: arguments of the game's raw_env (num_hands, "
+                                         "max_turns, max_rounds, ...)")
+    opponent_mix: dict[str, float] = option(factory=lambda: {"self": 1.0}, help="game: weights of each task's "
+                                            "opponent: self (both seats the learner), frozen (latest snapshot), "
+                                            "league (a past snapshot), or a scripted player (random, expert, ...)")
+    league_sampling: str = option("uniform", "game: how league opponents are drawn: uniform, or prioritized (weight "
+                                  "(1 - learner's smoothed score against it) ** 2)", choices=("uniform", "prioritized"))
+    league_size: int = option(8, "game: the league is the last N snapshots", low=1)
+    snapshot_every: int = option(5, "game: save a snapshot of the policy (OUT/snapshots) every N iterations", low=1)
+    eval_opponents: list[str] = option(factory=lambda: ["expert", "random"], help="game: opponents of the "
+                                       "evaluations (scripted names, or self); the first is the primary one")
+    sft_teacher: str = option("expert", "game: the scripted player behaviour cloning imitates")
+    sft_partners: list[str] = option(factory=lambda: ["random", "expert"], help="game: the teacher's opponents "
+                                     "in the demonstration games (cycled)")
+
     def validate(self) -> None:
         """Every field's type, range and choices, the estimator and its options, and the cross-field rules."""
         for f in dataclasses.fields(self):
@@ -193,6 +215,8 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"bad training config: {message}")
         _check_device(self.device)
+        if self.game:
+            _check_game(self)
         try:
             estimator_options(self.estimator, self.estimator_options)
             self.loss_config()
@@ -224,6 +248,36 @@ def _check_device(device: str) -> None:
         index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise ValueError(f"bad training config: device={device} but torch sees {torch.cuda.device_count()} GPU(s)")
+
+
+def _check_game(config: TrainConfig) -> None:
+    """The multi-agent options name players the game has."""
+    from hiergym.envs.multiagent.players import PLAYERS, make_player
+
+    make_player(config.game, "random")  # registers the household's players
+    names = sorted(PLAYERS.get(config.game, {}))
+
+    def player(name: str, what: str, learner: tuple[str, ...]) -> None:
+        if name not in names and name not in learner:
+            raise ValueError(f"bad training config: {what} {name!r} is no player of {config.game}; choose one of "
+                             f"{', '.join([*learner, *names])}")
+
+    mix = config.opponent_mix
+    if not mix or any(isinstance(w, bool) or not isinstance(w, int | float) or w < 0 for w in mix.values()) \
+            or sum(mix.values()) <= 0:
+        raise ValueError(f"bad training config: opponent_mix {mix!r} must map opponents to weights >= 0 with a "
+                         "positive sum, e.g. {self: 0.5, league: 0.3, random: 0.2}")
+    for name in mix:
+        player(name, "opponent_mix key", LEARNER_OPPONENTS)
+    if not config.eval_opponents:
+        raise ValueError("bad training config: eval_opponents needs at least one opponent")
+    for name in config.eval_opponents:
+        player(name, "eval_opponents entry", ("self",))
+    player(config.sft_teacher, "sft_teacher", ())
+    for name in config.sft_partners:
+        player(name, "sft_partners entry", ())
+    if config.agent != "flat":
+        raise ValueError("bad training config: game (multi-agent self-play) trains the flat agent; use agent=flat")
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
@@ -275,6 +329,39 @@ PRESETS: dict[str, dict[str, Any]] = {
     "toolqa": {"env_id": "hiergym/ToolQA-v0", "max_episode_steps": 10, "max_new_tokens": 48},
     "tictactoe": {"env_id": "hiergym/TicTacToe-v0", "max_episode_steps": 9},
 }
+# Multi-agent self-play (training/selfplay.py, docs/training.md "Self-play"): behaviour cloning from a scripted
+# player, then RL with MARS's turn-level advantage normalised per seat over the batch. Sized for one CPU core.
+_SELFPLAY = {"estimator": "mars", "estimator_options": {"normalize_by": "role"}, "history_window": 1,
+             "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+             "mini_batches": 2, "learning_rate": 3e-4, "sft_learning_rate": 3e-3, "eval_every": 0,
+             "checkpoint_every": 5, "snapshot_every": 5, "invalid_action_penalty": 0.5}
+PRESETS.update({
+    # Cloned on 200 games of perfect play (against random and perfect opponents), then half self-play, half
+    # past selves; evaluated greedily against perfect play (the best possible is a draw) and random.
+    "tictactoe-selfplay": {**_SELFPLAY, "env_id": "hiergym/TicTacToe-v0", "game": "tictactoe_v0",
+                           "max_episode_steps": 9, "num_tasks": 8, "group_size": 4, "iterations": 20,
+                           "sft_episodes": 200, "sft_steps": 300, "opponent_mix": {"self": 0.5, "league": 0.5},
+                           "eval_opponents": ["expert", "random"], "eval_episodes": 200},
+    # One hand per game; cloned on the uniformly random player (the answer format, a strategy far from the
+    # equilibrium); self-play then lowers the exact exploitability. Evaluated sampled (a greedy poker policy is
+    # a pure strategy, which is always exploitable).
+    "kuhn-selfplay": {**_SELFPLAY, "env_id": "hiergym/KuhnPoker-v0", "game": "kuhn_poker_v0",
+                      "game_kwargs": {"num_hands": 1}, "max_episode_steps": 3, "num_tasks": 16, "group_size": 8,
+                      "iterations": 30, "sft_teacher": "random", "sft_partners": ["random"], "sft_episodes": 300,
+                      "sft_steps": 200, "opponent_mix": {"self": 0.5, "league": 0.5},
+                      "eval_opponents": ["expert", "random"], "eval_episodes": 1000, "eval_temperature": 1.0},
+    "negotiation-selfplay": {**_SELFPLAY, "env_id": "hiergym/Negotiation-v0", "game": "negotiation_v0",
+                             "game_kwargs": {"max_turns": 10}, "max_new_tokens": 40, "max_episode_steps": 5,
+                             "num_tasks": 4, "group_size": 4, "iterations": 10, "sft_episodes": 100,
+                             "sft_steps": 200, "sft_partners": ["expert"], "opponent_mix": {"self": 0.5, "expert": 0.5},
+                             "eval_opponents": ["expert", "self"], "eval_episodes": 100},
+    # The policy with itself and with the scripted teammate (cooperative: one reward for both seats).
+    "household-selfplay": {**_SELFPLAY, "env_id": "hiergym/HouseholdCoop-v0", "game": "household_coop_v0",
+                           "game_kwargs": {"max_rounds": 20}, "max_new_tokens": 40, "max_episode_steps": 20,
+                           "num_tasks": 4, "group_size": 2, "iterations": 5, "sft_episodes": 60, "sft_steps": 200,
+                           "sft_partners": ["expert"], "opponent_mix": {"self": 0.5, "expert": 0.5},
+                           "eval_opponents": ["expert", "self"], "eval_episodes": 40},
+})
 PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper",
                                    "planner_max_new_tokens": 64}
 DEFAULT_PRESET = "sokoban"

@@ -66,6 +66,12 @@ class StepBatch:
     records: list[StepRecord] | None = None
     #: Q(s, a) of each row's turn from a turn critic (ArCHer), when one is used; else None.
     q_value: np.ndarray | None = None
+    #: The seat of each row in a multi-agent game (``StepRecord.role``); None reads as all zeros.
+    role: np.ndarray | None = None
+
+    def roles(self) -> np.ndarray:
+        """``role`` as an int64 array (zeros when the batch has none)."""
+        return np.zeros(len(self), np.int64) if self.role is None else np.asarray(self.role, np.int64)
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
@@ -92,6 +98,7 @@ class StepBatch:
             invalid=np.array([r.invalid for r in rows], dtype=bool),
             value=np.array([r.value for r in rows], dtype=np.float64),
             records=rows,
+            role=np.array([r.role for r in rows], dtype=np.int64),
         )
 
     @classmethod
@@ -108,6 +115,7 @@ class StepBatch:
         done: Sequence[bool] | np.ndarray | None = None,
         invalid: Sequence[bool] | np.ndarray | None = None,
         value: Sequence[float] | np.ndarray | None = None,
+        role: Sequence[int] | np.ndarray | None = None,
     ) -> StepBatch:
         """Build a batch straight from columns (rows must already be contiguous per trajectory, in step order).
 
@@ -133,4 +141,5 @@ class StepBatch:
             done=done_arr,
             invalid=np.zeros(n, bool) if invalid is None else np.asarray(invalid, dtype=bool),
             value=np.full(n, np.nan) if value is None else np.asarray(value, dtype=np.float64),
+            role=None if role is None else np.asarray(role, dtype=np.int64),
         )

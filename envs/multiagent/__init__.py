@@ -15,4 +15,9 @@ Games: ``tictactoe_v0`` and ``kuhn_poker_v0`` (competitive), ``negotiation_v0`` 
 #: PettingZoo module names of every multi-agent game, for discovery (``hiergym list`` prints them).
 GAMES = ("tictactoe_v0", "kuhn_poker_v0", "negotiation_v0", "household_coop_v0")
 
-__all__ = ["GAMES"]
+#: The Gymnasium view of each game (``single_agent.py``): its single-agent face, and the env id that names the
+#: prompt family of an LLM agent playing the game.
+GAME_ENVS = {"tictactoe_v0": "hiergym/TicTacToe-v0", "kuhn_poker_v0": "hiergym/KuhnPoker-v0",
+             "negotiation_v0": "hiergym/Negotiation-v0", "household_coop_v0": "hiergym/HouseholdCoop-v0"}
+
+__all__ = ["GAMES", "GAME_ENVS"]

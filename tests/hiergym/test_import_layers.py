@@ -19,7 +19,7 @@ LAYERS = [
     (0, "records", ("hiergym.version", "hiergym.records", "hiergym.stats")),
     (1, "envs", ("hiergym.envs", "hiergym.registration")),
     (2, "agents", ("hiergym.agents",)),
-    (3, "driver", ("hiergym.driver",)),
+    (3, "driver", ("hiergym.driver", "hiergym.multiagent_driver")),
     (4, "training", ("hiergym.training",)),
     (4, "evaluation", ("hiergym.benchmarks.harness", "hiergym.benchmarks.summary")),
     # The command line, the benchmark scripts and the integrations use everything.
