@@ -342,14 +342,17 @@ PRESETS.update({
                            "max_episode_steps": 9, "num_tasks": 8, "group_size": 4, "iterations": 20,
                            "sft_episodes": 200, "sft_steps": 300, "opponent_mix": {"self": 0.5, "league": 0.5},
                            "eval_opponents": ["expert", "random"], "eval_episodes": 200},
-    # One hand per game; cloned on the uniformly random player (the answer format, a strategy far from the
-    # equilibrium); self-play then lowers the exact exploitability. Evaluated sampled (a greedy poker policy is
-    # a pure strategy, which is always exploitable).
+    # One hand per game; cloned on the equilibrium player, then self-play and past selves with a KL pull to the
+    # cloned policy and an entropy bonus: without them self-play collapses the mixed strategy into a
+    # deterministic, more exploitable one (measured: 0.245 -> 0.833 chips/hand), with them the exact
+    # exploitability falls (0.245 -> 0.097, README). Evaluated sampled (a greedy poker policy is a pure strategy,
+    # which is always exploitable).
     "kuhn-selfplay": {**_SELFPLAY, "env_id": "hiergym/KuhnPoker-v0", "game": "kuhn_poker_v0",
                       "game_kwargs": {"num_hands": 1}, "max_episode_steps": 3, "num_tasks": 16, "group_size": 8,
-                      "iterations": 30, "sft_teacher": "random", "sft_partners": ["random"], "sft_episodes": 300,
-                      "sft_steps": 200, "opponent_mix": {"self": 0.5, "league": 0.5},
-                      "eval_opponents": ["expert", "random"], "eval_episodes": 1000, "eval_temperature": 1.0},
+                      "iterations": 300, "sft_teacher": "expert", "sft_partners": ["expert", "random"],
+                      "sft_episodes": 300, "sft_steps": 200, "kl_coef": 0.1, "entropy_coef": 0.01,
+                      "opponent_mix": {"self": 0.5, "league": 0.5}, "eval_opponents": ["expert", "random"],
+                      "eval_episodes": 1000, "eval_temperature": 1.0},
     "negotiation-selfplay": {**_SELFPLAY, "env_id": "hiergym/Negotiation-v0", "game": "negotiation_v0",
                              "game_kwargs": {"max_turns": 10}, "max_new_tokens": 40, "max_episode_steps": 5,
                              "num_tasks": 4, "group_size": 4, "iterations": 10, "sft_episodes": 100,

@@ -185,7 +185,9 @@ def _subset(batch: StepBatch, rows: np.ndarray) -> StepBatch:
 
 ESTIMATOR_CASES = [("grpo", {}), ("grpo", {"normalize": "mean"}), ("rloo", {}), ("gigpo", {}),
                    ("gigpo", {"normalize": "std"}), ("hgpo", {"depth": 2}), ("hiper", {}),
-                   ("hiper", {"form": "value"}), ("gae", {}), ("turn_ppo", {})]
+                   ("hiper", {"form": "value"}), ("gae", {}), ("turn_ppo", {}),
+                   # mars's default normalize_by="role" pools a seat's rows over the batch; per group it is local
+                   ("mars", {"normalize_by": "group"})]
 #: archer's advantage is Q - V of each row's own turn (no group statistic), so group sizes cannot change it; its
 #: Q and V come from the trainer's critic (tests/training/test_critic*.py).
 ROW_WISE = {"archer"}

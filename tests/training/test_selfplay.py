@@ -143,3 +143,14 @@ def test_arena_plays_a_trained_checkpoint(tmp_path, capsys) -> None:
     assert "tiny" in capsys.readouterr().out
     assert main(["arena", "tictactoe_v0", f"tiny:{tmp_path}/missing", "random"]) == 2
     assert "no tiny checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Unable to enable fault handler")  # torch's launcher record under capsys
+def test_train_command_runs_self_play(tmp_path, capsys) -> None:
+    from hiergym.cli import main
+
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {**SMALL, "iterations": 1, "eval_episodes": 6}.items()]
+    assert main(["train", "--preset", "kuhn-selfplay", "--out", str(tmp_path), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "exploitability" in out and "RL gain vs expert" in out
+    assert (tmp_path / "snapshots" / "iter_000001" / "config.json").is_file()
