@@ -144,22 +144,19 @@ def kuhn_strategy(policy: Any, config: TrainConfig, temperature: float = 1.0):
         seat = "player_0" if first else "player_1"
         for history in (["", "cb"] if first else ["b", "c"]):
             for card in kuhn_poker_v0.CARDS:
-                seed = next(s for (c0, _c1), s in deals.items() if c0 == card)  # the seat's own card
-                if not first:
-                    seed = next(s for (_c0, c1), s in deals.items() if c1 == card)
+                # a deal that gives the seat this card (the other card is hidden from it, so any one does)
+                seed = next(s for deal, s in deals.items() if deal[0 if first else 1] == card)
                 env = kuhn_poker_v0.raw_env(num_hands=1)
                 env.reset(seed=seed)
                 backend = _ForcedBackend()
                 agent = build_agent(config, backend, temperature)
                 agent.reset([env.game.task(seat)], [dict(env.infos[seat])])
-                for i, code in enumerate(history):
-                    mover = env.agent_selection
+                for code in history:  # the history's moves; the seat's own ones through the agent (its memory)
                     action = kuhn_poker_v0.ACTIONS[code]
-                    if mover == seat:
+                    if env.agent_selection == seat:
                         backend.responses.append(format_action_response(action, style=agent.config.style))
                         agent.act([str(env.observe(seat))], [{**env.infos[seat], EPISODE_INDEX: 0}])
                     env.step(action)
-                    del i
                 backend.responses.append("")
                 legal = list(env.infos[seat]["admissible_actions"])
                 agent.act([str(env.observe(seat))], [{**env.infos[seat], EPISODE_INDEX: 0}])
