@@ -535,7 +535,7 @@ def format_selfplay_summary(summary: dict[str, Any]) -> str:
     lines = [f"\n{summary['game']} · {summary['estimator']} · opponents {summary['opponent_mix']} · "
              f"{summary['iterations']} iterations · {summary['eval_episodes']} games per opponent"]
     lines.append(f"{'evaluation':<12}{'opponent':<10}{'win':>7}{'draw':>7}{'loss':>7}{'non-loss':>10}"
-                 f"{'payoff (95% CI)':>26}")
+                 f"{'success':>9}{'payoff (95% CI)':>26}")
     for label in ("initial", "before_rl", "after_rl"):
         e = summary.get(label)
         if not e:
@@ -543,7 +543,9 @@ def format_selfplay_summary(summary: dict[str, Any]) -> str:
         for opponent, s in e["opponents"].items():
             low, high = s["payoff_ci95"]
             lines.append(f"{label:<12}{opponent:<10}{s['win_rate']:>7.1%}{s['draw_rate']:>7.1%}{s['loss_rate']:>7.1%}"
-                         f"{s['non_loss_rate']:>10.1%}{s['mean_payoff']:>+10.3f} [{low:+.3f}, {high:+.3f}]")
+                         f"{s['non_loss_rate']:>10.1%}{s['success_rate']:>9.1%}{s['mean_payoff']:>+10.3f} [{low:+.3f}, {high:+.3f}]"
+                         + (f"  agreement {s['agreement_rate']:.1%}, deal utility {s['mean_deal_utility']:.2f}"
+                            if "agreement_rate" in s else ""))
         if "exploitability" in e:
             lines.append(f"{label:<12}exploitability {e['exploitability']:.4f} chips/hand "
                          f"(legal answer mass {e['legal_answer_mass']:.3f})")
