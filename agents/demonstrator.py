@@ -43,11 +43,15 @@ class ScriptedBackend:
         self.executor_responses: deque[str] = deque()
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128, temperature: float = 1.0,
-                 top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None) -> list[Completion]:
+                 top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
+                 choices: Sequence[Sequence[str] | None] | None = None) -> list[Completion]:
         queue = self.planner_responses if stop and SUBGOAL_STOP[0] in stop else self.executor_responses
         if len(queue) < len(prompts):
             raise RuntimeError(f"scripted backend: {len(prompts)} prompts for {len(queue)} queued responses")
-        return [Completion(prompt_text=prompt, response_text=queue.popleft()) for prompt in prompts]
+        # ``choices`` (constrained decoding) are kept, so the demonstration is trained under the same masks.
+        return [Completion(prompt_text=prompt, response_text=queue.popleft(),
+                           choices=list(choices[k]) if choices is not None and choices[k] is not None else None)
+                for k, prompt in enumerate(prompts)]
 
 
 class ExpertDemonstrator(BatchedAgent):

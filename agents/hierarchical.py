@@ -161,6 +161,7 @@ class HierarchicalAgent(LLMAgent):
             completions = self.executor_backend.generate(
                 prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                 stop=list(ACTION_STOP), seed=self.sampling_seed([memories[r] for r in pending]),
+                **self.choice_arguments([infos[r] for r in pending], subgoal_done=True),
             )
             retry = []
             for r, completion in zip(pending, completions, strict=True):

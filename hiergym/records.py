@@ -49,6 +49,9 @@ class StepRecord:
     response_logprobs: list[float] = field(default_factory=list)
     #: Critic value of the state before the action, when a value head was used (else NaN).
     value: float = float("nan")
+    #: Constrained decoding: the allowed token ids at each response position (the masks the behaviour log-probs
+    #: are under, and the update scores under); None when the response was unconstrained.
+    response_allowed: list[list[int]] | None = None
 
 
 @dataclass

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hiergym.agents.constraint import ACTION_CONSTRAINTS
+from hiergym.agents.generation import DEFAULT_PREFIX_CACHE_TOKENS, GENERATION_MODES
 from hiergym.agents.hierarchical import HierarchicalAgentConfig
 from hiergym.agents.prompts import STYLES
 from hiergym.agents.spec import TINY_DEFAULTS
@@ -68,6 +70,19 @@ class TrainConfig:
     max_new_tokens: int = option(TINY_DEFAULTS["max_new_tokens"], "longest generation per decision", low=1)
     planner_max_new_tokens: int = option(TINY_DEFAULTS["planner_max_new_tokens"],
                                          "hierarchical: longest subgoal generation", low=1)
+    action_constraint: str = option("none", "none (the benchmark's rules: any text) or admissible (the executor's "
+                                    "decoding restricted to the admissible actions; behaviour log-probs and the "
+                                    "update under the same masks; agents/constraint.py)",
+                                    choices=ACTION_CONSTRAINTS)
+    tokenizer: str = option("byte", "fresh tiny model: byte (one token per byte) or env (a byte-level BPE trained "
+                            "offline on the env's expert prompts and answers, saved with the checkpoint)",
+                            choices=("byte", "env"))
+    tokenizer_vocab_size: int = option(2048, "tokenizer=env: vocabulary size", low=259, high=65536)
+    tokenizer_episodes: int = option(200, "tokenizer=env: expert episodes whose text trains it", low=1)
+    generation: str = option("cached", "rollout sampling: cached (prefix-shared KV cache kept between calls) or "
+                             "plain (model.generate per call); the same samples for a seed", choices=GENERATION_MODES)
+    prefix_cache_tokens: int = option(DEFAULT_PREFIX_CACHE_TOKENS, "generation=cached: tokens of KV states kept "
+                                      "between calls (0: none)", low=0)
     device: str = option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     bf16: bool = option(True, "bf16 weights on CUDA (ignored on CPU)")
     lora: bool = option(False, "train LoRA adapters through peft")
@@ -109,6 +124,11 @@ class TrainConfig:
                               "geometric mean of its token ratios) clipped as a whole, Turn-PPO's turn-level clip",
                               choices=RATIO_LEVELS)
     max_grad_norm: float = option(1.0, "gradient clipping", low=0.0)
+    packed_update: bool = option(True, "score each micro-batch with its prompts' shared prefixes forwarded once "
+                                 "(the same log-probs and gradients as unpacked, fewer forwarded tokens)")
+    tis_cap: float = option(0.0, "truncated importance sampling against the training forward's log-probs, weights "
+                            "capped here (0: off; for engines whose rollout log-probs differ, e.g. bf16 on GPU; "
+                            "one process only)", low=0.0)
     schedule: str = option("joint", "joint, or alternate (HiMAC co-evolution)", choices=("joint", "alternate"))
     alternate_every: int = option(2, "alternate: iterations per level before switching", low=1)
     value_coef: float = option(_LOSS.value_coef, "value loss weight (value-based estimators)", low=0.0)
@@ -179,6 +199,9 @@ class TrainConfig:
             (not self.fsdp or not (self.lora or self.kl_coef > 0),
              "fsdp=true does not support lora=true or kl_coef > 0 (the reference copy and the adapters are not "
              "sharded); use fsdp=false"),
+            (self.tokenizer == "byte" or self.model == "tiny",
+             f"tokenizer=env builds a fresh tiny model's tokenizer; model={self.model!r} brings its own: drop "
+             "tokenizer=env"),
             (self.task_pool == 0 or self.task_pool >= self.num_tasks,
              f"task_pool ({self.task_pool}) must be 0 or at least num_tasks ({self.num_tasks})"),
             (self.rollout_allocation != "knapsack" or self.task_pool > 0,

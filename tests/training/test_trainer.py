@@ -240,3 +240,29 @@ def test_model_architecture_is_checked() -> None:
                        ).model_architecture == {"hidden_size": 32, "num_hidden_layers": 1}
     with pytest.raises(ValueError, match="space after each colon"):
         load_config(None, None, ["model_architecture={hidden_size:32}"])
+
+
+def test_a_short_hierarchical_run_with_constrained_decoding_and_env_tokenizer_learns(tmp_path) -> None:
+    """The hierarchical agent, its executor restricted to the admissible actions, on a BPE tokenizer fitted to
+    the env's text: every rollout step is valid, and RL (hiper) moves the sampled success from the coin-flip
+    start toward always 'a'."""
+    config = choice_config(tmp_path, agent="hierarchical", estimator="hiper", action_constraint="admissible",
+                           tokenizer="env", tokenizer_episodes=8, tokenizer_vocab_size=300, replan_every=1,
+                           iterations=8, planner_max_new_tokens=8)
+    trainer = Trainer(config)
+    assert trainer.policy.model.config.vocab_size == len(trainer.policy.tokenizer) <= 300
+    summary = trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in rows if r["phase"] == "rl"]
+    assert all(r["invalid_action_rate"] == 0.0 for r in rl)
+    assert set(rl[0]["prompt_tokens_per_decision"]) == {"planner", "executor"}
+    first, last = np.mean([r["train_success"] for r in rl[:2]]), np.mean([r["train_success"] for r in rl[-2:]])
+    assert last >= first + 0.2 and last >= 0.8, f"hierarchical RL did not learn: {first:.2f} -> {last:.2f}"
+    assert summary["decoding"]["action_constraint"] == "admissible"
+    # The checkpoint carries the fitted tokenizer and the constraint for `hiergym eval --agent tiny:DIR`.
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "checkpoint" / "model")
+    assert saved("go a")["input_ids"] == trainer.policy.tokenizer("go a")["input_ids"]
+    note = json.loads((tmp_path / "run" / "checkpoint" / "model" / "hiergym_policy.json").read_text())
+    assert note["agent"]["action_constraint"] == "admissible"
