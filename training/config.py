@@ -179,6 +179,8 @@ class TrainConfig:
     eval_every: int = option(10, "evaluate every N iterations (0: only start/end)", low=0)
     eval_episodes: int = option(32, "episodes per evaluation (task ids 0..N-1)", low=1)
     eval_split: str = option("eval_in", "split of the fixed evaluation tasks", choices=SPLITS)
+    eval_out_episodes: int = option(0, "also evaluate before and after RL on this many eval_out (held-out) tasks, "
+                                    "reported beside eval_split's (0: not)", low=0)
     eval_temperature: float = option(0.0, "0 = greedy evaluation", low=0.0)
     checkpoint_every: int = option(5, "save a resumable checkpoint every N iterations", low=1)
     out_dir: str = option("runs/default", "where metrics, checkpoints, plots go")
@@ -292,14 +294,37 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "mini_batches": 2, "learning_rate": 5e-4, "iterations": 80, "eval_every": 40, "eval_episodes": 1024,
                 "eval_temperature": 0.4},
     "sokoban-hierarchical": {},  # the sokoban preset with the planner/executor agent and hiper (below)
-    "alfworld": {"env_id": "hiergym/ALFWorld-v0", "max_episode_steps": 30, "max_new_tokens": 48,
-                 "planner_max_new_tokens": 128},
-    "webshop": {"env_id": "hiergym/WebShop-v0", "max_episode_steps": 15, "max_new_tokens": 64},
+    # The household and the shop on a CPU (issue 16, README "Long-horizon presets"): the executor's decoding
+    # restricted to the admissible actions (a byte-level tiny model wrote an invalid command in 91% of its
+    # ALFWorld steps), a BPE tokenizer fitted to the env's text (a prompt of ~200 tokens instead of ~900
+    # bytes), behaviour cloning from only 100 expert episodes (so RL has room), then RL on 16 tasks x 8.
+    # Evaluation on the whole fixed eval_in set (ALFWorld: 140 tasks, the six types interleaved) and eval_out
+    # beside it, sampled at 0.4.
+    "alfworld": {"env_id": "hiergym/ALFWorld-v0", "max_episode_steps": 30, "action_constraint": "admissible",
+                 "tokenizer": "env", "tokenizer_episodes": 100,
+                 "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+                 "history_window": 3, "max_new_tokens": 24, "planner_max_new_tokens": 32, "sft_episodes": 100,
+                 "sft_steps": 400, "sft_learning_rate": 3e-3, "num_tasks": 16, "group_size": 8, "iterations": 12,
+                 "eval_every": 0, "eval_episodes": 140, "eval_out_episodes": 134, "eval_temperature": 0.4},
+    "alfworld-hierarchical": {},  # the alfworld preset with the planner/executor agent and hiper (below)
+    "webshop": {"env_id": "hiergym/WebShop-v0", "max_episode_steps": 15, "action_constraint": "admissible",
+                "tokenizer": "env", "tokenizer_episodes": 100,
+                "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+                "history_window": 1, "max_new_tokens": 64, "planner_max_new_tokens": 64, "sft_episodes": 100,
+                "sft_steps": 400, "sft_learning_rate": 3e-3, "num_tasks": 16, "group_size": 8, "iterations": 12,
+                "eval_every": 0, "eval_episodes": 200, "eval_out_episodes": 100, "eval_temperature": 0.4},
+    "webshop-hierarchical": {},
     "toolqa": {"env_id": "hiergym/ToolQA-v0", "max_episode_steps": 10, "max_new_tokens": 48},
     "tictactoe": {"env_id": "hiergym/TicTacToe-v0", "max_episode_steps": 9},
 }
 PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper",
                                    "planner_max_new_tokens": 64}
+# Subgoals as the env's expert decomposes them (ALFWorld: up to an interaction with an object); the planner is
+# asked again when the executor marks one done, or after 6 steps.
+PRESETS["alfworld-hierarchical"] = {**PRESETS["alfworld"], "agent": "hierarchical", "estimator": "hiper",
+                                    "replan_every": 6}
+PRESETS["webshop-hierarchical"] = {**PRESETS["webshop"], "agent": "hierarchical", "estimator": "hiper",
+                                   "replan_every": 4}
 DEFAULT_PRESET = "sokoban"
 
 

@@ -141,6 +141,22 @@ def build_agent(config: TrainConfig, policy, temperature: float):
     return LLMAgent(policy, LLMAgentConfig(**common), env_id=config.env_id)
 
 
+def check_eval_set(config: TrainConfig) -> None:
+    """Refuse, before any work, more evaluation episodes than the env's fixed evaluation set has tasks."""
+    env = gym.make(config.env_id, **config.env_kwargs)
+    try:
+        size = getattr(env.unwrapped, "eval_set_size", None)
+        split = config.eval_split
+        wanted = [("eval_episodes", config.eval_episodes, config.eval_split),
+                  ("eval_out_episodes", config.eval_out_episodes, "eval_out")]
+        for name, count, split in wanted if size is not None else ():
+            if split != "train" and count > size(split):
+                raise ValueError(f"bad training config: {name}={count} exceeds the {size(split)} tasks of "
+                                 f"{config.env_id}'s {split} set; use {name} <= {size(split)}")
+    finally:
+        env.close()
+
+
 def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str, first_slot: int = 0):
     from hiergym.envs.vector import make_group_vec
 
@@ -153,6 +169,7 @@ def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str, f
 class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False):
         config.validate()
+        check_eval_set(config)
         # torchrun's ranks (docs/scaling.md); a world of one without a launcher.
         self.dist = distributed.setup(config.distributed_timeout, fsdp=config.fsdp)
         distributed.check_world(config.num_tasks, self.dist)
@@ -211,6 +228,9 @@ class Trainer:
                 self.behaviour_clone()
             self.state["sft_done"] = True
             self.state["before_rl"] = self.evaluate("before_rl")
+            if cfg.eval_out_episodes:
+                self.state["before_rl_eval_out"] = self.evaluate("before_rl_eval_out", split="eval_out",
+                                                                 episodes=cfg.eval_out_episodes)
             self.save_checkpoint()
         if cfg.kl_coef > 0:
             self.reference = self._frozen_copy()
@@ -230,6 +250,9 @@ class Trainer:
             progress.close()
         if "after_rl" not in self.state:
             self.state["after_rl"] = self.evaluate("after_rl")
+            if cfg.eval_out_episodes:
+                self.state["after_rl_eval_out"] = self.evaluate("after_rl_eval_out", split="eval_out",
+                                                                episodes=cfg.eval_out_episodes)
             self.save_checkpoint()
         summary = self.summary()
         if self.dist.is_main:
@@ -331,23 +354,24 @@ class Trainer:
         self.log(metrics)
         return metrics
 
-    def evaluate(self, label: str) -> dict[str, Any]:
-        """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``), played by the
-        episode driver exactly as ``hiergym eval`` plays them (``play_evaluation``); the episodes go to
-        ``OUT/eval/LABEL`` (transcripts, ``results.jsonl``, ``summary.json``)."""
+    def evaluate(self, label: str, *, split: str | None = None, episodes: int | None = None) -> dict[str, Any]:
+        """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``, or of ``split``),
+        played by the episode driver exactly as ``hiergym eval`` plays them (``play_evaluation``); the episodes
+        go to ``OUT/eval/LABEL`` (transcripts, ``results.jsonl``, ``summary.json``)."""
         cfg = self.config
+        split = split or cfg.eval_split
         agent = build_agent(cfg, self.policy, cfg.eval_temperature)
         run_dir = self.out / "eval" / label
         if self.dist.is_main:
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
-        episodes = self.dist.shard(range(cfg.eval_episodes))  # this rank's share; rank 0 gathers them
+        episodes = self.dist.shard(range(episodes or cfg.eval_episodes))  # this rank's share; rank 0 gathers them
         local_dir = self.dist.local_eval_dir(run_dir)
         envs = [gym.make(cfg.env_id, **cfg.env_kwargs) for _ in episodes]
         started = time.perf_counter()
         try:
             with self.dist.generation(self.policy.model):
-                results = play_evaluation(envs, agent, episodes, seed=cfg.seed, split=cfg.eval_split,
+                results = play_evaluation(envs, agent, episodes, seed=cfg.seed, split=split,
                                           max_steps=cfg.max_episode_steps, out=local_dir) if episodes else []
         finally:
             for env in envs:
@@ -356,13 +380,13 @@ class Trainer:
         if self.dist.is_main:
             append_results(results_path(run_dir), results)
         record = {"env": cfg.env_id, "env_args": dict(cfg.env_kwargs), "agent": f"{cfg.agent} ({cfg.model})",
-                  "agent_args": saved_agent_settings(cfg), "split": cfg.eval_split, "seed": cfg.seed, "label": label}
+                  "agent_args": saved_agent_settings(cfg), "split": split, "seed": cfg.seed, "label": label}
         summary = summarize(results, config=record, wall_time_s=time.perf_counter() - started)
         if self.dist.is_main:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         keys = ("episodes", "success_rate", "success_ci95", "mean_return", "mean_steps", "invalid_action_rate",
                 "parse_error_rate", "response_tokens_per_episode")
-        result = {"label": label, **{k: summary[k] for k in keys}}
+        result = {"label": label, "split": split, **{k: summary[k] for k in keys}}
         self.state["evaluations"].append(result)
         self.log({"phase": "eval", **result})
         return result
@@ -455,10 +479,21 @@ class Trainer:
             "success_before_rl": before.get("success_rate"), "success_after_rl": after.get("success_rate"),
             "return_before_rl": before.get("mean_return"), "return_after_rl": after.get("mean_return"),
             "rl_gain": self.rl_gain(), "by_task_type": self.success_by_task_type(),
+            "eval_out": self.held_out_gain(),
             "decoding": {"action_constraint": self.config.action_constraint, "tokenizer": self.config.tokenizer,
                          "eval_temperature": self.config.eval_temperature},
             "evaluations": self.state["evaluations"], "out_dir": str(self.out),
         }
+
+    def held_out_gain(self) -> dict[str, Any] | None:
+        """With ``eval_out_episodes``: success on the held-out split before and after RL, paired."""
+        runs = [self.out / "eval" / label for label in ("before_rl_eval_out", "after_rl_eval_out")]
+        if not all((run / "results.jsonl").is_file() for run in runs):
+            return None
+        before, after = (load_results(run) for run in runs)
+        return {"episodes": len(before), "success_before_rl": sum(r.success for r in before) / max(len(before), 1),
+                "success_after_rl": sum(r.success for r in after) / max(len(after), 1),
+                "paired": paired_success_difference(before, after)}
 
     def success_by_task_type(self) -> dict[str, dict[str, Any]] | None:
         """Per task type (ALFWorld's six), success before and after RL with the paired difference."""
@@ -495,7 +530,7 @@ class Trainer:
             return None
         rows = [json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()]
         train = [r for r in rows if r.get("phase") == "rl"]
-        evals = [r for r in rows if r.get("phase") == "eval"]
+        evals = [r for r in rows if r.get("phase") == "eval" and not r["label"].endswith("_eval_out")]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["iteration"] for r in train], [r["train_success"] for r in train], label="train (sampled)")
         xs = [evaluation_iteration(r["label"], self.state["iteration"]) for r in evals]

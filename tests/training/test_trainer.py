@@ -266,3 +266,28 @@ def test_a_short_hierarchical_run_with_constrained_decoding_and_env_tokenizer_le
     assert saved("go a")["input_ids"] == trainer.policy.tokenizer("go a")["input_ids"]
     note = json.loads((tmp_path / "run" / "checkpoint" / "model" / "hiergym_policy.json").read_text())
     assert note["agent"]["action_constraint"] == "admissible"
+
+
+@pytest.mark.parametrize("name", sorted(__import__("hiergym.training.config", fromlist=["PRESETS"]).PRESETS))
+def test_every_preset_loads(name, tmp_path) -> None:
+    config = load_config(name, None, {"out_dir": str(tmp_path)})
+    config.validate()
+    if name.startswith(("alfworld", "webshop")):
+        assert config.action_constraint == "admissible" and config.tokenizer == "env"
+        assert config.agent == ("hierarchical" if name.endswith("hierarchical") else "flat")
+
+
+def test_constrained_demonstrations_carry_their_masks(tmp_path) -> None:
+    from hiergym.training.demonstrations import expert_demonstrations
+
+    config = load_config("alfworld", None, {"out_dir": str(tmp_path), "tokenizer_episodes": 4})
+    trainer = Trainer(config)
+    demos, _ = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0), episodes=2,
+                                     seed=0, max_steps=config.max_episode_steps)
+    assert demos and all(d.choices and d.response in d.choices for d in demos)
+    prompt, response, masks = trainer.demonstration_pair(demos[0])
+    assert masks is not None and len(masks) == len(response) and response[-1] == trainer.policy.tokenizer.eos_token_id
+    assert all(token in allowed for token, allowed in zip(response, masks, strict=True))
+    # The same masks the policy records when it samples under the constraint.
+    out = trainer.policy.generate([demos[0].prompt], choices=[demos[0].choices], temperature=1.0, seed=0)[0]
+    assert out.response_allowed == trainer.policy.allowed_along(demos[0].choices, out.response_token_ids)
