@@ -75,7 +75,8 @@ class TrainConfig:
                                     "update under the same masks; agents/constraint.py)",
                                     choices=ACTION_CONSTRAINTS)
     tokenizer: str = option("byte", "fresh tiny model: byte (one token per byte) or env (a byte-level BPE trained "
-                            "offline on the env's expert prompts and answers, saved with the checkpoint)",
+                            "offline on the env's expert prompts and answers, saved with the checkpoint; tiny:DIR "
+                            "keeps the checkpoint's)",
                             choices=("byte", "env"))
     tokenizer_vocab_size: int = option(2048, "tokenizer=env: vocabulary size", low=259, high=65536)
     tokenizer_episodes: int = option(200, "tokenizer=env: expert episodes whose text trains it", low=1)
@@ -201,7 +202,7 @@ class TrainConfig:
             (not self.fsdp or not (self.lora or self.kl_coef > 0),
              "fsdp=true does not support lora=true or kl_coef > 0 (the reference copy and the adapters are not "
              "sharded); use fsdp=false"),
-            (self.tokenizer == "byte" or self.model == "tiny",
+            (self.tokenizer == "byte" or self.model.partition(":")[0] == "tiny",
              f"tokenizer=env builds a fresh tiny model's tokenizer; model={self.model!r} brings its own: drop "
              "tokenizer=env"),
             (self.task_pool == 0 or self.task_pool >= self.num_tasks,
