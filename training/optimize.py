@@ -378,6 +378,7 @@ def behaviour_cloning(
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / steps))
     policy.model.train()
+    packed = not _checkpointing(policy.model) and not (sharding is not None and sharding.dist.fsdp)
     losses = []
     for step in range(steps):
         picks = [rng.randrange(count) for _ in range(batch_size)]
@@ -386,8 +387,10 @@ def behaviour_cloning(
         value = 0.0
         if batch:
             masks = [d[2] if len(d) > 2 else None for d in batch]
-            logps = policy.sequence_logprobs([d[0] for d in batch], [d[1] for d in batch],
-                                             allowed=masks if any(m is not None for m in masks) else None)
+            # Packed: the batch's distinct prompts forwarded once, logits only where a response token is
+            # predicted (the same log-probs and gradients as the plain forward).
+            logps, _, _ = _score(policy, [d[0] for d in batch], [d[1] for d in batch], 1.0, packed=packed,
+                                 allowed=masks)
             tokens = sum(len(lp) for lp in logps) if shards is None else shards.tokens(picks)
             loss = -torch.cat(logps).sum() / max(tokens, 1)
             loss.backward()
