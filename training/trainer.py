@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import os
 import random
@@ -142,8 +143,17 @@ def build_agent(config: TrainConfig, policy, temperature: float):
 
 
 def check_eval_set(config: TrainConfig) -> None:
-    """Refuse, before any work, more evaluation episodes than the env's fixed evaluation set has tasks."""
-    env = gym.make(config.env_id, **config.env_kwargs)
+    """Refuse, before any work, an env that cannot be made and more evaluation episodes than the env's fixed
+    evaluation set has tasks."""
+    try:
+        env = gym.make(config.env_id, **config.env_kwargs)
+    except gym.error.Error as exc:
+        close = difflib.get_close_matches(config.env_id, list(gym.registry), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"bad training config: env_id {config.env_id!r}: {exc} ({hint}`hiergym list` shows the "
+                         "registered ids)") from None
+    except TypeError as exc:
+        raise ValueError(f"bad training config: env_kwargs {config.env_kwargs!r} for {config.env_id}: {exc}") from None
     try:
         size = getattr(env.unwrapped, "eval_set_size", None)
         split = config.eval_split

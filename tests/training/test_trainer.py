@@ -291,3 +291,14 @@ def test_constrained_demonstrations_carry_their_masks(tmp_path) -> None:
     # The same masks the policy records when it samples under the constraint.
     out = trainer.policy.generate([demos[0].prompt], choices=[demos[0].choices], temperature=1.0, seed=0)[0]
     assert out.response_allowed == trainer.policy.allowed_along(demos[0].choices, out.response_token_ids)
+
+
+def test_a_bad_env_or_eval_size_is_one_line_before_any_work(tmp_path) -> None:
+    with pytest.raises(ValueError, match="did you mean 'hiergym/Sokoban-v0'"):
+        Trainer(load_config(None, None, {"env_id": "hiergym/Sokoban-v1", "out_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match="env_kwargs"):
+        Trainer(load_config(None, None, {"env_kwargs": {"bogus": 1}, "out_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match="eval_episodes <= 140"):
+        Trainer(load_config("alfworld", None, {"eval_episodes": 141, "out_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match="eval_out_episodes <= 134"):
+        Trainer(load_config("alfworld", None, {"eval_out_episodes": 135, "out_dir": str(tmp_path)}))
