@@ -56,6 +56,10 @@ class Completion:
     prompt_tokens: int | None = None
     response_tokens: int | None = None
     error: str | None = None
+    #: The texts the response was constrained to (``action_constraint="admissible"``), else None.
+    choices: list[str] | None = None
+    #: With ``choices``: the allowed token ids at every response position (the masks the log-probs are under).
+    response_allowed: list[list[int]] | None = None
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -93,6 +97,10 @@ class Generation:
     response_tokens: int | None = None
     #: The sampling temperature used (``0.0`` = greedy).
     temperature: float = 1.0
+    #: Constrained decoding (:mod:`hiergym.agents.constraint`): the texts the response had to be one of, and
+    #: the allowed token ids at each response position (``response_logprobs`` are under those masks).
+    choices: list[str] | None = None
+    response_allowed: list[list[int]] | None = None
 
     @classmethod
     def from_completion(
@@ -110,6 +118,8 @@ class Generation:
             prompt_tokens=completion.prompt_tokens,
             response_tokens=completion.response_tokens,
             temperature=temperature,
+            choices=completion.choices,
+            response_allowed=completion.response_allowed,
         )
 
     @property

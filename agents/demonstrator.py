@@ -6,10 +6,12 @@ builds its prompts with its own prompt and memory code, and its backend (a :clas
 each prompt with the expert's next move written in the agent's output format. The prompts a behaviour-cloned
 model is trained on are therefore, by construction, the prompts it sees when it plays.
 
-For the hierarchical agent the expert's plan is cut into chunks of ``replan_every`` actions: each chunk is a
-subgoal (the planner's answer names the chunk's actions, the way a planner would phrase a short instruction)
-and the executor's answers are the chunk's actions, the last one marked ``<subgoal_done/>`` so the agent closes
-the segment and plans again. Every answer is one the agent's parser reads back as the expert's action (a
+For the hierarchical agent the expert's plan is cut into subgoals: the env's own decomposition where it has one
+(``expert_subgoals()``: ALFWorld's subgoals end at an interaction with an object and are named by it, "take pan 1
+from cabinet 2"), else chunks of ``replan_every`` actions named by their actions (the way a planner would phrase
+a short instruction); a subgoal longer than ``replan_every`` continues, under the same name, in the next segment
+(the agent re-plans at that cadence). The executor's answers are the subgoal's actions, the last one of each
+segment marked ``<subgoal_done/>`` so the agent closes the segment and plans again. Every answer is one the agent's parser reads back as the expert's action (a
 compact-style bare action that is not in the admissible list is written in ``<action>`` tags).
 """
 
@@ -43,11 +45,15 @@ class ScriptedBackend:
         self.executor_responses: deque[str] = deque()
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128, temperature: float = 1.0,
-                 top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None) -> list[Completion]:
+                 top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
+                 choices: Sequence[Sequence[str] | None] | None = None) -> list[Completion]:
         queue = self.planner_responses if stop and SUBGOAL_STOP[0] in stop else self.executor_responses
         if len(queue) < len(prompts):
             raise RuntimeError(f"scripted backend: {len(prompts)} prompts for {len(queue)} queued responses")
-        return [Completion(prompt_text=prompt, response_text=queue.popleft()) for prompt in prompts]
+        # ``choices`` (constrained decoding) are kept, so the demonstration is trained under the same masks.
+        return [Completion(prompt_text=prompt, response_text=queue.popleft(),
+                           choices=list(choices[k]) if choices is not None and choices[k] is not None else None)
+                for k, prompt in enumerate(prompts)]
 
 
 class ExpertDemonstrator(BatchedAgent):
@@ -73,16 +79,34 @@ class ExpertDemonstrator(BatchedAgent):
 
     def reset(self, tasks: list[str], infos: list[dict[str, Any]]) -> None:
         self.agent.reset(tasks, infos)
-        self.plans: list[list[str]] = [[] for _ in tasks]
+        self.plans: list[list[tuple[str | None, list[str]]]] = [[] for _ in tasks]
         self.chunks: list[list[str]] = [[] for _ in tasks]
+        self.names: list[str | None] = [None for _ in tasks]
         self.expected: list[str | None] = [None for _ in tasks]
 
     def _next_chunk(self, index: int) -> list[str]:
+        """The next segment's actions (its subgoal's name in ``self.names``); [] when the expert has no plan."""
         if not self.plans[index]:
-            self.plans[index] = list(self.envs[index].unwrapped.expert_plan() or [])
+            env = self.envs[index].unwrapped
+            subgoals = env.expert_subgoals() if self.hierarchical and hasattr(env, "expert_subgoals") else None
+            self.plans[index] = (list(subgoals) if subgoals else
+                                 [(None, [a]) for a in (env.expert_plan() or [])])
         plan = self.plans[index]
-        size = self.chunk_size or len(plan)
-        chunk, self.plans[index] = plan[:size], plan[size:]
+        if not plan:
+            return []
+        name, actions = plan[0]
+        if name is None:  # no decomposition: a chunk of the plain plan's next actions
+            actions = [a for _, step in plan[:self.chunk_size or len(plan)] for a in step]
+            del plan[:len(actions)]
+            self.names[index] = describe_chunk(actions)
+            return actions
+        size = self.chunk_size or len(actions)
+        chunk, rest = actions[:size], actions[size:]
+        if rest:
+            plan[0] = (name, rest)
+        else:
+            plan.pop(0)
+        self.names[index] = name
         return chunk
 
     def act(self, observations: list[str], infos: list[dict[str, Any]]) -> list[str | Decision]:
@@ -100,7 +124,7 @@ class ExpertDemonstrator(BatchedAgent):
                     continue
                 if self.hierarchical:
                     self.backend.planner_responses.append(
-                        format_subgoal_response(describe_chunk(self.chunks[index]), style=style))
+                        format_subgoal_response(self.names[index] or "", style=style))
             action = self.chunks[index].pop(0)
             done_marker = self.hierarchical and not self.chunks[index]
             response = format_action_response(action, style=style, subgoal_done=done_marker)

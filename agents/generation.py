@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from hiergym.agents.constraint import mask_logits, masked_log_softmax
+
 GENERATION_MODES = ("plain", "cached")
 #: Default token budget of the ``"cached"`` mode's prefix cache (prompt and response tokens kept between calls).
 DEFAULT_PREFIX_CACHE_TOKENS = 262_144
@@ -502,9 +504,11 @@ def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PRE
 @torch.no_grad()
 def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], order: list[int],
                     batch_size: int, pad_id: int, sampler: Sampler, stops: _Stops,
-                    stats: dict[str, int] | None = None) -> list[tuple[list[int], list[float], str]]:
+                    stats: dict[str, int] | None = None, tries: Sequence[Any] | None = None
+                    ) -> list[tuple[list[int], list[float], str]]:
     """All prompts of a call: the tree of their prefixes (all but the last token) computed once, then each
-    micro-batch (the plain path's, in its order) decoded from it, starting with the prompt's last token."""
+    micro-batch (the plain path's, in its order) decoded from it, starting with the prompt's last token.
+    ``tries`` (per prompt, a :class:`~hiergym.agents.constraint.ChoiceTrie` or None) constrain the responses."""
     store.check(model)
     created: list[_Node] = []
     ends = [store.insert(e[:-1], created) for e in encoded]
@@ -518,7 +522,7 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], pad_id, sampler, stops,
-                       device)
+                       device, [tries[i] for i in rows] if tries is not None else None)
         for i, out in zip(rows, outs, strict=True):
             results[i] = out
     store.evict()
@@ -526,9 +530,10 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
 
 
 def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], pad_id: int,
-            sampler: Sampler, stops: _Stops, device: torch.device
+            sampler: Sampler, stops: _Stops, device: torch.device, tries: Sequence[Any] | None = None
             ) -> list[tuple[list[int], list[float], str]]:
     rows = len(encoded)
+    constrained = tries is not None and any(t is not None for t in tries)
     lengths = [n.length for n in ends]
     width = max(lengths)
     past = _gather_past(ends, width, room=stops.max_new_tokens)
@@ -547,6 +552,9 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
         out = _call(model, inputs[:, None], attention, position[:, None], cache, last_only=True)
         cache = _output_cache(out)
         logits = out.logits[:, -1].float()
+        if constrained:
+            logits = mask_logits(logits, [tries[r].allowed(states[r].tokens) if tries[r] is not None else None
+                                          for r in active_rows])
         if sampler.penalty != 1.0 and present is None:
             present = _prompt_tokens(encoded, lengths, width, pad_id, logits.shape[-1], device)
         tokens, logprobs = sampler(logits, active, rows, present)
@@ -607,14 +615,16 @@ def _remember(store: PrefixCache, prompt: list[int], end: _Node, response: list[
 # ------------------------------------------------------------------------------------------ packed scoring
 def packed_logprobs(model: Any, pad_id: int, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                     temperatures: Sequence[float], *, return_entropy: bool = False, return_hidden: bool = False,
-                    stats: dict[str, int] | None = None) -> dict[str, list[torch.Tensor]]:
+                    stats: dict[str, int] | None = None,
+                    allowed: Sequence[Sequence[Sequence[int]] | None] | None = None) -> dict[str, list[torch.Tensor]]:
     """Log-probs of each response given its prompt (with gradients when enabled), the prompts' shared prefixes
     and each distinct prompt forwarded once (see the module docstring).
 
     Returns ``{"logprobs": [...], "entropy": [...], "hidden": [...]}``: per pair a 1-D float32 tensor of the
     response's token log-probs at its temperature, the entropies of the same distributions (with
     ``return_entropy``) and the last hidden state at the prompt's final token (with ``return_hidden``, what
-    :class:`hiergym.training.optimize.ValueHead` reads).
+    :class:`hiergym.training.optimize.ValueHead` reads). ``allowed``: per pair None or the allowed tokens at
+    each response position (constrained decoding's masks, :func:`~hiergym.agents.constraint.masked_log_softmax`).
     """
     store = PrefixCache(max_tokens=0)
     created: list[_Node] = []
@@ -629,11 +639,13 @@ def packed_logprobs(model: Any, pad_id: int, prompts: Sequence[Sequence[int]], r
     result: dict[str, list[torch.Tensor]] = {"logprobs": [], "entropy": [], "hidden": []}
     for row, (response, temperature) in enumerate(zip(responses, temperatures, strict=True)):
         n = len(response)
-        step = torch.log_softmax(out.logits[row, :n].float() / temperature, dim=-1)
+        step, entropy = masked_log_softmax(out.logits[row, :n], temperature,
+                                           allowed[row] if allowed is not None else None,
+                                           return_entropy=return_entropy)
         target = torch.tensor(list(response), dtype=torch.long, device=device)[:, None]
         result["logprobs"].append(step.gather(1, target).squeeze(1))
         if return_entropy:
-            result["entropy"].append(-(step.exp() * step).sum(-1))
+            result["entropy"].append(entropy)
         if return_hidden:
             result["hidden"].append(out.hidden_states[-1][row, 0])
     return result

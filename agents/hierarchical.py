@@ -4,8 +4,9 @@
   whenever the current subgoal ends: the executor reported it done (``<subgoal_done/>`` before its action: the
   action finishes it) or failed (``<subgoal_failed/>`` instead of an action), or it has lasted
   ``replan_every`` steps (``None``: no limit).
-- The **executor** chooses each action toward the current subgoal, seeing the task, the subgoal, a window of
-  recent steps, the observation and the admissible actions.
+- The **executor** chooses each action toward the current subgoal, seeing the subgoal, the steps taken for it
+  so far (up to the history window), the observation and the admissible actions (the compact style leaves the
+  task to the planner; the full style shows it too).
 
 Each planner decision opens a new *segment* (0, 1, 2, ...). Every generation is recorded in the step's
 :class:`~hiergym.agents.base.Decision` with its level and segment (a re-plan's planner generation first, then
@@ -66,6 +67,10 @@ class HierarchicalMemory(EpisodeMemory):
     segment: int = -1
     steps_in_segment: int = 0
     need_plan: bool = True
+
+    def segment_history(self) -> list:
+        """The steps of the current subgoal: what the executor sees (earlier subgoals are the planner's)."""
+        return self.history[len(self.history) - self.steps_in_segment:] if self.steps_in_segment else []
 
     def close_segment(self, outcome: str) -> None:
         if self.subgoal is not None:
@@ -154,13 +159,14 @@ class HierarchicalAgent(LLMAgent):
             prompts = [
                 executor_prompt(family=self.family, style=cfg.style, task=memories[r].task,
                                 observation=observations[r], admissible=infos[r].get("admissible_actions"),
-                                history=memories[r].history, history_window=cfg.history_window,
+                                history=memories[r].segment_history(), history_window=cfg.history_window,
                                 subgoal=memories[r].subgoal)
                 for r in pending
             ]
             completions = self.executor_backend.generate(
                 prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                 stop=list(ACTION_STOP), seed=self.sampling_seed([memories[r] for r in pending]),
+                **self.choice_arguments([infos[r] for r in pending], subgoal_done=True),
             )
             retry = []
             for r, completion in zip(pending, completions, strict=True):

@@ -21,6 +21,7 @@ from hiergym.agents.base import (
     TextBackend,
     episode_indices,
 )
+from hiergym.agents.constraint import ACTION_CONSTRAINTS, admissible_choices
 from hiergym.agents.parsing import ParsedAction, parse_action
 from hiergym.agents.prompts import STYLES, Step, executor_prompt, family_for_env
 from hiergym.envs.core import stable_seed
@@ -42,6 +43,10 @@ class LLMAgentConfig:
         temperature: sampling temperature; 0 is greedy decoding.
         top_p: nucleus sampling threshold.
         seed: seeds sampling (with the episodes' seeds and the step), for reproducible runs; None: unseeded.
+        action_constraint: ``"none"`` (the benchmark's own rules: any text, invalid commands are the env's to
+            flag) or ``"admissible"`` (decoding restricted to the admissible actions in the output format, see
+            :mod:`hiergym.agents.constraint`; the backend must accept ``choices``: the local models do, an
+            OpenAI-compatible server through its guided-choice field).
     """
 
     family: str | None = None
@@ -51,8 +56,12 @@ class LLMAgentConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = 0
+    action_constraint: str = "none"
 
     def __post_init__(self) -> None:
+        if self.action_constraint not in ACTION_CONSTRAINTS:
+            raise ValueError(f"unknown action_constraint {self.action_constraint!r}; choose one of "
+                             f"{', '.join(ACTION_CONSTRAINTS)}")
         if self.style not in STYLES:
             raise ValueError(f"unknown prompt style {self.style!r}; choose one of {', '.join(STYLES)}")
         if self.temperature < 0:
@@ -125,6 +134,14 @@ class LLMAgent(BatchedAgent):
             history_window=self.config.history_window,
         )
 
+    def choice_arguments(self, infos: list[dict[str, Any]], *, subgoal_done: bool = False) -> dict[str, Any]:
+        """``generate``'s ``choices`` under ``action_constraint="admissible"`` (nothing otherwise, so a backend
+        that knows no constraint is called as before)."""
+        if self.config.action_constraint != "admissible":
+            return {}
+        return {"choices": [admissible_choices(i.get("admissible_actions"), self.config.style,
+                                               subgoal_done=subgoal_done) for i in infos]}
+
     def act(self, observations: list[str], infos: list[dict[str, Any]]) -> list[str | Decision]:
         memories = [self.states[i] for i in episode_indices(infos)]
         for memory, observation, info in zip(memories, observations, infos, strict=True):
@@ -133,7 +150,7 @@ class LLMAgent(BatchedAgent):
         cfg = self.config
         completions = self.backend.generate(
             prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            stop=list(ACTION_STOP), seed=self.sampling_seed(memories),
+            stop=list(ACTION_STOP), seed=self.sampling_seed(memories), **self.choice_arguments(infos),
         )
         decisions: list[str | Decision] = []
         for memory, info, completion in zip(memories, infos, completions, strict=True):

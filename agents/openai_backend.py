@@ -111,6 +111,10 @@ class OpenAIChatBackend:
             the user message (for chat templates that refuse a system role).
         logprobs: ask for the sampled tokens' log-probs (and ids where the server gives them).
         extra_body: extra JSON fields for every request (e.g. ``{"top_k": 20}`` for vLLM).
+        choice_field: the request field that restricts a completion to a list of strings, sent when the agent
+            constrains its actions (``action_constraint="admissible"``): vLLM's ``guided_choice`` (default).
+            Such a server samples under the constraint, but the log-probs it reports may be the unconstrained
+            ones: train on a local model when the ratio must be exact.
         transport: ``"auto"`` (the ``openai`` package if installed, else ``urllib``), ``"openai"`` or
             ``"urllib"``.
     """
@@ -132,6 +136,7 @@ class OpenAIChatBackend:
         system_message: bool = True,
         logprobs: bool = True,
         extra_body: dict[str, Any] | None = None,
+        choice_field: str = "guided_choice",
         transport: str = "auto",
     ):
         if not model:
@@ -156,6 +161,7 @@ class OpenAIChatBackend:
         self.system_prompt = system_prompt
         self.system_message = system_message
         self.extra_body = dict(extra_body or {})
+        self.choice_field = choice_field
         self.transport = ("openai" if openai_available() else "urllib") if transport == "auto" else transport
         self.name = f"openai:{model}@{self.base_url}"
         #: What the server accepts of the log-prob fields (lowered, and kept, when it rejects them).
@@ -187,8 +193,10 @@ class OpenAIChatBackend:
         top_p: float = 1.0,
         stop: Sequence[str] | None = None,
         seed: int | None = None,
+        choices: Sequence[Sequence[str] | None] | None = None,
     ) -> list[Completion]:
-        """One chat completion per prompt, ``concurrency`` at a time.
+        """One chat completion per prompt, ``concurrency`` at a time; ``choices`` (per prompt, None or the
+        strings the completion must be one of) go in the ``choice_field`` of that prompt's request.
 
         Never raises for a failed request: that prompt's completion has ``finish_reason="error"`` and
         ``error`` set (see the module docstring).
@@ -203,10 +211,18 @@ class OpenAIChatBackend:
         if seed is not None:
             body["seed"] = seed
         body.update(self.extra_body)
+        bodies = [body] * len(prompts)
+        if choices is not None:
+            bodies = [{**body, self.choice_field: list(c)} if c else body for c in choices]
         if len(prompts) == 1 or self.concurrency == 1:
-            return [self._complete_or_error(p, body) for p in prompts]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
-            return list(pool.map(lambda p: self._complete_or_error(p, body), prompts))
+            completions = [self._complete_or_error(p, b) for p, b in zip(prompts, bodies, strict=True)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+                completions = list(pool.map(self._complete_or_error, prompts, bodies))
+        if choices is not None:
+            for completion, c in zip(completions, choices, strict=True):
+                completion.choices = list(c) if c else None
+        return completions
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """The chat messages a prompt is sent as (system instructions split off, see the module docstring)."""

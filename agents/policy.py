@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from hiergym.agents.base import Completion
+from hiergym.agents.constraint import TrieLogitsProcessor, build_trie, masked_log_softmax
 from hiergym.agents.generation import (
     DEFAULT_PREFIX_CACHE_TOKENS,
     GENERATION_MODES,
@@ -226,9 +227,13 @@ class CausalLMPolicy:
         device: str | torch.device | None = "cpu",
         dtype: torch.dtype | None = None,
         architecture: dict[str, Any] | None = None,
+        tokenizer: Any = None,
         **kwargs: Any,
     ) -> CausalLMPolicy:
         """The built-in tiny model: fresh (seeded) without ``checkpoint``, else loaded from that directory.
+
+        ``tokenizer``: a fresh model's tokenizer (default: the byte tokenizer; e.g.
+        :func:`~hiergym.agents.tiny.build_text_tokenizer`'s, whose vocabulary sizes the embeddings).
 
         ``architecture`` overrides :class:`~hiergym.agents.tiny.TinyModelConfig` fields of a fresh model, e.g.
         Qwen2.5-0.5B's sizes (``hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -244,10 +249,11 @@ class CausalLMPolicy:
             return cls.from_pretrained(checkpoint, device=device, dtype=dtype or torch.float32, **kwargs)
         from hiergym.agents.tiny import build_byte_tokenizer, build_tiny_model
 
-        model = build_tiny_model(seed=seed, **(architecture or {})).to(resolve_device(device),
-                                                                       dtype=dtype or torch.float32)
+        tokenizer = tokenizer if tokenizer is not None else build_byte_tokenizer()
+        model = build_tiny_model(seed=seed, vocab_size=len(tokenizer), **(architecture or {})).to(
+            resolve_device(device), dtype=dtype or torch.float32)
         model.eval()
-        return cls(model, build_byte_tokenizer(), name="tiny", **kwargs)
+        return cls(model, tokenizer, name="tiny", **kwargs)
 
     def save(self, directory: str | os.PathLike[str], agent_config: dict[str, Any] | None = None) -> None:
         """Save model and tokenizer so that :meth:`from_pretrained` (or ``tiny:DIR``) loads them back.
@@ -320,29 +326,58 @@ class CausalLMPolicy:
         top_k: int = 0,
         stop: Sequence[str] | None = None,
         seed: int | None = None,
+        choices: Sequence[Sequence[str] | None] | None = None,
     ) -> list[Completion]:
         """Sample one response per prompt; ``temperature=0`` is greedy.
 
         ``stop``: strings that end a response (kept in the text and tokens, e.g. ``"</action>"``); a response
         also ends at EOS (its id is kept in ``response_token_ids`` so training teaches the model to stop, but
         not in the text). ``seed`` seeds torch's global generator for reproducible sampling.
+
+        ``choices`` (one list or None per prompt): the prompt's response must be one of these texts
+        (:mod:`hiergym.agents.constraint`); its log-probs are those of the constrained distribution and its
+        ``response_allowed`` the allowed tokens at each position. ``max_new_tokens`` is raised to the longest
+        choice, so a constrained response always completes.
         """
         if seed is not None:
             torch.manual_seed(seed)
         texts = [self.format_prompt(p) for p in prompts]
         encoded = self._encode_texts(texts)
+        stops = list(stop or [])
+        tries = self.choice_tries(choices, stops, len(prompts))
+        if any(t is not None for t in tries):
+            max_new_tokens = max(max_new_tokens, *(t.longest for t in tries if t is not None))
         # Sorting by length keeps padding (wasted compute) low inside each micro-batch; every path samples these
         # micro-batches in this order, so a seed gives the same samples whatever the path.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        outs = self._sample(encoded, order, max_new_tokens, temperature, top_p, top_k, list(stop or []))
+        outs = self._sample(encoded, order, max_new_tokens, temperature, top_p, top_k, stops, tries)
         stats = self.generation_stats
         stats["calls"] = stats.get("calls", 0) + 1
         stats["generated_tokens"] = stats.get("generated_tokens", 0) + sum(len(o[0]) for o in outs)
         return [
             Completion(prompt_text=text, response_text=self._decode_response(response_ids), prompt_token_ids=ids,
-                       response_token_ids=response_ids, response_logprobs=logprobs, finish_reason=reason)
-            for text, ids, (response_ids, logprobs, reason) in zip(texts, encoded, outs, strict=True)
+                       response_token_ids=response_ids, response_logprobs=logprobs, finish_reason=reason,
+                       choices=list(choices[i]) if choices is not None and choices[i] is not None else None,
+                       response_allowed=tries[i].along(response_ids) if tries[i] is not None else None)
+            for i, (text, ids, (response_ids, logprobs, reason)) in enumerate(zip(texts, encoded, outs, strict=True))
         ]
+
+    def choice_tries(self, choices: Sequence[Sequence[str] | None] | None, stops: Sequence[str], rows: int
+                     ) -> list:
+        """One :class:`~hiergym.agents.constraint.ChoiceTrie` (or None: unconstrained) per prompt."""
+        if choices is None:
+            return [None] * rows
+        if len(choices) != rows:
+            raise ValueError(f"choices: one list (or None) per prompt, got {len(choices)} for {rows} prompts")
+        eos = self.tokenizer.eos_token_id
+        return [build_trie(self.tokenizer, c, eos, stops) for c in choices]
+
+    def allowed_along(self, choices: Sequence[str] | None, response_ids: Sequence[int], stops: Sequence[str] = ()
+                      ) -> list[list[int]] | None:
+        """The allowed tokens at every position of a response constrained to ``choices`` (what :meth:`generate`
+        records as ``response_allowed``), e.g. for behaviour-cloning demonstrations."""
+        trie = build_trie(self.tokenizer, choices, self.tokenizer.eos_token_id, stops)
+        return trie.along(response_ids) if trie is not None else None
 
     def generation_mode(self) -> str:
         """The path :meth:`generate` takes for this model: ``generation``, or the fallback it needs."""
@@ -354,16 +389,18 @@ class CausalLMPolicy:
         return mode
 
     def _sample(self, encoded: list[list[int]], order: list[int], max_new_tokens: int, temperature: float,
-                top_p: float, top_k: int, stops: list[str]) -> list[tuple[list[int], list[float], str]]:
+                top_p: float, top_k: int, stops: list[str], tries: list | None = None
+                ) -> list[tuple[list[int], list[float], str]]:
         mode = self.generation_mode()
         if any(not e for e in encoded):
             mode = "plain"
+        tries = tries if tries is not None else [None] * len(encoded)
         results: list[tuple[list[int], list[float], str] | None] = [None] * len(encoded)
         if mode == "plain":
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
                 outs = self._generate_batch([encoded[i] for i in rows], max_new_tokens, temperature, top_p, top_k,
-                                            stops)
+                                            stops, [tries[i] for i in rows])
                 for i, out in zip(rows, outs, strict=True):
                     results[i] = out
             seen = sum(len(e) for e in encoded)
@@ -378,7 +415,7 @@ class CausalLMPolicy:
         self.model.eval()
         try:
             return cached_generate(self.model, self.prefix_cache, encoded, order, self.batch_size, pad, sampler,
-                                   ending, self.generation_stats)
+                                   ending, self.generation_stats, tries=tries)
         finally:
             self.model.train(was_training)
 
@@ -387,9 +424,9 @@ class CausalLMPolicy:
 
     def _generate_batch(
         self, encoded: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, top_k: int,
-        stops: list[str],
+        stops: list[str], tries: list | None = None,
     ) -> list[tuple[list[int], list[float], str]]:
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         pad = self.tokenizer.pad_token_id
         input_ids, attention = pad_token_rows(encoded, pad, left=True)
@@ -399,6 +436,9 @@ class CausalLMPolicy:
         sample = temperature > 0
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k} if sample \
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        constrained = tries is not None and any(t is not None for t in tries)
+        if constrained:
+            sampling["logits_processor"] = LogitsProcessorList([TrieLogitsProcessor(tries, width)])
         was_training = self.model.training
         self.model.eval()
         try:
@@ -433,7 +473,15 @@ class CausalLMPolicy:
                 end = next((t + 1 for t, tok in enumerate(tokens[row]) if tok in eos), None)
                 reason = "stop" if end is not None else "length"
                 end = end if end is not None else len(tokens[row])
-            results.append((tokens[row][:end], logprobs[row][:end], reason))
+            response, response_logprobs = tokens[row][:end], logprobs[row][:end]
+            trie = tries[row] if constrained else None
+            allowed = trie.along(response) if trie is not None else None
+            if allowed:
+                # ``output_logits`` are the raw logits: a constrained row's log-probs are those under its masks.
+                raw = torch.stack([out.logits[t][row] for t in range(len(response))])
+                step, _ = masked_log_softmax(raw, scale, allowed)
+                response_logprobs = step.gather(1, new_tokens[row, :len(response), None]).squeeze(1).tolist()
+            results.append((response, response_logprobs, reason))
         return results
 
     # ------------------------------------------------------------------------------------ training side
@@ -444,13 +492,16 @@ class CausalLMPolicy:
         *,
         temperature: float = 1.0,
         return_entropy: bool = False,
+        allowed: Sequence[Sequence[Sequence[int]] | None] | None = None,
     ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Log-probs of each response's tokens given its prompt, under the current weights, with gradients.
 
         Returns one 1-D float32 tensor per pair (length = response length), and with ``return_entropy`` also
         the per-token entropies of the same (temperature-scaled) distributions. Use the temperature the
         responses were sampled at (``Generation.temperature``; 1.0 for greedy) so that the ratio to the
-        recorded behaviour log-probs is 1 for unchanged weights.
+        recorded behaviour log-probs is 1 for unchanged weights. ``allowed`` (per pair, None or the allowed
+        tokens at each response position, ``response_allowed``): score under those masks, as constrained
+        decoding sampled.
         """
         if len(prompt_ids_list) != len(response_ids_list):
             raise ValueError("prompt_ids_list and response_ids_list must have the same length")
@@ -472,11 +523,13 @@ class CausalLMPolicy:
                 entropies.append(logits.new_zeros(0, dtype=torch.float32))
                 continue
             # The logits at position t predict token t + 1: the response tokens are predicted from P-1 .. P+R-2.
-            step = torch.log_softmax(logits[row, len(p) - 1:len(p) + len(r) - 1].float() / temperature, dim=-1)
+            step, entropy = masked_log_softmax(logits[row, len(p) - 1:len(p) + len(r) - 1], temperature,
+                                               allowed[row] if allowed is not None else None,
+                                               return_entropy=return_entropy)
             target = torch.tensor(list(r), dtype=torch.long, device=device).unsqueeze(1)
             logprobs.append(step.gather(1, target).squeeze(1))
             if return_entropy:
-                entropies.append(-(step.exp() * step).sum(-1))
+                entropies.append(entropy)
         return (logprobs, entropies) if return_entropy else logprobs
 
     def num_parameters(self) -> int:

@@ -257,14 +257,18 @@ def executor_prompt(
     subgoal: str | None = None,
     max_admissible: int = 60,
 ) -> str:
-    """The prompt for choosing the next action (a flat agent, or the executor with ``subgoal``)."""
+    """The prompt for choosing the next action (a flat agent, or the executor with ``subgoal``).
+
+    The compact executor sees its subgoal instead of the task (the planner holds the task): a hierarchical
+    decision's prompt is shorter than the flat agent's.
+    """
     _check_style(style)
     spec = _family(family)
     actions = _admissible_text(admissible, max_admissible if style == "full" else 30)
     if style == "compact":
         lines = []
         obs = compact_observation(family, observation)
-        if task and task not in obs:
+        if task and task not in obs and subgoal is None:
             lines.append(f"task: {task}")
         if subgoal is not None:
             lines.append(f"subgoal: {subgoal}")

@@ -46,10 +46,11 @@ BUILTIN_SPECS = ("random", "expert", "tiny", "tiny:DIR", "hf:PATH_OR_ID", "opena
                  "bavt:SPEC", "package.module:Name")
 LLM_PREFIXES = ("tiny", "hf", "openai", "smollm2")
 MODES = ("flat", "hierarchical")
-_POLICY_OPTIONS = ("device", "dtype", "batch_size", "system_prompt", "max_prompt_tokens")
+_POLICY_OPTIONS = ("device", "dtype", "batch_size", "system_prompt", "max_prompt_tokens", "generation",
+                   "prefix_cache_tokens")
 _OPENAI_OPTIONS = ("timeout", "max_retries", "concurrency", "api_key_env", "api_key", "system_prompt",
                    "backoff", "extra_body", "connect_timeout", "retry_timeouts", "logprobs", "system_message",
-                   "transport")
+                   "transport", "choice_field")
 #: Defaults for the tiny model: it reads bytes, so short prompts and short answers.
 TINY_DEFAULTS = {"style": "compact", "max_new_tokens": 24, "planner_max_new_tokens": 48, "history_window": 2}
 SMOLLM2_DEFAULTS = {"max_new_tokens": 128}

@@ -4,6 +4,8 @@ entirely in code (no download), trainable from scratch on a CPU.
 - Tokenizer: one token per byte (256) plus ``<pad>``, ``<bos>``, ``<eos>``; byte ``b`` has id ``b + 3``. It is
   a Hugging Face ``tokenizers`` byte-level model wrapped as a fast tokenizer, so it saves and loads with the
   checkpoint (``save_pretrained`` / ``AutoTokenizer.from_pretrained``) and needs no vocabulary file.
+- Or (``tokenizer="env"`` in the trainer) a byte-level BPE tokenizer trained offline on the environment's own
+  text (:func:`build_text_tokenizer`), so an object name is a token or two; saved with the checkpoint the same way.
 - Model: ``LlamaForCausalLM`` from :class:`TinyModelConfig` (4 layers, width 128, tied embeddings; about 0.8M
   parameters), so the trainer treats it exactly like any Hugging Face causal LM.
 
@@ -13,6 +15,7 @@ entirely in code (no download), trainable from scratch on a CPU.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,8 +42,7 @@ class TinyModelConfig:
 
 def build_byte_tokenizer():
     """The byte-level fast tokenizer (``<bos>`` prepended, no merges: one token per byte)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_to_char = bytes_to_unicode()
@@ -51,10 +53,19 @@ def build_byte_tokenizer():
     # use_regex=False: no word splitting, so every byte of the text is one token, spaces included.
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    return _fast_tokenizer(tokenizer)
+
+
+def _fast_tokenizer(tokenizer: Any) -> Any:
+    """A ``tokenizers`` byte-level model with the special tokens, BOS template and left padding, as a fast
+    tokenizer that saves and loads with ``AutoTokenizer``."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", BOS_ID)]
     )
-    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
         model_max_length=TinyModelConfig.max_position_embeddings,
@@ -63,15 +74,37 @@ def build_byte_tokenizer():
     return fast
 
 
-def build_tiny_model(config: TinyModelConfig | None = None, seed: int = 0, **overrides: Any):
-    """A freshly initialised tiny ``LlamaForCausalLM`` (deterministic for a given seed)."""
+def build_text_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
+    """A byte-level BPE tokenizer trained on ``texts`` (an environment's own prompts and answers): words the env
+    repeats ("cabinet", "soapbar", " go to") become single tokens, and any other text still round-trips (the
+    256 bytes are in the vocabulary). Special tokens as the byte tokenizer's (``<pad>`` 0, ``<bos>`` 1,
+    ``<eos>`` 2). Deterministic for the same texts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < BYTE_OFFSET + 256:
+        raise ValueError(f"tokenizer vocab_size must be >= {BYTE_OFFSET + 256} (the specials and 256 bytes), "
+                         f"got {vocab_size}")
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    # GPT-2's word split: merges stay inside a word and its leading space, so a word is a token or a few.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    return _fast_tokenizer(tokenizer)
+
+
+def build_tiny_model(config: TinyModelConfig | None = None, seed: int = 0, *, vocab_size: int = VOCAB_SIZE,
+                     **overrides: Any):
+    """A freshly initialised tiny ``LlamaForCausalLM`` (deterministic for a given seed); ``vocab_size``: its
+    tokenizer's (the byte tokenizer's by default)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = asdict(config or TinyModelConfig())
     cfg.update(overrides)
     llama_config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         pad_token_id=PAD_ID,
         bos_token_id=BOS_ID,
         eos_token_id=EOS_ID,

@@ -1,15 +1,17 @@
 """Learning benchmark: the advantage estimators side by side, at the same budget, seeds and model.
 
-    python -m hiergym.benchmarks.learning                      # Sokoban and ALFWorld, 7 estimators, 3 seeds
-    python -m hiergym.benchmarks.learning --envs sokoban --seeds 0 1 --iterations 6 --out runs/learning-quick
-    python -m hiergym.benchmarks.learning --estimators grpo gigpo archer turn_ppo gigpo+spa --agent flat
+    python -m hiergym.benchmarks.learning                      # 3 envs, both agents, 8 estimators, 3 seeds
+    python -m hiergym.benchmarks.learning --envs alfworld --estimators grpo gigpo hiper --seeds 0 1 2
+    python -m hiergym.benchmarks.learning --estimators grpo gigpo archer turn_ppo gigpo+spa --agents flat
 
 For every environment and seed, the agent is behaviour-cloned once on the expert (the shared start), then
 each estimator trains a copy of that start for the same number of RL iterations on the same rollout budget
 (``num_tasks x group_size`` trajectories per iteration, the same task seeds) and is evaluated greedily on
-the same fixed evaluation tasks every ``eval_every`` iterations. The agent is the hierarchical
-planner/executor agent by default (``--agent flat`` for the flat one), so ``hiper`` gets the subgoal
-segments it is built for and every estimator sees the same rows.
+the same fixed evaluation tasks every ``eval_every`` iterations. Both agents run by default, the hierarchical
+planner/executor agent and the flat one (``--agents``), each from its own behaviour-cloned start (the same
+expert episodes, steps and model), so ``hiper`` gets the subgoal segments it is built for and every estimator
+of an agent sees the same rows. The table gives each run's paired gain (the same evaluation tasks before and
+after RL: points, 95% interval, McNemar p), ALFWorld's long multi-subgoal types apart, and seconds per iteration.
 
 ``NAME+spa`` runs estimator NAME on SPA's shaped step rewards (``reward_shaping=spa``), and
 ``NAME:key=value,key=value`` with those estimator options (``archer:warmup_iterations=3``). Every run logs the
@@ -36,22 +38,26 @@ import numpy as np
 
 from hiergym.training.config import TrainConfig, load_config
 
-ESTIMATORS = ("grpo", "gigpo", "hgpo", "hiper", "archer", "turn_ppo", "gigpo+spa")
+ESTIMATORS = ("grpo", "gigpo", "hgpo", "hiper", "hiper:form=value", "archer", "turn_ppo", "gigpo+spa")
 
-#: Per-environment settings of the benchmark (on top of the trainer's preset of the same name).
+#: Per-environment settings of the benchmark: the trainer's preset for each agent, and overrides on top.
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
-    "sokoban": {"preset": "sokoban-hierarchical", "overrides": {}},
-    # One task type, 15 steps, the small tiny model and a one-step history keep ALFWorld affordable on a CPU.
-    "alfworld": {"preset": "alfworld", "overrides": {
-        "env_kwargs": {"task_types": ["pick_and_place_simple"]}, "max_episode_steps": 15, "history_window": 1,
-        "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
-        "sft_steps": 600, "sft_learning_rate": 3e-3, "num_tasks": 8, "group_size": 4, "learning_rate": 5e-4}},
+    "sokoban": {"presets": {"flat": "sokoban", "hierarchical": "sokoban-hierarchical"}, "overrides": {}},
+    # Where planning matters: two boxes in a 7x7 room.
+    "sokoban-7x7": {"presets": {"flat": "sokoban", "hierarchical": "sokoban-hierarchical"}, "overrides": {
+        "env_kwargs": {"dim_room": [7, 7], "num_boxes": 2, "end_on_dead_end": True}, "max_episode_steps": 30}},
+    # All six task types; constrained decoding and the env tokenizer (the presets).
+    "alfworld": {"presets": {"flat": "alfworld", "hierarchical": "alfworld-hierarchical"}, "overrides": {}},
 }
+#: ALFWorld's task types with several subgoals, reported apart.
+LONG_TASK_TYPES = ("pick_two_obj_and_place", "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep",
+                   "pick_clean_then_place_in_recep")
 
 
 def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, start_model: str | None,
                out: Path) -> TrainConfig:
     settings = ENV_SETTINGS[env]
+    preset = settings["presets"][args.agent]
     name, options = parse_estimator(estimator)
     name, _, shaping = name.partition("+")
     batch = {k: v for k, v in (("num_tasks", args.num_tasks), ("group_size", args.group_size)) if v}
@@ -64,7 +70,7 @@ def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, st
         overrides.update(model=f"tiny:{start_model}", sft_episodes=0)
     else:  # the behaviour-cloning run: no RL
         overrides.update(iterations=0)
-    return load_config(settings["preset"], overrides=overrides)
+    return load_config(preset, overrides=overrides)
 
 
 def parse_estimator(spec: str) -> tuple[str, dict[str, Any]]:
@@ -125,7 +131,13 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mean_curve = [float(np.mean([dict(c).get(i, np.nan) for c in curves])) for i in iterations]
     steps = [env_steps_by_iteration(r["out_dir"]) for r in runs]
     mean_steps = [float(np.mean([s.get(i, np.nan) for s in steps])) for i in iterations]
+    gains = [r["rl_gain"] for r in runs if r.get("rl_gain")]
+    long_types = [_types_success(r, LONG_TASK_TYPES) for r in runs]
     return {
+        "paired": [{k: g[k] for k in ("difference", "ci95", "p_value", "gained", "lost", "pairs")} for g in gains],
+        "long_types_before": _mean_or_none([b for b, _ in long_types if b is not None]),
+        "long_types_after": _mean_or_none([a for _, a in long_types if a is not None]),
+        "seconds_per_iteration": float(np.mean([_seconds_per_iteration(r["out_dir"]) for r in runs])),
         "curve_env_steps": mean_steps, "env_steps_mean": mean_steps[-1] if mean_steps else 0.0,
         "seeds": len(runs), "before_mean": float(before.mean()), "after_mean": float(after.mean()),
         "after_std": float(after.std()), "gain_mean": float((after - before).mean()),
@@ -134,23 +146,56 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _types_success(summary: dict[str, Any], types: tuple[str, ...]) -> tuple[float | None, float | None]:
+    """Success before and after RL over the eval tasks of ``types`` (None without per-type results)."""
+    rows = [row for name, row in (summary.get("by_task_type") or {}).items() if name in types]
+    if not rows:
+        return None, None
+    count = sum(r["episodes"] for r in rows)
+    return (sum(r["success_before_rl"] * r["episodes"] for r in rows) / count,
+            sum(r["success_after_rl"] * r["episodes"] for r in rows) / count)
+
+
+def _seconds_per_iteration(out_dir: str | Path) -> float:
+    """Mean wall seconds of an RL iteration (rollout + update), from the run's metrics."""
+    path = Path(out_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    rl = [r for r in rows if r.get("phase") == "rl"]
+    return float(np.mean([r.get("rollout_seconds", 0) + r.get("update_seconds", 0) for r in rl])) if rl else np.nan
+
+
+def _paired_text(paired: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{100 * p['difference']:+.1f} [{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] "
+                     f"p={p['p_value']:.2g}" for p in paired)
+
+
 def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace) -> str:
-    lines = [f"# Learning benchmark: {args.agent} tiny agent, {args.iterations} RL iterations, seeds "
+    lines = [f"# Learning benchmark: {', '.join(args.agents)} tiny agent, {args.iterations} RL iterations, seeds "
              f"{', '.join(map(str, args.seeds))}", ""]
-    for env, by_estimator in results.items():
-        config = load_config(ENV_SETTINGS[env]["preset"], overrides=ENV_SETTINGS[env]["overrides"])
+    for key, by_estimator in results.items():
+        env, agent = key.split("/")
+        settings = ENV_SETTINGS[env]
+        config = load_config(settings["presets"][agent], overrides=settings["overrides"])
         tasks, group = args.num_tasks or config.num_tasks, args.group_size or config.group_size
-        lines += [f"## {config.env_id} ({tasks} tasks x {group} rollouts per iteration, "
+        lines += [f"## {env}, {agent} agent ({config.env_id}; {tasks} tasks x {group} rollouts per iteration, "
                   f"{args.eval_episodes} eval tasks of {config.eval_split})", "",
-                  "| estimator | success before RL | after RL (mean ± std) | gain (mean ± std) | "
-                  "eval curve (iteration [RL env steps]: success) | RL env steps | s/run |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| estimator | success before RL | after RL (mean ± std) | gain (mean ± std) | paired gain per seed "
+                  "(points, 95% interval, McNemar p) | long types before -> after | eval curve (iteration [RL env "
+                  "steps]: success) | s/iteration |",
+                  "|---|---|---|---|---|---|---|---|"]
         for estimator, row in by_estimator.items():
             points = " · ".join(f"{i} [{n:,.0f}]: {s:.2f}" for i, n, s in zip(
                 row["curve_iterations"], row["curve_env_steps"], row["curve_mean"], strict=True))
+            long_types = ("-" if row["long_types_before"] is None else
+                          f"{row['long_types_before']:.1%} -> {row['long_types_after']:.1%}")
             lines.append(f"| {estimator} | {row['before_mean']:.1%} | {row['after_mean']:.1%} ± "
-                         f"{row['after_std']:.1%} | {row['gain_mean']:+.1%} ± {row['gain_std']:.1%} | {points} | "
-                         f"{row['env_steps_mean']:,.0f} | {row['seconds_mean']:.0f} |")
+                         f"{row['after_std']:.1%} | {row['gain_mean']:+.1%} ± {row['gain_std']:.1%} | "
+                         f"{_paired_text(row['paired'])} | {long_types} | {points} | "
+                         f"{row['seconds_per_iteration']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -167,7 +212,7 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> bool:
     for ax, (env, by_estimator) in zip(axes[0], results.items(), strict=True):
         for estimator, row in by_estimator.items():
             ax.plot(row["curve_env_steps"], row["curve_mean"], "o-", label=estimator)
-        ax.set_title(env)
+        ax.set_title(env.replace("/", ", ") + " agent")
         ax.set_xlabel("RL environment steps consumed")
         ax.set_ylabel("eval success (mean over seeds)")
         ax.legend()
@@ -186,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=10, help="RL iterations per run")
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=64)
-    parser.add_argument("--agent", choices=("hierarchical", "flat"), default="hierarchical")
+    parser.add_argument("--agents", nargs="+", choices=("hierarchical", "flat"), default=["hierarchical", "flat"],
+                        help="each agent gets its own behaviour-cloned start (the same expert episodes and steps)")
     parser.add_argument("--num-tasks", type=int, default=0, help="tasks per iteration (0: the env's setting)")
     parser.add_argument("--group-size", type=int, default=0, help="rollouts per task (0: the env's setting)")
     parser.add_argument("--out", default="runs/learning")
     args = parser.parse_args(argv)
     for spec in args.estimators:
-        if parse_estimator(spec)[0] not in ESTIMATORS:
+        if parse_estimator(spec)[0] not in {parse_estimator(e)[0] for e in ESTIMATORS}:
             parser.error(f"unknown estimator {spec!r}: choose among {', '.join(ESTIMATORS)}")
 
     import torch
@@ -202,19 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     runs: dict[str, Any] = {}
     for env in args.envs:
-        by_estimator: dict[str, list[dict[str, Any]]] = {e: [] for e in args.estimators}
-        for seed in args.seeds:
-            start_dir = out / env / f"seed{seed}" / "bc"
-            train(run_config(env, seed, "gigpo", args, None, start_dir))
-            start_model = str(start_dir / "checkpoint" / "model")
-            for estimator in args.estimators:
-                config = run_config(env, seed, estimator, args, start_model, out / env / f"seed{seed}" / estimator)
-                summary = train(config)
-                by_estimator[estimator].append(summary)
-                runs[f"{env}/seed{seed}/{estimator}"] = {"config": dataclasses.asdict(config), "summary": summary}
-                print(f"{env} seed {seed} {estimator}: success {summary['success_before_rl']:.2f} -> "
-                      f"{summary['success_after_rl']:.2f}", flush=True)
-        results[env] = {e: aggregate(r) for e, r in by_estimator.items()}
+        for agent in args.agents:
+            one = argparse.Namespace(**{**vars(args), "agent": agent})
+            by_estimator: dict[str, list[dict[str, Any]]] = {e: [] for e in args.estimators}
+            for seed in args.seeds:
+                where = out / env / agent / f"seed{seed}"
+                train(run_config(env, seed, "gigpo", one, None, where / "bc"))
+                start_model = str(where / "bc" / "checkpoint" / "model")
+                for estimator in args.estimators:
+                    config = run_config(env, seed, estimator, one, start_model, where / estimator.replace(":", "-"))
+                    summary = train(config)
+                    by_estimator[estimator].append(summary)
+                    runs[f"{env}/{agent}/seed{seed}/{estimator}"] = {"config": dataclasses.asdict(config),
+                                                                      "summary": summary}
+                    print(f"{env} {agent} seed {seed} {estimator}: success {summary['success_before_rl']:.3f} -> "
+                          f"{summary['success_after_rl']:.3f}", flush=True)
+            results[f"{env}/{agent}"] = {e: aggregate(r) for e, r in by_estimator.items()}
     text = report(results, args)
     print(text)
     (out / "learning.md").write_text(text + "\n")

@@ -458,6 +458,7 @@ def step_records(steps: Sequence[PlayedStep]) -> list[StepRecord]:
                 prompt_token_ids=list(generation.prompt_token_ids),
                 response_token_ids=list(generation.response_token_ids),
                 response_logprobs=list(generation.response_logprobs),
+                response_allowed=generation.response_allowed,
             ))
         if acting < 0:  # a non-LLM agent: the env step still is a row
             segment = decision.generations[-1].segment if decision.generations else 0

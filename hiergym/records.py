@@ -52,6 +52,9 @@ class StepRecord:
     #: The seat (role) whose turn this was, in a multi-agent game (``player_i`` -> ``i``); 0 for single-agent
     #: envs. Estimators with ``normalize_by="role"`` take their statistics per role.
     role: int = 0
+    #: Constrained decoding: the allowed token ids at each response position (the masks the behaviour log-probs
+    #: are under, and the update scores under); None when the response was unconstrained.
+    response_allowed: list[list[int]] | None = None
 
 
 @dataclass

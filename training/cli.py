@@ -128,6 +128,19 @@ def print_summary(summary: dict) -> None:
         print(f"RL gain, paired on the same tasks: {100 * gain['difference']:+.1f} points [{100 * low:+.1f}, "
               f"{100 * high:+.1f}] ({gain['gained']} tasks gained, {gain['lost']} lost; McNemar p = "
               f"{gain['p_value']:.2g})")
+    held_out = summary.get("eval_out")
+    if held_out:
+        paired = held_out["paired"]
+        low, high = paired["ci95"]
+        print(f"held-out (eval_out, {held_out['episodes']} tasks): {held_out['success_before_rl']:.1%} -> "
+              f"{held_out['success_after_rl']:.1%}, {100 * paired['difference']:+.1f} points [{100 * low:+.1f}, "
+              f"{100 * high:+.1f}] (p = {paired['p_value']:.2g})")
+    for task_type, row in (summary.get("by_task_type") or {}).items():
+        print(f"  {task_type:<34}{row['success_before_rl']:>7.1%} -> {row['success_after_rl']:.1%} "
+              f"({row['episodes']} tasks)")
+    decoding = summary.get("decoding") or {}
+    if decoding.get("action_constraint", "none") != "none":
+        print(f"decoding restricted to the {decoding['action_constraint']} actions; tokenizer {decoding['tokenizer']}")
     print(f"metrics, checkpoint and curves in {summary['out_dir']}")
 
 

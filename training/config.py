@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hiergym.agents.constraint import ACTION_CONSTRAINTS
+from hiergym.agents.generation import DEFAULT_PREFIX_CACHE_TOKENS, GENERATION_MODES
 from hiergym.agents.hierarchical import HierarchicalAgentConfig
 from hiergym.agents.prompts import STYLES
 from hiergym.agents.spec import TINY_DEFAULTS
@@ -72,6 +74,20 @@ class TrainConfig:
     max_new_tokens: int = option(TINY_DEFAULTS["max_new_tokens"], "longest generation per decision", low=1)
     planner_max_new_tokens: int = option(TINY_DEFAULTS["planner_max_new_tokens"],
                                          "hierarchical: longest subgoal generation", low=1)
+    action_constraint: str = option("none", "none (the benchmark's rules: any text) or admissible (the executor's "
+                                    "decoding restricted to the admissible actions; behaviour log-probs and the "
+                                    "update under the same masks; agents/constraint.py)",
+                                    choices=ACTION_CONSTRAINTS)
+    tokenizer: str = option("byte", "fresh tiny model: byte (one token per byte) or env (a byte-level BPE trained "
+                            "offline on the env's expert prompts and answers, saved with the checkpoint; tiny:DIR "
+                            "keeps the checkpoint's)",
+                            choices=("byte", "env"))
+    tokenizer_vocab_size: int = option(2048, "tokenizer=env: vocabulary size", low=259, high=65536)
+    tokenizer_episodes: int = option(200, "tokenizer=env: expert episodes whose text trains it", low=1)
+    generation: str = option("cached", "rollout sampling: cached (prefix-shared KV cache kept between calls) or "
+                             "plain (model.generate per call); the same samples for a seed", choices=GENERATION_MODES)
+    prefix_cache_tokens: int = option(DEFAULT_PREFIX_CACHE_TOKENS, "generation=cached: tokens of KV states kept "
+                                      "between calls (0: none)", low=0)
     device: str = option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     bf16: bool = option(True, "bf16 weights on CUDA (ignored on CPU)")
     lora: bool = option(False, "train LoRA adapters through peft")
@@ -113,6 +129,11 @@ class TrainConfig:
                               "geometric mean of its token ratios) clipped as a whole, Turn-PPO's turn-level clip",
                               choices=RATIO_LEVELS)
     max_grad_norm: float = option(1.0, "gradient clipping", low=0.0)
+    packed_update: bool = option(True, "score each micro-batch with its prompts' shared prefixes forwarded once "
+                                 "(the same log-probs and gradients as unpacked, fewer forwarded tokens)")
+    tis_cap: float = option(0.0, "truncated importance sampling against the training forward's log-probs, weights "
+                            "capped here (0: off; for engines whose rollout log-probs differ, e.g. bf16 on GPU; "
+                            "one process only)", low=0.0)
     schedule: str = option("joint", "joint, or alternate (HiMAC co-evolution)", choices=("joint", "alternate"))
     alternate_every: int = option(2, "alternate: iterations per level before switching", low=1)
     value_coef: float = option(_LOSS.value_coef, "value loss weight (value-based estimators)", low=0.0)
@@ -163,6 +184,8 @@ class TrainConfig:
     eval_every: int = option(10, "evaluate every N iterations (0: only start/end)", low=0)
     eval_episodes: int = option(32, "episodes per evaluation (task ids 0..N-1)", low=1)
     eval_split: str = option("eval_in", "split of the fixed evaluation tasks", choices=SPLITS)
+    eval_out_episodes: int = option(0, "also evaluate before and after RL on this many eval_out (held-out) tasks, "
+                                    "reported beside eval_split's (0: not)", low=0)
     eval_temperature: float = option(0.0, "0 = greedy evaluation", low=0.0)
     checkpoint_every: int = option(5, "save a resumable checkpoint every N iterations", low=1)
     out_dir: str = option("runs/default", "where metrics, checkpoints, plots go")
@@ -201,6 +224,9 @@ class TrainConfig:
             (not self.fsdp or not (self.lora or self.kl_coef > 0),
              "fsdp=true does not support lora=true or kl_coef > 0 (the reference copy and the adapters are not "
              "sharded); use fsdp=false"),
+            (self.tokenizer == "byte" or self.model.partition(":")[0] == "tiny",
+             f"tokenizer=env builds a fresh tiny model's tokenizer; model={self.model!r} brings its own: drop "
+             "tokenizer=env"),
             (self.task_pool == 0 or self.task_pool >= self.num_tasks,
              f"task_pool ({self.task_pool}) must be 0 or at least num_tasks ({self.num_tasks})"),
             (self.rollout_allocation != "knapsack" or self.task_pool > 0,
@@ -323,9 +349,29 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "mini_batches": 2, "learning_rate": 5e-4, "iterations": 80, "eval_every": 40, "eval_episodes": 1024,
                 "eval_temperature": 0.4},
     "sokoban-hierarchical": {},  # the sokoban preset with the planner/executor agent and hiper (below)
-    "alfworld": {"env_id": "hiergym/ALFWorld-v0", "max_episode_steps": 30, "max_new_tokens": 48,
-                 "planner_max_new_tokens": 128},
-    "webshop": {"env_id": "hiergym/WebShop-v0", "max_episode_steps": 15, "max_new_tokens": 64},
+    # The household and the shop on a CPU (issue 16, README "Long-horizon presets"): the executor's decoding
+    # restricted to the admissible actions (a byte-level tiny model wrote an invalid command in 91% of its
+    # ALFWorld steps), a BPE tokenizer fitted to the env's text (a prompt of ~200 tokens instead of ~900
+    # bytes), behaviour cloning from 300 expert episodes (so RL has room), then RL on 16 tasks x 8 sampled at
+    # 0.6 (at 1.0 the cloned policy's rollouts succeed half as often and RL did not fit even a fixed task set),
+    # learning rate 1e-3 with two optimizer steps per batch.
+    # Evaluation on the whole fixed eval_in set (ALFWorld: 140 tasks, the six types interleaved) and eval_out
+    # beside it, sampled at 0.4.
+    "alfworld": {"env_id": "hiergym/ALFWorld-v0", "max_episode_steps": 30, "action_constraint": "admissible",
+                 "tokenizer": "env", "tokenizer_episodes": 100,
+                 "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+                 "history_window": 3, "max_new_tokens": 24, "planner_max_new_tokens": 32, "sft_episodes": 300,
+                 "sft_steps": 800, "sft_learning_rate": 3e-3, "num_tasks": 16, "group_size": 8, "iterations": 12,
+                 "temperature": 0.6, "learning_rate": 1e-3, "mini_batches": 2,
+                 "eval_every": 0, "eval_episodes": 140, "eval_out_episodes": 134, "eval_temperature": 0.4},
+    "alfworld-hierarchical": {},  # the alfworld preset with the planner/executor agent and hiper (below)
+    "webshop": {"env_id": "hiergym/WebShop-v0", "max_episode_steps": 15, "action_constraint": "admissible",
+                "tokenizer": "env", "tokenizer_episodes": 100,
+                "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+                "history_window": 1, "max_new_tokens": 64, "planner_max_new_tokens": 64, "sft_episodes": 100,
+                "sft_steps": 400, "sft_learning_rate": 3e-3, "num_tasks": 16, "group_size": 8, "iterations": 8,
+                "eval_every": 0, "eval_episodes": 200, "eval_out_episodes": 100, "eval_temperature": 0.4},
+    "webshop-hierarchical": {},
     "toolqa": {"env_id": "hiergym/ToolQA-v0", "max_episode_steps": 10, "max_new_tokens": 48},
     "tictactoe": {"env_id": "hiergym/TicTacToe-v0", "max_episode_steps": 9},
 }
@@ -367,6 +413,12 @@ PRESETS.update({
 })
 PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper",
                                    "planner_max_new_tokens": 64}
+# Subgoals as the env's expert decomposes them (ALFWorld: up to an interaction with an object); the planner is
+# asked again when the executor marks one done, or after 6 steps.
+PRESETS["alfworld-hierarchical"] = {**PRESETS["alfworld"], "agent": "hierarchical", "estimator": "hiper",
+                                    "replan_every": 6}
+PRESETS["webshop-hierarchical"] = {**PRESETS["webshop"], "agent": "hierarchical", "estimator": "hiper",
+                                   "replan_every": 4}
 DEFAULT_PRESET = "sokoban"
 
 

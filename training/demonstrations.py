@@ -26,6 +26,8 @@ class Demonstration:
     prompt: str
     response: str
     level: str = "executor"
+    #: Constrained decoding: the responses the agent could choose from at this prompt (None: unconstrained).
+    choices: list[str] | None = None
 
 
 def expert_demonstrations(
@@ -53,7 +55,7 @@ def expert_demonstrations(
             played = play_episodes(EnvEpisodes(envs[:count], resets), demonstrator, max_steps=max_steps)
             wins += sum(r.success for r in played.results)
             for step in sorted(played.steps, key=lambda s: s.episode):  # stable: each episode's steps in order
-                demos += [Demonstration(g.prompt_text, g.response_text, level=g.level)
+                demos += [Demonstration(g.prompt_text, g.response_text, level=g.level, choices=g.choices)
                           for g in step.decision.generations]
     finally:
         for env in envs:

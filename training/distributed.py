@@ -429,13 +429,17 @@ def _buckets(tensors: Sequence[torch.Tensor], limit: int) -> list[list[torch.Ten
     return buckets
 
 
-def sequence_digest(prompt_ids: Sequence[int], response_ids: Sequence[int], temperature: float) -> bytes:
-    """A 16-byte digest of (prompt, response, temperature): equal rows, equal digests, on every rank."""
+def sequence_digest(prompt_ids: Sequence[int], response_ids: Sequence[int], temperature: float,
+                    allowed: Sequence[Sequence[int]] | None = None) -> bytes:
+    """A 16-byte digest of (prompt, response, temperature, constrained-decoding masks): equal rows, equal
+    digests, on every rank."""
     h = hashlib.blake2b(digest_size=16)
     h.update(np.asarray(prompt_ids, dtype=np.int64).tobytes())
     h.update(b"|")
     h.update(np.asarray(response_ids, dtype=np.int64).tobytes())
     h.update(struct.pack("<d", float(temperature)))
+    for ids in allowed or ():
+        h.update(b";" + np.asarray(ids, dtype=np.int64).tobytes())
     return h.digest()
 
 
@@ -448,12 +452,13 @@ class UpdateSharding:
 
     def global_sets(self, usable: Sequence[Any]) -> GlobalSets:
         """The sets of identical sequences over every rank's ``usable`` sequences (a collective)."""
-        keys = [(sequence_digest(s.prompt_ids, s.response_ids, s.temperature), len(s.response_ids)) for s in usable]
+        keys = [(sequence_digest(s.prompt_ids, s.response_ids, s.temperature, s.allowed), len(s.response_ids))
+                for s in usable]
         return GlobalSets(self.dist, self.dist.all_gather(keys))
 
-    def demonstrations(self, pairs: Sequence[tuple[list[int], list[int]]]) -> GlobalDemonstrations:
+    def demonstrations(self, pairs: Sequence[tuple]) -> GlobalDemonstrations:
         """The global list of behaviour-cloning pairs (a collective)."""
-        return GlobalDemonstrations(self.dist, self.dist.all_gather([len(r) for _, r in pairs]))
+        return GlobalDemonstrations(self.dist, self.dist.all_gather([len(pair[1]) for pair in pairs]))
 
 
 class GlobalSets:

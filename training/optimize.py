@@ -47,6 +47,8 @@ class TrainSequence:
     #: Critic targets for value-based estimators (NaN when unused).
     value_target: float = float("nan")
     old_value: float = float("nan")
+    #: Constrained decoding's allowed tokens per response position (scored under the same masks), or None.
+    allowed: list[list[int]] | None = None
 
 
 class ValueHead(torch.nn.Module):
@@ -195,17 +197,22 @@ def _by_prompt(items: Sequence[Any], key) -> list[int]:
 
 def _score(policy, prompts: list[list[int]], responses: list[list[int]], temperature: float, *, packed: bool,
            return_entropy: bool = False, return_hidden: bool = False,
-           forwarded: dict[str, int] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], list]:
-    """(log-probs, entropies, last hidden states at the prompts' ends) of one micro-batch, packed or not."""
+           forwarded: dict[str, int] | None = None, allowed: list | None = None
+           ) -> tuple[list[torch.Tensor], list[torch.Tensor], list]:
+    """(log-probs, entropies, last hidden states at the prompts' ends) of one micro-batch, packed or not;
+    ``allowed``: per pair the constrained-decoding masks (or None)."""
+    if allowed is not None and all(a is None for a in allowed):
+        allowed = None
     if packed:
         out = packed_logprobs(policy.model, policy.tokenizer.pad_token_id, prompts, responses,
                               [temperature] * len(prompts), return_entropy=return_entropy,
-                              return_hidden=return_hidden, stats=forwarded)
+                              return_hidden=return_hidden, stats=forwarded, allowed=allowed)
         return out["logprobs"], out["entropy"], out["hidden"]
     if return_entropy:
-        logps, entropies = policy.sequence_logprobs(prompts, responses, temperature=temperature, return_entropy=True)
+        logps, entropies = policy.sequence_logprobs(prompts, responses, temperature=temperature, return_entropy=True,
+                                                    allowed=allowed)
         return logps, entropies, []
-    return policy.sequence_logprobs(prompts, responses, temperature=temperature), [], []
+    return policy.sequence_logprobs(prompts, responses, temperature=temperature, allowed=allowed), [], []
 
 
 @torch.no_grad()
@@ -220,7 +227,7 @@ def _training_logprobs(policy, sequences: Sequence[TrainSequence], micro_batch_s
             part = [i for i in rows if sequences[i].temperature == temperature]
             logps, _, _ = _score(policy, [sequences[i].prompt_ids for i in part],
                                  [sequences[i].response_ids for i in part], temperature, packed=packed,
-                                 forwarded=forwarded)
+                                 forwarded=forwarded, allowed=[sequences[i].allowed for i in part])
             if not packed:
                 forwarded["forward_tokens"] += sum(len(sequences[i].prompt_ids) + len(sequences[i].response_ids)
                                                    for i in part)
@@ -241,14 +248,16 @@ def _mismatch_metrics(sets: list[list[TrainSequence]], train_old: list[torch.Ten
 
 
 def identical_sequences(sequences: Sequence[TrainSequence]) -> list[list[int]]:
-    """Indices of ``sequences`` grouped by equal (prompt, response, temperature), in order of first appearance.
+    """Indices of ``sequences`` grouped by equal (prompt, response, temperature, masks), in order of first
+    appearance.
 
     Rollouts of one group often reach the same state and answer it the same way (every copy starts from the
     same observation); such rows need one forward/backward between them, each keeping its own advantage.
     """
     sets: dict[tuple, list[int]] = {}
     for i, s in enumerate(sequences):
-        sets.setdefault((tuple(s.prompt_ids), tuple(s.response_ids), s.temperature), []).append(i)
+        masks = tuple(map(tuple, s.allowed)) if s.allowed is not None else None
+        sets.setdefault((tuple(s.prompt_ids), tuple(s.response_ids), s.temperature, masks), []).append(i)
     return list(sets.values())
 
 
@@ -295,9 +304,10 @@ def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], me
         prompts = [same[0].prompt_ids for same in chunk]
         responses = [same[0].response_ids for same in chunk]
         temperature = chunk[0][0].temperature
+        allowed = [same[0].allowed for same in chunk]
         logps, entropies, hidden = _score(policy, prompts, responses, temperature, packed=packed,
                                           return_entropy=True, return_hidden=packed and value_head is not None,
-                                          forwarded=forwarded)
+                                          forwarded=forwarded, allowed=allowed)
         width = max(len(r) for r in responses)
         logprobs = _stack_padded(logps, width)[expand]
         entropy = _stack_padded(entropies, width)[expand]
@@ -314,7 +324,7 @@ def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], me
         ref_logprobs = None
         if reference is not None and loss_options["kl_coef"] > 0:
             with torch.no_grad():
-                ref_logps, _, _ = _score(reference, prompts, responses, temperature, packed=packed)
+                ref_logps, _, _ = _score(reference, prompts, responses, temperature, packed=packed, allowed=allowed)
                 ref_logprobs = _stack_padded(ref_logps, width)[expand]
         out = clipped_policy_loss(logprobs, old, advantages, mask, ref_logprobs=ref_logprobs, entropy=entropy,
                                   **loss_options)
@@ -340,7 +350,7 @@ def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], me
 
 def behaviour_cloning(
     policy,
-    demonstrations: Sequence[tuple[list[int], list[int]]],
+    demonstrations: Sequence[tuple[list[int], list[int]] | tuple[list[int], list[int], list[list[int]] | None]],
     *,
     steps: int,
     batch_size: int = 32,
@@ -351,6 +361,9 @@ def behaviour_cloning(
     sharding: Any = None,
 ) -> list[float]:
     """Supervised fine-tuning on (prompt ids, response ids) pairs: minimise the response tokens' NLL.
+
+    A demonstration may carry a third element, the constrained-decoding masks of its response (the allowed
+    tokens at each position): its NLL is then that of the constrained distribution the agent samples from.
 
     Returns the loss of every step. ``progress`` (optional) is called with (step, loss). ``sharding``
     (data-parallel ranks): ``demonstrations`` are this rank's share of the global list; every step draws the
@@ -365,6 +378,7 @@ def behaviour_cloning(
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / steps))
     policy.model.train()
+    packed = not _checkpointing(policy.model) and not (sharding is not None and sharding.dist.fsdp)
     losses = []
     for step in range(steps):
         picks = [rng.randrange(count) for _ in range(batch_size)]
@@ -372,7 +386,11 @@ def behaviour_cloning(
         optimizer.zero_grad(set_to_none=True)
         value = 0.0
         if batch:
-            logps = policy.sequence_logprobs([p for p, _ in batch], [r for _, r in batch])
+            masks = [d[2] if len(d) > 2 else None for d in batch]
+            # Packed: the batch's distinct prompts forwarded once, logits only where a response token is
+            # predicted (the same log-probs and gradients as the plain forward).
+            logps, _, _ = _score(policy, [d[0] for d in batch], [d[1] for d in batch], 1.0, packed=packed,
+                                 allowed=masks)
             tokens = sum(len(lp) for lp in logps) if shards is None else shards.tokens(picks)
             loss = -torch.cat(logps).sum() / max(tokens, 1)
             loss.backward()

@@ -320,7 +320,7 @@ class SelfPlayTrainer(Trainer):
         update = policy_update(self.policy, self.optimizer, sequences, epochs=cfg.epochs,
                                mini_batches=cfg.mini_batches, micro_batch_size=cfg.micro_batch_size,
                                loss=cfg.loss_config(), reference=self.reference, max_grad_norm=cfg.max_grad_norm,
-                               rng=self.rng)
+                               rng=self.rng, packed=cfg.packed_update, tis_cap=cfg.tis_cap or None)
         outcomes = [_outcome(g, s) for g, assignment in zip(played.games, seats, strict=True)
                     for s in SEATS if assignment[s] is learner]
         metrics = {

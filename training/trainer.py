@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import os
 import random
@@ -66,13 +67,15 @@ def build_policy(config: TrainConfig, checkpoint_model: Path | None = None):
     device = resolve_device(config.device)
     source = str(checkpoint_model) if checkpoint_model is not None else config.model
     kind, _, path = source.partition(":")
+    options = {"generation": config.generation, "prefix_cache_tokens": config.prefix_cache_tokens}
     if checkpoint_model is None and kind == "tiny":
+        tokenizer = env_tokenizer(config) if config.tokenizer == "env" and not path else None
         policy = CausalLMPolicy.tiny(path or None, seed=config.seed, device=device,
-                                     architecture=config.model_architecture or None)
+                                     architecture=config.model_architecture or None, tokenizer=tokenizer, **options)
     else:
         dtype = torch.bfloat16 if (device.type == "cuda" and config.bf16) else torch.float32
         try:
-            policy = CausalLMPolicy.from_pretrained(source, device=device, dtype=dtype)
+            policy = CausalLMPolicy.from_pretrained(source, device=device, dtype=dtype, **options)
         except Exception as exc:
             if checkpoint_model is None:
                 raise
@@ -89,6 +92,20 @@ def build_policy(config: TrainConfig, checkpoint_model: Path | None = None):
     return policy
 
 
+def env_tokenizer(config: TrainConfig):
+    """``tokenizer=env``: a BPE tokenizer trained on the text of ``tokenizer_episodes`` expert episodes played
+    through the agent (its prompts, answers and the admissible actions), on training seeds of their own."""
+    from hiergym.agents.tiny import build_text_tokenizer
+    from hiergym.training.demonstrations import expert_demonstrations
+
+    demos, _ = expert_demonstrations(
+        config.env_id, build_agent(config, None, temperature=0.0), episodes=config.tokenizer_episodes,
+        seed=config.seed + 20_000_000, split=config.train_split, env_kwargs=config.env_kwargs,
+        max_steps=config.max_episode_steps)
+    texts = [text for d in demos for text in (d.prompt, d.response, *(d.choices or ()))]
+    return build_text_tokenizer(texts, config.tokenizer_vocab_size)
+
+
 def _with_lora(model, rank: int):
     try:
         from peft import LoraConfig, get_peft_model
@@ -103,7 +120,8 @@ def saved_agent_settings(config: TrainConfig) -> dict[str, Any]:
     """The agent settings stored with a checkpoint, so ``hiergym eval --agent tiny:OUT/checkpoint/model`` (or
     ``hf:...``) plays exactly as the trainer's evaluation did."""
     settings = {"mode": config.agent, "style": resolve_prompt_style(config), "history_window": config.history_window,
-                "max_new_tokens": config.max_new_tokens, "temperature": config.eval_temperature}
+                "max_new_tokens": config.max_new_tokens, "temperature": config.eval_temperature,
+                "action_constraint": config.action_constraint}
     if config.agent == "hierarchical":
         settings.update(replan_every=config.replan_every, planner_max_new_tokens=config.planner_max_new_tokens)
     return settings
@@ -114,13 +132,39 @@ def build_agent(config: TrainConfig, policy, temperature: float):
     from hiergym.agents.llm import LLMAgent, LLMAgentConfig
 
     common = dict(style=resolve_prompt_style(config), history_window=config.history_window,
-                  max_new_tokens=config.max_new_tokens, temperature=temperature, seed=config.seed)
+                  max_new_tokens=config.max_new_tokens, temperature=temperature, seed=config.seed,
+                  action_constraint=config.action_constraint)
     if config.agent == "hierarchical":
         return HierarchicalAgent(policy, HierarchicalAgentConfig(replan_every=config.replan_every,
                                                                  planner_max_new_tokens=config.planner_max_new_tokens,
                                                                  **common),
                                  env_id=config.env_id)
     return LLMAgent(policy, LLMAgentConfig(**common), env_id=config.env_id)
+
+
+def check_eval_set(config: TrainConfig) -> None:
+    """Refuse, before any work, an env that cannot be made and more evaluation episodes than the env's fixed
+    evaluation set has tasks."""
+    try:
+        env = gym.make(config.env_id, **config.env_kwargs)
+    except gym.error.Error as exc:
+        close = difflib.get_close_matches(config.env_id, list(gym.registry), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"bad training config: env_id {config.env_id!r}: {exc} ({hint}`hiergym list` shows the "
+                         "registered ids)") from None
+    except TypeError as exc:
+        raise ValueError(f"bad training config: env_kwargs {config.env_kwargs!r} for {config.env_id}: {exc}") from None
+    try:
+        size = getattr(env.unwrapped, "eval_set_size", None)
+        split = config.eval_split
+        wanted = [("eval_episodes", config.eval_episodes, config.eval_split),
+                  ("eval_out_episodes", config.eval_out_episodes, "eval_out")]
+        for name, count, split in wanted if size is not None else ():
+            if split != "train" and count > size(split):
+                raise ValueError(f"bad training config: {name}={count} exceeds the {size(split)} tasks of "
+                                 f"{config.env_id}'s {split} set; use {name} <= {size(split)}")
+    finally:
+        env.close()
 
 
 def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str, first_slot: int = 0):
@@ -135,6 +179,7 @@ def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str, f
 class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False):
         config.validate()
+        check_eval_set(config)
         # torchrun's ranks (docs/scaling.md); a world of one without a launcher.
         self.dist = distributed.setup(config.distributed_timeout, fsdp=config.fsdp)
         distributed.check_world(config.num_tasks, self.dist)
@@ -193,6 +238,9 @@ class Trainer:
                 self.behaviour_clone()
             self.state["sft_done"] = True
             self.state["before_rl"] = self.evaluate("before_rl")
+            if cfg.eval_out_episodes:
+                self.state["before_rl_eval_out"] = self.evaluate("before_rl_eval_out", split="eval_out",
+                                                                 episodes=cfg.eval_out_episodes)
             self.save_checkpoint()
         if cfg.kl_coef > 0:
             self.reference = self._frozen_copy()
@@ -212,6 +260,9 @@ class Trainer:
             progress.close()
         if "after_rl" not in self.state:
             self.state["after_rl"] = self.evaluate("after_rl")
+            if cfg.eval_out_episodes:
+                self.state["after_rl_eval_out"] = self.evaluate("after_rl_eval_out", split="eval_out",
+                                                                episodes=cfg.eval_out_episodes)
             self.save_checkpoint()
         summary = self.summary()
         if self.dist.is_main:
@@ -231,9 +282,7 @@ class Trainer:
             seed=cfg.seed + 10_000_000 + first, split=cfg.train_split, env_kwargs=cfg.env_kwargs,
             max_steps=cfg.max_episode_steps)
         demonstrations, wins = self.dist.sum([len(demos), expert_success * (last - first)])
-        pairs = [(self.policy.encode_prompt(d.prompt),
-                  self.policy.tokenizer(d.response, add_special_tokens=False)["input_ids"] + [self.policy.eos_token_ids[0]])
-                 for d in demos]
+        pairs = [self.demonstration_pair(d) for d in demos]
         bar = _progress_bar(cfg.sft_steps, cfg.progress and self.dist.is_main, "BC")
 
         def report(step: int, loss: float) -> None:
@@ -250,6 +299,22 @@ class Trainer:
                   "expert_success": wins / max(cfg.sft_episodes, 1),
                   "sft_first_loss": losses[0], "sft_final_loss": float(np.mean(losses[-10:]))})
         return losses
+
+    def demonstration_pair(self, demo) -> tuple[list[int], list[int], list[list[int]] | None]:
+        """(prompt ids, response ids, constrained-decoding masks or None) of a demonstration: the response the
+        agent would have sampled (its tokens, then EOS unless it ends at the stop string), and under
+        ``action_constraint=admissible`` the masks it would have been sampled under."""
+        from hiergym.agents.constraint import choice_sequences
+        from hiergym.agents.llm import ACTION_STOP
+
+        policy = self.policy
+        eos = policy.tokenizer.eos_token_id
+        prompt = policy.encode_prompt(demo.prompt)
+        if demo.choices and demo.response in demo.choices:
+            response = choice_sequences(policy.tokenizer, [demo.response], eos, ACTION_STOP)[0]
+            return prompt, response, policy.allowed_along(demo.choices, response, ACTION_STOP)
+        response = policy.tokenizer(demo.response, add_special_tokens=False)["input_ids"] + [policy.eos_token_ids[0]]
+        return prompt, response, None
 
     def train_iteration(self, iteration: int) -> dict[str, Any]:
         cfg = self.config
@@ -276,7 +341,7 @@ class Trainer:
             self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
             micro_batch_size=cfg.micro_batch_size, loss=cfg.loss_config(), reference=self.reference,
             max_grad_norm=cfg.max_grad_norm, value_head=self.value_head, rng=self.rng,
-            sharding=self.dist.update_sharding())
+            sharding=self.dist.update_sharding(), packed=cfg.packed_update, tis_cap=cfg.tis_cap or None)
         tokens = sum(len(r.response_token_ids) for r in batch.records)
         prompt_tokens = sum(len(r.prompt_token_ids) for r in batch.records)
         metrics = {
@@ -284,6 +349,10 @@ class Trainer:
             "train_return": rollout.mean_return, "rows": len(batch), "generated_tokens": tokens,
             "prompt_tokens": prompt_tokens, "env_steps": sum(e["steps"] for e in rollout.episodes), **credit,
             "invalid_rate": float(batch.invalid.mean()) if len(batch) else 0.0,
+            "invalid_action_rate": float(np.mean([r.invalid for r in batch.records if r.level == "executor"] or [0.0])),
+            "prompt_tokens_per_decision": {level: float(np.mean([len(r.prompt_token_ids) for r in batch.records
+                                                                if r.level == level]))
+                                           for level in LEVELS if any(r.level == level for r in batch.records)},
             "advantage_std": float(advantages.std()) if len(batch) else 0.0,
             "levels": self._trained_levels(iteration), "rollout_seconds": rollout_seconds,
             **group_signal(rollout.episodes), **allocation.metrics(),
@@ -295,23 +364,24 @@ class Trainer:
         self.log(metrics)
         return metrics
 
-    def evaluate(self, label: str) -> dict[str, Any]:
-        """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``), played by the
-        episode driver exactly as ``hiergym eval`` plays them (``play_evaluation``); the episodes go to
-        ``OUT/eval/LABEL`` (transcripts, ``results.jsonl``, ``summary.json``)."""
+    def evaluate(self, label: str, *, split: str | None = None, episodes: int | None = None) -> dict[str, Any]:
+        """Success on the fixed evaluation tasks (task ids 0..eval_episodes-1 of ``eval_split``, or of ``split``),
+        played by the episode driver exactly as ``hiergym eval`` plays them (``play_evaluation``); the episodes
+        go to ``OUT/eval/LABEL`` (transcripts, ``results.jsonl``, ``summary.json``)."""
         cfg = self.config
+        split = split or cfg.eval_split
         agent = build_agent(cfg, self.policy, cfg.eval_temperature)
         run_dir = self.out / "eval" / label
         if self.dist.is_main:
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
-        episodes = self.dist.shard(range(cfg.eval_episodes))  # this rank's share; rank 0 gathers them
+        episodes = self.dist.shard(range(episodes or cfg.eval_episodes))  # this rank's share; rank 0 gathers them
         local_dir = self.dist.local_eval_dir(run_dir)
         envs = [gym.make(cfg.env_id, **cfg.env_kwargs) for _ in episodes]
         started = time.perf_counter()
         try:
             with self.dist.generation(self.policy.model):
-                results = play_evaluation(envs, agent, episodes, seed=cfg.seed, split=cfg.eval_split,
+                results = play_evaluation(envs, agent, episodes, seed=cfg.seed, split=split,
                                           max_steps=cfg.max_episode_steps, out=local_dir) if episodes else []
         finally:
             for env in envs:
@@ -320,13 +390,13 @@ class Trainer:
         if self.dist.is_main:
             append_results(results_path(run_dir), results)
         record = {"env": cfg.env_id, "env_args": dict(cfg.env_kwargs), "agent": f"{cfg.agent} ({cfg.model})",
-                  "agent_args": saved_agent_settings(cfg), "split": cfg.eval_split, "seed": cfg.seed, "label": label}
+                  "agent_args": saved_agent_settings(cfg), "split": split, "seed": cfg.seed, "label": label}
         summary = summarize(results, config=record, wall_time_s=time.perf_counter() - started)
         if self.dist.is_main:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         keys = ("episodes", "success_rate", "success_ci95", "mean_return", "mean_steps", "invalid_action_rate",
                 "parse_error_rate", "response_tokens_per_episode")
-        result = {"label": label, **{k: summary[k] for k in keys}}
+        result = {"label": label, "split": split, **{k: summary[k] for k in keys}}
         self.state["evaluations"].append(result)
         self.log({"phase": "eval", **result})
         return result
@@ -351,7 +421,8 @@ class Trainer:
                 old_logprobs=record.response_logprobs, advantage=float(advantages[i]), level=record.level,
                 temperature=self.config.temperature if self.config.temperature > 0 else 1.0,
                 value_target=float(targets[i]) if targets is not None else float("nan"),
-                old_value=float(batch.value[i]) if targets is not None else float("nan")))
+                old_value=float(batch.value[i]) if targets is not None else float("nan"),
+                allowed=record.response_allowed))
         return sequences
 
     @torch.no_grad()
@@ -417,8 +488,40 @@ class Trainer:
             "eval_temperature": self.config.eval_temperature,
             "success_before_rl": before.get("success_rate"), "success_after_rl": after.get("success_rate"),
             "return_before_rl": before.get("mean_return"), "return_after_rl": after.get("mean_return"),
-            "rl_gain": self.rl_gain(), "evaluations": self.state["evaluations"], "out_dir": str(self.out),
+            "rl_gain": self.rl_gain(), "by_task_type": self.success_by_task_type(),
+            "eval_out": self.held_out_gain(),
+            "decoding": {"action_constraint": self.config.action_constraint, "tokenizer": self.config.tokenizer,
+                         "eval_temperature": self.config.eval_temperature},
+            "evaluations": self.state["evaluations"], "out_dir": str(self.out),
         }
+
+    def held_out_gain(self) -> dict[str, Any] | None:
+        """With ``eval_out_episodes``: success on the held-out split before and after RL, paired."""
+        runs = [self.out / "eval" / label for label in ("before_rl_eval_out", "after_rl_eval_out")]
+        if not all((run / "results.jsonl").is_file() for run in runs):
+            return None
+        before, after = (load_results(run) for run in runs)
+        return {"episodes": len(before), "success_before_rl": sum(r.success for r in before) / max(len(before), 1),
+                "success_after_rl": sum(r.success for r in after) / max(len(after), 1),
+                "paired": paired_success_difference(before, after)}
+
+    def success_by_task_type(self) -> dict[str, dict[str, Any]] | None:
+        """Per task type (ALFWorld's six), success before and after RL with the paired difference."""
+        runs = [self.out / "eval" / label for label in ("before_rl", "after_rl")]
+        if not all((run / "results.jsonl").is_file() for run in runs):
+            return None
+        before, after = (load_results(run) for run in runs)
+        types = sorted({r.task_type for r in before if r.task_type})
+        if not types:
+            return None
+        out = {}
+        for task_type in types:
+            pair = [[r for r in results if r.task_type == task_type] for results in (before, after)]
+            out[task_type] = {"episodes": len(pair[0]),
+                              "success_before_rl": sum(r.success for r in pair[0]) / max(len(pair[0]), 1),
+                              "success_after_rl": sum(r.success for r in pair[1]) / max(len(pair[1]), 1),
+                              "paired": paired_success_difference(*pair)}
+        return out
 
     def rl_gain(self) -> dict[str, Any] | None:
         """Success after RL minus before, paired on the same evaluation tasks (``paired_success_difference``)."""
@@ -437,7 +540,7 @@ class Trainer:
             return None
         rows = [json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()]
         train = [r for r in rows if r.get("phase") == "rl"]
-        evals = [r for r in rows if r.get("phase") == "eval"]
+        evals = [r for r in rows if r.get("phase") == "eval" and not r["label"].endswith("_eval_out")]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["iteration"] for r in train], [r["train_success"] for r in train], label="train (sampled)")
         xs = [evaluation_iteration(r["label"], self.state["iteration"]) for r in evals]

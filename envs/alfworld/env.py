@@ -75,6 +75,10 @@ def default_cache_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "hiergym", "alfworld")
 
 
+#: Commands that complete a subgoal of :meth:`AlfWorldEnv.expert_subgoals` (an interaction with an object).
+SUBGOAL_VERBS = ("take", "move", "put", "cool", "heat", "clean", "use")
+
+
 class AlfWorldEnv(EpisodeEnd, gym.Env[str, str]):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
@@ -233,6 +237,24 @@ class AlfWorldEnv(EpisodeEnd, gym.Env[str, str]):
         if self._native is None:
             return None
         return self._native.expert_plan()
+
+    def expert_subgoals(self) -> list[tuple[str, list[str]]] | None:
+        """The expert's plan cut into subgoals, for a hierarchical agent's demonstrations: each subgoal ends at
+        an interaction with an object (``take``, ``move``, ``cool``, ``heat``, ``clean``, ``use``) and is named
+        by that command ("take pan 1 from cabinet 2"); the navigation and opening before it are its steps."""
+        plan = self.expert_plan()
+        if not plan:
+            return None
+        subgoals: list[tuple[str, list[str]]] = []
+        steps: list[str] = []
+        for command in plan:
+            steps.append(command)
+            if command.split(" ", 1)[0] in SUBGOAL_VERBS:
+                subgoals.append((command, steps))
+                steps = []
+        if steps:
+            subgoals.append((steps[-1], steps))
+        return subgoals
 
     def export_alfworld(self, directory: str | os.PathLike) -> str:
         """Write the current task as an ALFWorld game (``<dir>/<type>-<key>/game.tw-pddl``); returns the path.

@@ -88,6 +88,10 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "hiergym") / "webshop"
 
 
+#: A click on a product (its ASIN: B0 and 8 letters or digits, lower-cased in actions).
+_PRODUCT_CLICK = re.compile(r"^click\[b0[a-z0-9]{8}\]$")
+
+
 @dataclass
 class Shop:
     """A catalog, its search index and its goals: everything the env reads, shared by every env instance."""
@@ -391,6 +395,26 @@ class WebShopEnv(EpisodeEnd, gym.Env):
         if reward < 1.0 - 1e-9:
             return None
         return [f"click[{value}]" for name, value in choice.items() if current.get(name) != value] + ["click[buy now]"]
+
+    def expert_subgoals(self) -> list[tuple[str, list[str]]] | None:
+        """The expert's plan as a shopper's subgoals, for a hierarchical agent's demonstrations: the search
+        (named by its query), opening a product (named by the click), then choosing its options and buying
+        ("buy it")."""
+        plan = self.expert_plan()
+        if not plan:
+            return None
+        subgoals: list[tuple[str, list[str]]] = []
+        rest = list(plan)
+        while rest:
+            action = rest[0]
+            if action.startswith("search[") or _PRODUCT_CLICK.match(action) or action in (
+                    "click[back to search]", "click[< prev]", "click[next >]"):
+                steps = [rest.pop(0)]
+                subgoals.append((steps[0], steps))
+            else:  # options and the purchase
+                subgoals.append(("buy it", rest))
+                rest = []
+        return subgoals
 
     def expert_plan(self) -> list[str] | None:
         """Actions that buy a product with reward 1 from the current state, or None if none is known.

@@ -133,6 +133,8 @@ def test_builtin_specs():
     assert isinstance(tiny, LLMAgent) and tiny.config.style == "compact" and tiny.family == "sokoban"
     hier = make_agent("tiny", agent_args={"mode": "hierarchical", "replan_every": 3, "temperature": 0.7})
     assert isinstance(hier, HierarchicalAgent) and hier.config.replan_every == 3
+    constrained = make_agent("tiny", agent_args={"action_constraint": "admissible", "generation": "plain"})
+    assert constrained.config.action_constraint == "admissible" and constrained.backend.generation == "plain"
     with pytest.raises(AgentSpecError, match="unknown agent"):
         make_agent("randm")
     with pytest.raises(AgentSpecError, match="unknown argument"):

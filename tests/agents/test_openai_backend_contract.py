@@ -322,3 +322,21 @@ def test_full_prompt_of_every_family_splits():
         prompt = executor_prompt(family=family, task="t", observation="o", admissible=["a"])
         system, user = split_system_prompt(prompt)
         assert system == f"{spec.role}\n\n{spec.rules}" and f"{system}\n\n{user}" == prompt
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_constrained_actions_go_in_the_guided_choice_field(transport):
+    with FakeServer(lambda path, body: (200, reply("<action>down</action>"))) as server:
+        agent = LLMAgent(backend(server, transport, concurrency=1),
+                         LLMAgentConfig(family="sokoban", action_constraint="admissible"))
+        agent.reset(["push the box", "push it"], infos_for(2))
+        decisions = agent.act(["#####", "#####"], infos_for(2))
+        free = backend(server, transport, choice_field="structured_outputs_choice")
+        free.generate(["x"], choices=[None])
+        free.generate(["x"], choices=[["a", "b"]])
+    assert [d.action for d in decisions] == ["down", "down"]
+    first, second, unconstrained, custom = server.requests
+    assert first["guided_choice"] == second["guided_choice"] == ["<action>up</action>", "<action>down</action>"]
+    assert "guided_choice" not in unconstrained and "structured_outputs_choice" not in unconstrained
+    assert custom["structured_outputs_choice"] == ["a", "b"]
+    assert decisions[0].generations[0].choices == first["guided_choice"]

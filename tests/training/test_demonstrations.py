@@ -31,7 +31,7 @@ class RecordingBackend(ScriptedBackend):
         return super().generate(prompts, **kwargs)
 
 
-@pytest.mark.parametrize("preset", ["sokoban", "alfworld"])
+@pytest.mark.parametrize("preset", ["sokoban", "alfworld", "webshop"])
 @pytest.mark.parametrize("agent", ["flat", "hierarchical"])
 def test_demonstration_prompts_are_the_agents_own(tmp_path, preset: str, agent: str) -> None:
     config = load_config(preset, overrides={"agent": agent, "out_dir": str(tmp_path)})
@@ -61,3 +61,17 @@ def test_demonstration_prompts_are_the_agents_own(tmp_path, preset: str, agent: 
     for (prompt, _), demo in zip(backend.prompts, demos, strict=True):
         assert tokenizer.encode_prompt(prompt) == tokenizer.encode_prompt(demo.prompt)
         assert prompt == demo.prompt
+
+
+@pytest.mark.parametrize("env_id", ["hiergym/ALFWorld-v0", "hiergym/WebShop-v0"])
+def test_expert_subgoals_cover_the_expert_plan(env_id: str) -> None:
+    env = gym.make(env_id)
+    for seed in range(6):
+        env.reset(seed=seed)
+        plan = env.unwrapped.expert_plan()
+        subgoals = env.unwrapped.expert_subgoals()
+        assert [a for _, steps in subgoals for a in steps] == plan
+        assert all(name and steps for name, steps in subgoals)
+        if env_id.startswith("hiergym/ALFWorld"):  # each ends at an object interaction, and is named by it
+            assert all(name == steps[-1] for name, steps in subgoals)
+    env.close()

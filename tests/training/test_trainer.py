@@ -240,3 +240,65 @@ def test_model_architecture_is_checked() -> None:
                        ).model_architecture == {"hidden_size": 32, "num_hidden_layers": 1}
     with pytest.raises(ValueError, match="space after each colon"):
         load_config(None, None, ["model_architecture={hidden_size:32}"])
+
+
+def test_a_short_hierarchical_run_with_constrained_decoding_and_env_tokenizer_learns(tmp_path) -> None:
+    """The hierarchical agent, its executor restricted to the admissible actions, on a BPE tokenizer fitted to
+    the env's text: every rollout step is valid, and RL (hiper) moves the sampled success from the coin-flip
+    start toward always 'a'."""
+    config = choice_config(tmp_path, agent="hierarchical", estimator="hiper", action_constraint="admissible",
+                           tokenizer="env", tokenizer_episodes=8, tokenizer_vocab_size=300, replan_every=1,
+                           iterations=8, planner_max_new_tokens=8)
+    trainer = Trainer(config)
+    assert trainer.policy.model.config.vocab_size == len(trainer.policy.tokenizer) <= 300
+    summary = trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in rows if r["phase"] == "rl"]
+    assert all(r["invalid_action_rate"] == 0.0 for r in rl)
+    assert set(rl[0]["prompt_tokens_per_decision"]) == {"planner", "executor"}
+    first, last = np.mean([r["train_success"] for r in rl[:2]]), np.mean([r["train_success"] for r in rl[-2:]])
+    assert last >= first + 0.2 and last >= 0.8, f"hierarchical RL did not learn: {first:.2f} -> {last:.2f}"
+    assert summary["decoding"]["action_constraint"] == "admissible"
+    # The checkpoint carries the fitted tokenizer and the constraint for `hiergym eval --agent tiny:DIR`.
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "checkpoint" / "model")
+    assert saved("go a")["input_ids"] == trainer.policy.tokenizer("go a")["input_ids"]
+    note = json.loads((tmp_path / "run" / "checkpoint" / "model" / "hiergym_policy.json").read_text())
+    assert note["agent"]["action_constraint"] == "admissible"
+
+
+@pytest.mark.parametrize("name", sorted(__import__("hiergym.training.config", fromlist=["PRESETS"]).PRESETS))
+def test_every_preset_loads(name, tmp_path) -> None:
+    config = load_config(name, None, {"out_dir": str(tmp_path)})
+    config.validate()
+    if name.startswith(("alfworld", "webshop")):
+        assert config.action_constraint == "admissible" and config.tokenizer == "env"
+        assert config.agent == ("hierarchical" if name.endswith("hierarchical") else "flat")
+
+
+def test_constrained_demonstrations_carry_their_masks(tmp_path) -> None:
+    from hiergym.training.demonstrations import expert_demonstrations
+
+    config = load_config("alfworld", None, {"out_dir": str(tmp_path), "tokenizer_episodes": 4})
+    trainer = Trainer(config)
+    demos, _ = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0), episodes=2,
+                                     seed=0, max_steps=config.max_episode_steps)
+    assert demos and all(d.choices and d.response in d.choices for d in demos)
+    prompt, response, masks = trainer.demonstration_pair(demos[0])
+    assert masks is not None and len(masks) == len(response) and response[-1] == trainer.policy.tokenizer.eos_token_id
+    assert all(token in allowed for token, allowed in zip(response, masks, strict=True))
+    # The same masks the policy records when it samples under the constraint.
+    out = trainer.policy.generate([demos[0].prompt], choices=[demos[0].choices], temperature=1.0, seed=0)[0]
+    assert out.response_allowed == trainer.policy.allowed_along(demos[0].choices, out.response_token_ids)
+
+
+def test_a_bad_env_or_eval_size_is_one_line_before_any_work(tmp_path) -> None:
+    with pytest.raises(ValueError, match="did you mean 'hiergym/Sokoban-v0'"):
+        Trainer(load_config(None, None, {"env_id": "hiergym/Sokoban-v1", "out_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match="env_kwargs"):
+        Trainer(load_config(None, None, {"env_kwargs": {"bogus": 1}, "out_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match="eval_episodes <= 140"):
+        Trainer(load_config("alfworld", None, {"eval_episodes": 141, "out_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match="eval_out_episodes <= 134"):
+        Trainer(load_config("alfworld", None, {"eval_out_episodes": 135, "out_dir": str(tmp_path)}))
