@@ -143,10 +143,10 @@ def test_fsdp_runs_and_resumes_across_world_sizes(tmp_path, one_rank_run, stoppe
     assert result["evaluations"] == one_rank_run["evaluations"] and result["results"] == one_rank_run["results"]
 
 
-# "kill" (rank 1 SIGKILLed) also passes; crash and hang cover the two ways a job could fail to end.
+# The worker can also SIGKILL rank 1 ("kill"); crash and hang cover the two ways a job could fail to end.
 @pytest.mark.parametrize("mode", ["crash", "hang"])
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path, mode: str) -> None:
-    """Rank 1 raises, is SIGKILLed, or hangs in its first iteration while rank 0 waits in a collective: the
+    """Rank 1 raises or hangs in its first iteration while rank 0 waits in a collective: the
     job ends within a bounded time, nonzero, naming the rank and its error (a hang: rank 0's collective
     times out after ``distributed_timeout`` seconds)."""
     started = time.monotonic()
@@ -158,8 +158,6 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path, mode: str) -> None
     if mode == "crash":
         report = output[output.index("Root Cause"):]  # torchrun's summary names the rank and its error
         assert "rank      : 1" in report and "rank 1 exploded on purpose" in report, report
-    elif mode == "kill":
-        assert "Signal 9" in output or "SIGKILL" in output, output[-3000:]
     else:
         report = output[output.index("Root Cause"):]
         assert "rank      : 0" in report and "timed out" in report.lower(), report
