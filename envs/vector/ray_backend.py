@@ -84,8 +84,18 @@ def ensure_ray(address: str | None = None):
     ray = import_ray()
     if not ray.is_initialized():
         # "local": a fresh local instance, never a stale one named by /tmp/ray/ray_current_cluster.
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        given = address or os.environ.get("RAY_ADDRESS")
+        try:
+            ray.init(address=given or "local", ignore_reinit_error=True, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:
+            if not given:
+                raise
+            source = "address" if address else "RAY_ADDRESS"
+            reason = str(exc).strip().splitlines()[0][:200]
+            # A value error: the CLIs answer it in one line.
+            raise ValueError(f"cannot join the Ray cluster at {given!r} ({source}): {reason}; start it with "
+                             "`ray start --head`, correct the address, or unset RAY_ADDRESS to run a local "
+                             "instance") from None
     return ray
 
 
