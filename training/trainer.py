@@ -495,40 +495,31 @@ class Trainer:
             "evaluations": self.state["evaluations"], "out_dir": str(self.out),
         }
 
-    def held_out_gain(self) -> dict[str, Any] | None:
-        """With ``eval_out_episodes``: success on the held-out split before and after RL, paired."""
-        runs = [self.out / "eval" / label for label in ("before_rl_eval_out", "after_rl_eval_out")]
+    def _evaluations(self, before: str, after: str) -> tuple[list, list] | None:
+        """The results of two finished evaluations (``OUT/eval/LABEL``), or None while one is missing."""
+        runs = [self.out / "eval" / label for label in (before, after)]
         if not all((run / "results.jsonl").is_file() for run in runs):
             return None
-        before, after = (load_results(run) for run in runs)
-        return {"episodes": len(before), "success_before_rl": sum(r.success for r in before) / max(len(before), 1),
-                "success_after_rl": sum(r.success for r in after) / max(len(after), 1),
-                "paired": paired_success_difference(before, after)}
+        return load_results(runs[0]), load_results(runs[1])
+
+    def held_out_gain(self) -> dict[str, Any] | None:
+        """With ``eval_out_episodes``: success on the held-out split before and after RL, paired."""
+        pair = self._evaluations("before_rl_eval_out", "after_rl_eval_out")
+        return _before_after(*pair) if pair else None
 
     def success_by_task_type(self) -> dict[str, dict[str, Any]] | None:
         """Per task type (ALFWorld's six), success before and after RL with the paired difference."""
-        runs = [self.out / "eval" / label for label in ("before_rl", "after_rl")]
-        if not all((run / "results.jsonl").is_file() for run in runs):
-            return None
-        before, after = (load_results(run) for run in runs)
-        types = sorted({r.task_type for r in before if r.task_type})
+        pair = self._evaluations("before_rl", "after_rl")
+        types = sorted({r.task_type for r in pair[0] if r.task_type}) if pair else []
         if not types:
             return None
-        out = {}
-        for task_type in types:
-            pair = [[r for r in results if r.task_type == task_type] for results in (before, after)]
-            out[task_type] = {"episodes": len(pair[0]),
-                              "success_before_rl": sum(r.success for r in pair[0]) / max(len(pair[0]), 1),
-                              "success_after_rl": sum(r.success for r in pair[1]) / max(len(pair[1]), 1),
-                              "paired": paired_success_difference(*pair)}
-        return out
+        return {task_type: _before_after(*([r for r in results if r.task_type == task_type] for results in pair))
+                for task_type in types}
 
     def rl_gain(self) -> dict[str, Any] | None:
         """Success after RL minus before, paired on the same evaluation tasks (``paired_success_difference``)."""
-        runs = [self.out / "eval" / label for label in ("before_rl", "after_rl")]
-        if not all((run / "results.jsonl").is_file() for run in runs):
-            return None
-        return paired_success_difference(*(load_results(run) for run in runs))
+        pair = self._evaluations("before_rl", "after_rl")
+        return paired_success_difference(*pair) if pair else None
 
     def plot_curves(self) -> Path | None:
         try:
@@ -639,6 +630,13 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
                               f"restore an earlier copy of {checkpoint}, or start over without --resume "
                               f"(delete {checkpoint} or use another --out)") from None
     return saved
+
+
+def _before_after(before: list, after: list) -> dict[str, Any]:
+    """Episodes, success before and after, and their paired difference (the same tasks in both)."""
+    return {"episodes": len(before), "success_before_rl": sum(r.success for r in before) / max(len(before), 1),
+            "success_after_rl": sum(r.success for r in after) / max(len(after), 1),
+            "paired": paired_success_difference(before, after)}
 
 
 def _count_lines(path: Path) -> int:
