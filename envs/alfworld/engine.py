@@ -11,7 +11,7 @@ touches only a few lists, so the engine runs tens of thousands of steps per seco
 
 from __future__ import annotations
 
-from hiergym.envs.alfworld.world import Receptacle, Task, can_contain
+from hiergym.envs.alfworld.world import LAMP_RECEPTACLES, Receptacle, Task, can_contain
 
 _HEX = "0123456789abcdef"
 AT_START = -1  # the agent stands in the middle of the room, at no receptacle
@@ -63,6 +63,10 @@ def _build_view(receptacles: tuple[Receptacle, ...]) -> tuple:
                  + display_list(["a " + name for name in names]) + ".")
     return (names, [f"go to {name}" for name in names], types, [t == "Microwave" for t in types],
             [t == "Fridge" for t in types], [t == "SinkBasin" for t in types], room_view)
+
+
+#: What the scripted expert may know (:meth:`NativeEngine.expert_plan`).
+EXPERT_KNOWLEDGE = ("full", "observed")
 
 
 class NativeEngine:
@@ -296,9 +300,15 @@ class NativeEngine:
         return False
 
     # ------------------------------------------------------------------ expert
-    def expert_plan(self) -> list[str]:
-        """Commands that finish the task from the current state (a scripted expert with full knowledge)."""
-        return _Planner(self).plan()
+    def expert_plan(self, knowledge: str = "full") -> list[str]:
+        """Commands that finish the task from the current state.
+
+        ``knowledge="full"``: a scripted expert that knows where every object is (the shortest plans).
+        ``"observed"``: one that uses only what an agent can see: it searches for what it needs in the
+        receptacles that can hold it, in the listed order from where it stands (:class:`_Searcher`)."""
+        if knowledge not in EXPERT_KNOWLEDGE:
+            raise ValueError(f"unknown expert knowledge {knowledge!r}; choose one of {', '.join(EXPERT_KNOWLEDGE)}")
+        return (_Planner(self) if knowledge == "full" else _Searcher(self)).plan()
 
 
 class _Planner:
@@ -368,15 +378,22 @@ class _Planner:
         objs.sort(key=lambda o: (o != sim.held, sim.obj_names[o]))
         return objs
 
+    def goal_object(self, exclude_rec: int | None = None) -> int:
+        """The goal object to fetch next."""
+        return self.candidates(exclude_rec)[0]
+
+    def lamp(self) -> int:
+        return next(o for o, is_lamp in enumerate(self.sim._lamps) if is_lamp)
+
     def plan(self) -> list[str]:
         sim = self.sim
         task_type = sim.task.task_type
         if sim.won():
             return []
         if task_type == "look_at_obj_in_light":
-            obj = self.candidates()[0]
+            obj = self.goal_object()
             self.take(obj)
-            lamp = next(o for o, is_lamp in enumerate(sim._lamps) if is_lamp)
+            lamp = self.lamp()
             self.go(sim.obj_loc[lamp])
             if not sim.won():
                 self.do("use " + sim.obj_names[lamp])
@@ -385,13 +402,13 @@ class _Planner:
             # The goal receptacle that already holds the most goal objects (the first listed on ties).
             target = max(goal_recs, key=lambda r: (sum(sim._goal_objs[o] for o in sim.contents[r]), -r))
             while not sim.won():
-                obj = self.candidates(exclude_rec=target)[0]
+                obj = self.goal_object(exclude_rec=target)
                 self.take(obj)
                 self.put(obj, target)
         else:
             kind = {"pick_clean_then_place_in_recep": "clean", "pick_heat_then_place_in_recep": "heat",
                     "pick_cool_then_place_in_recep": "cool"}.get(task_type)
-            obj = self.candidates()[0]
+            obj = self.goal_object()
             self.take(obj)
             if kind is not None:
                 state = {"clean": sim.clean, "heat": sim.hot, "cool": sim.cool}[kind]
@@ -404,3 +421,62 @@ class _Planner:
         if not sim.won():
             raise RuntimeError(f"expert failed on task {sim.task.key}")
         return self.plan_
+
+
+def _name_order(name: str) -> tuple[str, int]:
+    kind, _, number = name.rpartition(" ")
+    return (kind, int(number)) if number.isdigit() else (name, 0)
+
+
+class _Searcher(_Planner):
+    """The expert without hidden knowledge: what it fetches it finds by looking.
+
+    It goes through the receptacles that can hold what it needs (the goal object's type, a lamp), by type and
+    number, cyclically from the one after where it stands, opening the closed ones, and takes the
+    first one it sees. Each command is thus a function of what the agent has observed, which a cloned policy
+    can learn; the full-knowledge expert's first "go to" names a receptacle the agent has not seen inside."""
+
+    def _visible(self, rec: int) -> list[int]:
+        sim = self.sim
+        if rec == AT_START or (sim.task.receptacles[rec].openable and not sim.opened[rec]):
+            return []
+        return sim.contents[rec]
+
+    def search(self, is_target, may_hold) -> int:
+        sim = self.sim
+        here = sim.agent_at
+        hits = [o for o in self._visible(here) if is_target(o)]
+        if hits:
+            return hits[0]
+        # Receptacles by type, then number ("cabinet 2" before "cabinet 10"): the next one to look in follows
+        # from where the agent stands, with no memory of where it has been.
+        order = sorted(range(len(sim.rec_names)), key=lambda r: _name_order(sim.rec_names[r]))
+        if here == AT_START:
+            start = 0
+        elif sim.task.receptacles[here].openable and not sim.opened[here]:
+            start = order.index(here)  # not yet seen inside
+        else:
+            start = order.index(here) + 1
+        for rec in (order[(start + i) % len(order)] for i in range(len(order))):
+            if not may_hold(rec):
+                continue
+            self.go(rec)
+            self.open_here()
+            hits = [o for o in self._visible(rec) if is_target(o)]
+            if hits:
+                return hits[0]
+        raise RuntimeError(f"searching expert found nothing on task {sim.task.key}")
+
+    def goal_object(self, exclude_rec: int | None = None) -> int:
+        sim = self.sim
+        if sim.held != HELD and sim._goal_objs[sim.held]:
+            return sim.held
+        task, objects, types = sim.task, sim.task.objects, sim._rec_types
+        return self.search(
+            lambda o: sim._goal_objs[o] and objects[o].pickupable and sim.obj_loc[o] != exclude_rec,
+            lambda r: r != exclude_rec and types[r] != task.recep_type and can_contain(types[r], task.obj_type),
+        )
+
+    def lamp(self) -> int:
+        sim = self.sim
+        return self.search(lambda o: sim._lamps[o], lambda r: sim._rec_types[r] in LAMP_RECEPTACLES)

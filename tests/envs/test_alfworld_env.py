@@ -193,3 +193,82 @@ def test_native_engine_needs_no_alfworld_and_copies_cheaply() -> None:
     for command in plan:
         engine.step(command)
     assert engine.won()
+
+
+# ---------------------------------------------------------------- the expert that knows only what it has seen
+def _search_order(engine: NativeEngine, obj_type: str, goal_type: str) -> list[int]:
+    """Receptacles by type, then number, kept if they may hold ``obj_type`` and are not of the goal's type."""
+    from hiergym.envs.alfworld.world import can_contain
+
+    def key(r: int) -> tuple[str, int]:
+        kind, _, number = engine.rec_names[r].rpartition(" ")
+        return kind, int(number)
+    types = engine._rec_types
+    return [r for r in sorted(range(len(types)), key=key) if types[r] != goal_type and can_contain(types[r], obj_type)]
+
+
+@pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_observed_expert_solves_every_task_type_with_admissible_commands(task_type: str) -> None:
+    env = make(task_types=[task_type], expert_knowledge="observed")
+    for seed in range(15):
+        env.reset(seed=seed)
+        plan = env.unwrapped.expert_plan()
+        assert 0 < len(plan) <= 80
+        _, reward, terminated, info = play(env, plan)
+        assert terminated and info["won"] and reward == 1.0
+
+
+def test_observed_expert_looks_in_every_candidate_before_the_one_that_holds_the_object() -> None:
+    """Hidden knowledge test: with the goal objects moved into the last receptacle it would search, the expert
+    goes through every earlier candidate in order (opening the closed ones) before it takes one."""
+    import dataclasses
+
+    checked = 0
+    for seed in range(40):
+        task = generate_task(np.random.default_rng(seed), "train", "pick_and_place_simple")
+        engine = NativeEngine(task)
+        order = _search_order(engine, task.obj_type, task.recep_type)
+        if len(order) < 2:
+            continue
+        last = order[-1]
+        placement = tuple(last if o.type == task.obj_type else loc for o, loc in zip(task.objects, task.placement, strict=True))
+        engine = NativeEngine(dataclasses.replace(task, placement=placement))
+        plan = engine.expert_plan("observed")
+        take = next(i for i, c in enumerate(plan) if c.startswith("take "))
+        visited = [c[len("go to "):] for c in plan[:take] if c.startswith("go to ")]
+        assert visited == [engine.rec_names[r] for r in order], f"seed {seed}"
+        opened = [c[len("open "):] for c in plan[:take] if c.startswith("open ")]
+        assert opened == [engine.rec_names[r] for r in order if task.receptacles[r].openable]
+        assert plan[take].endswith(f"from {engine.rec_names[last]}")
+        checked += 1
+    assert checked >= 20
+
+
+def test_observed_expert_replans_the_rest_of_its_plan_from_any_of_its_states() -> None:
+    """Memoryless: from every state on its own path it plans exactly the rest of the path, so each command is a
+    function of the current state and what is visible, which is what a cloned policy can learn."""
+    env = make(expert_knowledge="observed")
+    for seed in range(30):
+        env.reset(seed=seed)
+        plan = env.unwrapped.expert_plan()
+        for k, command in enumerate(plan):
+            assert env.unwrapped.expert_plan() == plan[k:], f"seed {seed}, step {k}"
+            env.step(command)
+
+
+def test_observed_expert_subgoals_name_only_what_a_planner_can_know() -> None:
+    env = make(task_types=["pick_cool_then_place_in_recep"], expert_knowledge="observed")
+    env.reset(seed=3)
+    subgoals = env.unwrapped.expert_subgoals()
+    task = env.unwrapped.task
+    obj, recep = task.obj_type.lower(), task.recep_type.lower()
+    names = [name for name, _ in subgoals]
+    assert names[0] == f"take {obj}" and names[1] == f"cool {obj} with fridge 1"
+    assert names[2].startswith(f"move {obj} to {recep} ")
+    assert [a for _, steps in subgoals for a in steps] == env.unwrapped.expert_plan()
+    assert subgoals[0][1][-1].startswith(f"take {obj} ") and " from " in subgoals[0][1][-1]
+
+
+def test_unknown_expert_knowledge_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="expert_knowledge 'oracle'.*choose one of full, observed"):
+        make(expert_knowledge="oracle")
