@@ -242,6 +242,10 @@ class Trainer:
                 self.state["before_rl_eval_out"] = self.evaluate("before_rl_eval_out", split="eval_out",
                                                                  episodes=cfg.eval_out_episodes)
             self.save_checkpoint()
+        elif cfg.eval_out_episodes and "before_rl_eval_out" not in self.state and self.state["iteration"] == 0:
+            # Resumed from a cloned start that was evaluated without eval_out: the start is still the policy.
+            self.state["before_rl_eval_out"] = self.evaluate("before_rl_eval_out", split="eval_out",
+                                                             episodes=cfg.eval_out_episodes)
         if cfg.kl_coef > 0:
             self.reference = self._frozen_copy()
         progress = _progress_bar(cfg.iterations, cfg.progress and self.dist.is_main, "RL",
@@ -258,8 +262,12 @@ class Trainer:
                 self.save_checkpoint()
         if progress is not None:
             progress.close()
-        if "after_rl" not in self.state:
+        # An evaluation of an earlier iteration (a finished run resumed with more iterations) is redone.
+        if self.state.get("after_rl_iteration") != self.state["iteration"]:
+            self.state.pop("after_rl_eval_out", None)
+            self.state["evaluations"] = [e for e in self.state["evaluations"] if not e["label"].startswith("after_rl")]
             self.state["after_rl"] = self.evaluate("after_rl")
+            self.state["after_rl_iteration"] = self.state["iteration"]
             if cfg.eval_out_episodes:
                 self.state["after_rl_eval_out"] = self.evaluate("after_rl_eval_out", split="eval_out",
                                                                 episodes=cfg.eval_out_episodes)

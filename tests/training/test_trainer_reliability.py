@@ -84,3 +84,18 @@ def test_the_checkpoint_stays_relocatable_after_a_resume(tmp_path) -> None:
     resumed.save_checkpoint()
     note = json.loads((Path(config.out_dir) / "checkpoint" / "model" / "hiergym_policy.json").read_text())
     assert note["name"] == "tiny"
+
+
+def test_a_finished_run_resumed_with_more_iterations_is_evaluated_again_after_them(tmp_path) -> None:
+    """Extending a finished run (iterations=0 after cloning, say) must not report the old after-RL evaluation."""
+    config = quick(tmp_path, iterations=0)
+    first = Trainer(config).run()
+    assert first["success_after_rl"] == first["success_before_rl"]
+    resumed = Trainer(quick(tmp_path, iterations=2, eval_out_episodes=2), resume=True)
+    summary = resumed.run()
+    assert resumed.state["after_rl_iteration"] == 2
+    labels = [e["label"] for e in resumed.state["evaluations"]]
+    assert labels.count("after_rl") == 1 and labels[-1] == "after_rl_eval_out"
+    assert "before_rl_eval_out" in resumed.state  # the cloned start, evaluated on resume before any RL
+    assert summary["eval_out"] is not None
+    assert rl_iterations(Path(config.out_dir)) == [1, 2]
