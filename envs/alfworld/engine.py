@@ -366,9 +366,13 @@ class _Planner:
         rec = sim.agent_at if sim.agent_at in candidates else candidates[0]
         self.put(obj, rec)
 
+    def rank(self, rec: int) -> tuple:
+        """Which of several fitting receptacles comes first: the listing (id) order."""
+        return (rec,)
+
     def first_of(self, kind: str) -> int:
         flags = {"heat": self.sim._heater, "cool": self.sim._cooler, "clean": self.sim._cleaner}[kind]
-        return flags.index(True)
+        return min((r for r, fits in enumerate(flags) if fits), key=self.rank)
 
     def candidates(self, exclude_rec: int | None = None) -> list[int]:
         """Pickupable goal objects not already in ``exclude_rec``: the held one first, then by name."""
@@ -400,7 +404,7 @@ class _Planner:
         elif task_type == "pick_two_obj_and_place":
             goal_recs = [r for r, goal in enumerate(sim._goal_recs) if goal]
             # The goal receptacle that already holds the most goal objects (the first listed on ties).
-            target = max(goal_recs, key=lambda r: (sum(sim._goal_objs[o] for o in sim.contents[r]), -r))
+            target = min(goal_recs, key=lambda r: (-sum(sim._goal_objs[o] for o in sim.contents[r]), self.rank(r)))
             while not sim.won():
                 obj = self.goal_object(exclude_rec=target)
                 self.take(obj)
@@ -416,7 +420,7 @@ class _Planner:
                     device = self.first_of(kind)
                     self.go(device)
                     self.do(f"{kind} {sim.obj_names[obj]} with {sim.rec_names[device]}")
-            target = next(r for r, goal in enumerate(sim._goal_recs) if goal)
+            target = min((r for r, goal in enumerate(sim._goal_recs) if goal), key=self.rank)
             self.put(obj, target)
         if not sim.won():
             raise RuntimeError(f"expert failed on task {sim.task.key}")
@@ -436,6 +440,9 @@ class _Searcher(_Planner):
     first one it sees. Each command is thus a function of what the agent has observed, which a cloned policy
     can learn; the full-knowledge expert's first "go to" names a receptacle the agent has not seen inside."""
 
+    def rank(self, rec: int) -> tuple:
+        return _name_order(self.sim.rec_names[rec])  # "sinkbasin 1" before "sinkbasin 2", whatever the ids
+
     def _visible(self, rec: int) -> list[int]:
         sim = self.sim
         if rec == AT_START or (sim.task.receptacles[rec].openable and not sim.opened[rec]):
@@ -450,7 +457,7 @@ class _Searcher(_Planner):
             return hits[0]
         # Receptacles by type, then number ("cabinet 2" before "cabinet 10"): the next one to look in follows
         # from where the agent stands, with no memory of where it has been.
-        order = sorted(range(len(sim.rec_names)), key=lambda r: _name_order(sim.rec_names[r]))
+        order = sorted(range(len(sim.rec_names)), key=self.rank)
         if here == AT_START:
             start = 0
         elif sim.task.receptacles[here].openable and not sim.opened[here]:
