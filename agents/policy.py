@@ -364,8 +364,8 @@ class CausalLMPolicy:
         tries = self.choice_tries(choices, stops, len(prompts))
         if any(t is not None for t in tries):
             max_new_tokens = max(max_new_tokens, *(t.longest for t in tries if t is not None))
-        # Sorting by length keeps padding (wasted compute) low inside each micro-batch; every path samples these
-        # micro-batches in this order, so a seed gives the same samples whatever the path.
+        # Sorting by length keeps padding (wasted compute) low inside each micro-batch; which micro-batch a prompt
+        # lands in changes no sample (its stream is its row seed's), only logits' float rounding.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         outs = self._sample(encoded, order, max_new_tokens, temperature, top_p, top_k, stops, tries, row_seeds)
         stats = self.generation_stats
