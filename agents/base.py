@@ -162,7 +162,11 @@ class Decision:
 @runtime_checkable
 class TextBackend(Protocol):
     """Anything that turns prompts into completions: :class:`~hiergym.agents.policy.CausalLMPolicy` (local
-    Hugging Face models and ``tiny``), :class:`~hiergym.agents.openai_backend.OpenAIChatBackend`."""
+    Hugging Face models and ``tiny``), :class:`~hiergym.agents.openai_backend.OpenAIChatBackend`.
+
+    Optional keywords the LLM agents pass when ``generate`` accepts them: ``choices`` (constrained decoding)
+    and ``seeds`` (one int per prompt: the prompt's own sampling stream, so an episode samples the same
+    whatever else is in the call; a backend without it gets one ``seed`` per call)."""
 
     def generate(
         self,

@@ -46,7 +46,8 @@ class ScriptedBackend:
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128, temperature: float = 1.0,
                  top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
-                 choices: Sequence[Sequence[str] | None] | None = None) -> list[Completion]:
+                 choices: Sequence[Sequence[str] | None] | None = None, seeds: Sequence[int] | None = None
+                 ) -> list[Completion]:
         queue = self.planner_responses if stop and SUBGOAL_STOP[0] in stop else self.executor_responses
         if len(queue) < len(prompts):
             raise RuntimeError(f"scripted backend: {len(prompts)} prompts for {len(queue)} queued responses")

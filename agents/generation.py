@@ -13,13 +13,17 @@
   level is one batched forward of the new segments with their ancestors' KV as a ``DynamicCache`` (left-padded,
   the holes masked, explicit positions).
 
-The loop samples as ``model.generate`` does: the same micro-batches in the same order, HF's temperature /
-top-k / top-p warpers, ``softmax`` then ``torch.multinomial`` over the whole micro-batch (so the random stream
-advances exactly as there), ``argmax`` when greedy, EOS and stop strings checked the same way. Its logits equal
-``model.generate``'s up to float rounding (about 1e-6 on CPU: the attention reduces over differently padded
-keys, and a matrix product's rounding depends on its row count, which is why even ``model.generate`` gives a
-prompt slightly different logits in a different batch), so a seed gives the same samples except where two
-candidates tie within that rounding. Behaviour log-probs are ``log_softmax(logits / T)`` of the sampled tokens.
+The loop samples as the plain path does: the same micro-batches in the same order, HF's temperature / top-k /
+top-p warpers, ``argmax`` when greedy, EOS and stop strings checked the same way. Sampling is **per row** in
+both paths (:class:`Sampler`, which the plain path runs as ``model.generate``'s last logits processor): each
+row's token is the Gumbel-max of its warped scores with counter-based noise keyed by the row's seed, the
+response position and the token id (:class:`RowKeys`), an exact draw from the same distribution as
+``torch.multinomial`` but one that no other row of the batch affects. So a prompt with a given row seed
+samples the same response alone, in any batch and in any order (on any rank). Logits equal ``model.generate``'s
+up to float rounding (about 1e-6 on CPU: the attention reduces over differently padded keys, and a matrix
+product's rounding depends on its row count, which is why even ``model.generate`` gives a prompt slightly
+different logits in a different batch), so a seed gives the same samples except where two candidates tie
+within that rounding. Behaviour log-probs are ``log_softmax(logits / T)`` of the sampled tokens.
 
 :func:`packed_logprobs` scores (prompt, response) pairs the same way for the update: the tree of the prompts is
 computed once per call, with gradients, and every response attends to its prompt's KV (the prompt's KV expanded
@@ -207,8 +211,70 @@ def weights_fingerprint(model: Any) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------ sampling
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``x * c mod 2**32`` for int64 tensors of 32-bit values, without int64 overflow (16-bit halves)."""
+    return ((x & 0xFFFF) * c + ((((x >> 16) * c) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit mixer (``lowbias32``) on int64 tensors of 32-bit values: exact integer arithmetic, so
+    the same bits on every device and in every batch."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+_token_codes: dict[tuple[int, str], torch.Tensor] = {}
+
+
+class RowKeys:
+    """The random streams of a micro-batch's rows: row ``r``'s noise at response position ``t`` for token ``v``
+    is a function of (``seeds[r]``, ``t``, ``v``) only (counter-based: hashed, nothing drawn from a generator
+    whose state other rows advance), so a row samples the same tokens alone, in any batch, at any position of
+    it, on any rank."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
+        values = [int(s) % 2**64 for s in seeds]
+        lo = torch.tensor([v & _M32 for v in values], dtype=torch.long, device=device)
+        hi = torch.tensor([v >> 32 for v in values], dtype=torch.long, device=device)
+        self._base = _hash32(lo ^ _hash32(hi ^ 0x3C6EF372))
+        self._salt = _hash32(self._base ^ 0x5851F42D)
+
+    def __len__(self) -> int:
+        return int(self._base.shape[0])
+
+    def select(self, index: torch.Tensor) -> RowKeys:
+        """The keys of rows ``index`` (a tensor of row positions)."""
+        out = RowKeys.__new__(RowKeys)
+        out._base, out._salt = self._base[index], self._salt[index]
+        return out
+
+    def gumbel(self, step: int, vocab: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """[rows, vocab] standard Gumbel noise of response position ``step``."""
+        device = self._base.device
+        codes = _token_codes.get((vocab, str(device)))
+        if codes is None:
+            codes = _token_codes[(vocab, str(device))] = _hash32(torch.arange(vocab, device=device) ^ 0x1B873593)
+        row = _hash32(self._base ^ (int(step) & _M32))
+        bits = _hash32(_hash32(row[:, None] ^ codes[None, :]) ^ self._salt[:, None])
+        uniform = (bits.to(dtype) + 0.5) / 2.0**32
+        return -torch.log(-torch.log(uniform))
+
+
 class Sampler:
-    """One sampling step as ``model.generate`` takes it, over a whole micro-batch of ``rows`` rows."""
+    """One sampling step of a micro-batch: the model's repetition penalty, HF's temperature / top-k / top-p
+    warpers (the ones ``model.generate`` applies), then one token per row.
+
+    Sampling is per row (Gumbel-max): the token is ``argmax(warped scores + Gumbel noise)`` with the row's own
+    counter-based noise (:class:`RowKeys`), which draws exactly from ``softmax(warped scores)`` (what
+    ``torch.multinomial`` drew from) but makes a row's samples independent of the other rows of its batch.
+    Greedy (``temperature=0``) is ``argmax``.
+    """
 
     def __init__(self, temperature: float, top_p: float, top_k: int, repetition_penalty: float = 1.0):
         self.sample = temperature > 0
@@ -231,30 +297,46 @@ class Sampler:
             if top_p < 1.0:
                 self.warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
 
-    def __call__(self, logits: torch.Tensor, active: torch.Tensor, rows: int, present: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens and behaviour log-probs of the ``active`` rows (of ``rows``) whose float32 logits are given
-        (``present``: [active, vocab], the tokens the repetition penalty applies to).
+    def choose(self, scores: torch.Tensor, keys: RowKeys | None, step: int) -> torch.Tensor:
+        """One token per row of ``scores`` (after any processors: penalty, constraint masks), sampled with the
+        rows' ``keys`` at response position ``step``."""
+        if not self.sample:
+            return torch.argmax(scores, dim=-1)
+        if keys is None or len(keys) != scores.shape[0]:
+            raise ValueError("sampling needs one key per row")
+        for warper in self.warpers:
+            scores = warper(None, scores)
+        dtype = torch.float32 if scores.device.type == "mps" else torch.float64
+        return torch.argmax(scores.to(dtype) + keys.gumbel(step, scores.shape[-1], dtype), dim=-1)
 
-        Sampling draws ``torch.multinomial`` over all ``rows`` rows (finished rows get a uniform placeholder), so
-        the random stream advances exactly as in ``model.generate``, which samples every row of its batch. The
-        log-probs are those of the raw logits, as the plain path records them.
-        """
+    def __call__(self, logits: torch.Tensor, keys: RowKeys | None, step: int, present: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and behaviour log-probs of rows whose float32 logits are given (``keys``: theirs; ``present``:
+        [rows, vocab], the tokens the repetition penalty applies to). The log-probs are those of the raw logits,
+        as the plain path records them."""
         scores = logits
         if self.penalty != 1.0 and present is not None:
             # RepetitionPenaltyLogitsProcessor's arithmetic, on a presence mask instead of gather/scatter.
             penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
             scores = torch.where(present, penalised, logits)
-        if self.sample:
-            for warper in self.warpers:
-                scores = warper(None, scores)
-            probs = torch.ones((rows, logits.shape[-1]), dtype=torch.float32, device=logits.device)
-            probs[active] = torch.softmax(scores, dim=-1)
-            tokens = torch.multinomial(probs, num_samples=1).squeeze(1)[active]
-        else:
-            tokens = torch.argmax(scores, dim=-1)
+        tokens = self.choose(scores, keys, step)
         logprobs = torch.log_softmax(logits / self.scale, dim=-1).gather(1, tokens[:, None]).squeeze(1)
         return tokens, logprobs
+
+
+class SamplingProcessor:
+    """``model.generate``'s sampling through :class:`Sampler` (the plain path): a ``LogitsProcessor``, last in
+    the list, that picks each row's token with its own keys and leaves only it (0, every other token
+    ``-inf``) for ``generate``'s greedy ``argmax``. ``prompt_width``: where generation started."""
+
+    def __init__(self, sampler: Sampler, keys: RowKeys, prompt_width: int):
+        self.sampler, self.keys, self.prompt_width = sampler, keys, prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        tokens = self.sampler.choose(scores.float(), self.keys, input_ids.shape[1] - self.prompt_width)
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), tokens] = 0.0
+        return out
 
 
 class _RowState:
@@ -504,11 +586,12 @@ def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PRE
 @torch.no_grad()
 def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], order: list[int],
                     batch_size: int, pad_id: int, sampler: Sampler, stops: _Stops,
-                    stats: dict[str, int] | None = None, tries: Sequence[Any] | None = None
-                    ) -> list[tuple[list[int], list[float], str]]:
+                    stats: dict[str, int] | None = None, tries: Sequence[Any] | None = None,
+                    seeds: Sequence[int] | None = None) -> list[tuple[list[int], list[float], str]]:
     """All prompts of a call: the tree of their prefixes (all but the last token) computed once, then each
     micro-batch (the plain path's, in its order) decoded from it, starting with the prompt's last token.
-    ``tries`` (per prompt, a :class:`~hiergym.agents.constraint.ChoiceTrie` or None) constrain the responses."""
+    ``tries`` (per prompt, a :class:`~hiergym.agents.constraint.ChoiceTrie` or None) constrain the responses;
+    ``seeds`` (per prompt; needed when sampling) key each row's random stream (:class:`RowKeys`)."""
     store.check(model)
     created: list[_Node] = []
     ends = [store.insert(e[:-1], created) for e in encoded]
@@ -521,8 +604,9 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
+        keys = RowKeys([seeds[i] for i in rows], device) if seeds is not None else None
         outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], pad_id, sampler, stops,
-                       device, [tries[i] for i in rows] if tries is not None else None)
+                       device, [tries[i] for i in rows] if tries is not None else None, keys)
         for i, out in zip(rows, outs, strict=True):
             results[i] = out
     store.evict()
@@ -530,8 +614,8 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
 
 
 def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], pad_id: int,
-            sampler: Sampler, stops: _Stops, device: torch.device, tries: Sequence[Any] | None = None
-            ) -> list[tuple[list[int], list[float], str]]:
+            sampler: Sampler, stops: _Stops, device: torch.device, tries: Sequence[Any] | None = None,
+            keys: RowKeys | None = None) -> list[tuple[list[int], list[float], str]]:
     rows = len(encoded)
     constrained = tries is not None and any(t is not None for t in tries)
     lengths = [n.length for n in ends]
@@ -545,9 +629,9 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
     inputs = torch.tensor([e[-1] for e in encoded], dtype=torch.long, device=device)
     position = torch.tensor(lengths, dtype=torch.long, device=device)
     states = [_RowState() for _ in range(rows)]
-    active = torch.arange(rows, device=device)
     active_rows = list(range(rows))
     present = None
+    step = 0
     while True:
         out = _call(model, inputs[:, None], attention, position[:, None], cache, last_only=True)
         cache = _output_cache(out)
@@ -557,7 +641,8 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
                                           for r in active_rows])
         if sampler.penalty != 1.0 and present is None:
             present = _prompt_tokens(encoded, lengths, width, pad_id, logits.shape[-1], device)
-        tokens, logprobs = sampler(logits, active, rows, present)
+        tokens, logprobs = sampler(logits, keys, step, present)
+        step += 1
         keep = []
         for k, (r, token, logprob) in enumerate(zip(active_rows, tokens.tolist(), logprobs.tolist(), strict=True)):
             if stops.update(states[r], token, logprob):
@@ -571,8 +656,9 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
         if len(keep) < len(active_rows):
             index = torch.tensor(keep, device=device)
             cache.reorder_cache(index)
-            active, attention, position, tokens = active[index], attention[index], position[index], tokens[index]
+            attention, position, tokens = attention[index], position[index], tokens[index]
             present = present[index] if present is not None else None
+            keys = keys.select(index) if keys is not None else None
             active_rows = [active_rows[k] for k in keep]
         inputs = tokens
         attention = torch.cat([attention, attention.new_ones((len(active_rows), 1))], dim=1)

@@ -100,7 +100,8 @@ class HierarchicalAgent(LLMAgent):
 
     # ------------------------------------------------------------------------------------------- planner
     def _plan(self, memories: list[HierarchicalMemory], observations: list[str], infos: list[dict[str, Any]],
-              generations: list[list[Generation]], details: list[dict[str, Any]], rows: list[int]) -> None:
+              generations: list[list[Generation]], details: list[dict[str, Any]], rows: list[int],
+              attempt: int = 0) -> None:
         cfg = self.config
         temperature = cfg.temperature if cfg.planner_temperature is None else cfg.planner_temperature
         prompts = [
@@ -111,7 +112,9 @@ class HierarchicalAgent(LLMAgent):
         ]
         completions = self.planner_backend.generate(
             prompts, max_new_tokens=cfg.planner_max_new_tokens or cfg.max_new_tokens, temperature=temperature,
-            top_p=cfg.top_p, stop=list(SUBGOAL_STOP), seed=self.sampling_seed([memories[r] for r in rows]),
+            top_p=cfg.top_p, stop=list(SUBGOAL_STOP),
+            **self.seed_arguments(self.planner_backend, self.sampling_seeds(
+                [memories[r] for r in rows], "planner", attempt, temperature)),
         )
         for r, completion in zip(rows, completions, strict=True):
             memory = memories[r]
@@ -149,7 +152,7 @@ class HierarchicalAgent(LLMAgent):
         for attempt in range(2):
             to_plan = [r for r in pending if memories[r].need_plan]
             if to_plan:
-                self._plan(memories, observations, infos, generations, details, to_plan)
+                self._plan(memories, observations, infos, generations, details, to_plan, attempt)
                 for r in to_plan:
                     if AGENT_ERROR in details[r]:
                         decisions[r] = Decision("", generations[r], {AGENT_ERROR: details[r][AGENT_ERROR]})
@@ -165,7 +168,9 @@ class HierarchicalAgent(LLMAgent):
             ]
             completions = self.executor_backend.generate(
                 prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                stop=list(ACTION_STOP), seed=self.sampling_seed([memories[r] for r in pending]),
+                stop=list(ACTION_STOP),
+                **self.seed_arguments(self.executor_backend, self.sampling_seeds(
+                    [memories[r] for r in pending], "executor", attempt)),
                 **self.choice_arguments([infos[r] for r in pending], subgoal_done=True),
             )
             retry = []

@@ -9,6 +9,7 @@ log-probs for the trainer.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,11 @@ class LLMAgentConfig:
         max_new_tokens: longest response per generation.
         temperature: sampling temperature; 0 is greedy decoding.
         top_p: nucleus sampling threshold.
-        seed: seeds sampling (with the episodes' seeds and the step), for reproducible runs; None: unseeded.
+        seed: seeds sampling, for reproducible runs; None: unseeded. Each episode samples from its own random
+            streams, keyed by this seed, the episode's seed (``info["episode_seed"]``; without one, the
+            episode's number in this agent's life), its step and the generation's role: an episode plays the
+            same alone, in any batch and on any rank (with :class:`~hiergym.agents.policy.CausalLMPolicy`, or
+            any backend whose ``generate`` takes ``seeds``, one per prompt).
         action_constraint: ``"none"`` (the benchmark's own rules: any text, invalid commands are the env's to
             flag) or ``"admissible"`` (decoding restricted to the admissible actions in the output format, see
             :mod:`hiergym.agents.constraint`; the backend must accept ``choices``: the local models do, an
@@ -77,7 +82,7 @@ class EpisodeMemory:
     task: str
     history: list[Step]
     pending_action: str | None = None
-    episode_seed: Any = None
+    episode_seed: Any = None  # what keys the episode's sampling streams (see ``LLMAgentConfig.seed``)
     steps: int = 0
 
 
@@ -113,19 +118,33 @@ class LLMAgent(BatchedAgent):
         self.backend = backend
         self.config = config or LLMAgentConfig()
         self.family = self.config.family or family_for_env(env_id)
-        self._calls = 0
+        self._episodes = 0
 
     def new_episode_state(self, task: str, info: dict[str, Any]) -> EpisodeMemory:
-        return EpisodeMemory(task=task or str(info.get("task", "")), history=[],
-                             episode_seed=info.get(EPISODE_SEED))
+        episode_seed = info.get(EPISODE_SEED)
+        if episode_seed is None:  # no harness: still a distinct stream for every episode of this agent
+            episode_seed = f"episode{self._episodes}"
+        self._episodes += 1
+        return EpisodeMemory(task=task or str(info.get("task", "")), history=[], episode_seed=episode_seed)
 
-    def sampling_seed(self, memories: list[EpisodeMemory]) -> int | None:
-        """A seed for one generate call: the agent's seed, the episodes' seeds and their step counts."""
-        if self.config.seed is None or self.config.temperature == 0:
+    def sampling_seeds(self, memories: list[EpisodeMemory], role: str = "executor", attempt: int = 0,
+                       temperature: float | None = None) -> list[int] | None:
+        """One row seed per episode of a generate call: the agent's seed, the episode's seed, its step, the
+        role (``planner``/``executor``) and the attempt within the step; None when unseeded or greedy."""
+        temperature = self.config.temperature if temperature is None else temperature
+        if self.config.seed is None or temperature == 0:
             return None
-        self._calls += 1
-        keys = [(m.episode_seed, m.steps) for m in memories]
-        return stable_seed("llm-agent", self.config.seed, keys, self._calls) % (2**31)
+        return [stable_seed("llm-agent", self.config.seed, m.episode_seed, m.steps, role, attempt) for m in memories]
+
+    @staticmethod
+    def seed_arguments(backend: TextBackend, seeds: list[int] | None) -> dict[str, Any]:
+        """``generate``'s seed keywords: ``seeds`` (one per prompt) for a backend that takes them, else one
+        ``seed`` for the call (derived from the rows', so it depends on which episodes share the call)."""
+        if seeds is None:
+            return {}
+        if _takes_seeds(backend):
+            return {"seeds": seeds}
+        return {"seed": stable_seed("llm-agent-call", seeds) % (2**31)}
 
     def build_prompt(self, memory: EpisodeMemory, observation: str, info: dict[str, Any]) -> str:
         return executor_prompt(
@@ -150,7 +169,8 @@ class LLMAgent(BatchedAgent):
         cfg = self.config
         completions = self.backend.generate(
             prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            stop=list(ACTION_STOP), seed=self.sampling_seed(memories), **self.choice_arguments(infos),
+            stop=list(ACTION_STOP), **self.seed_arguments(self.backend, self.sampling_seeds(memories)),
+            **self.choice_arguments(infos),
         )
         decisions: list[str | Decision] = []
         for memory, info, completion in zip(memories, infos, completions, strict=True):
@@ -167,3 +187,12 @@ class LLMAgent(BatchedAgent):
             memory.steps += 1
             decisions.append(decision)
         return decisions
+
+
+def _takes_seeds(backend: Any) -> bool:
+    """Whether ``backend.generate`` accepts ``seeds`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(backend.generate).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "seeds" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

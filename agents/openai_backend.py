@@ -194,9 +194,12 @@ class OpenAIChatBackend:
         stop: Sequence[str] | None = None,
         seed: int | None = None,
         choices: Sequence[Sequence[str] | None] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Completion]:
         """One chat completion per prompt, ``concurrency`` at a time; ``choices`` (per prompt, None or the
-        strings the completion must be one of) go in the ``choice_field`` of that prompt's request.
+        strings the completion must be one of) go in the ``choice_field`` of that prompt's request. ``seeds``
+        (one per prompt) is each request's ``seed`` (a server that seeds per request, as vLLM does, then
+        samples every prompt from its own stream); else ``seed`` goes in every request.
 
         Never raises for a failed request: that prompt's completion has ``finish_reason="error"`` and
         ``error`` set (see the module docstring).
@@ -212,8 +215,12 @@ class OpenAIChatBackend:
             body["seed"] = seed
         body.update(self.extra_body)
         bodies = [body] * len(prompts)
+        if seeds is not None:
+            if len(seeds) != len(prompts):
+                raise ValueError(f"seeds: one per prompt, got {len(seeds)} for {len(prompts)} prompts")
+            bodies = [{**body, "seed": int(s) % 2**31} for s in seeds]  # int32: what every server takes
         if choices is not None:
-            bodies = [{**body, self.choice_field: list(c)} if c else body for c in choices]
+            bodies = [{**b, self.choice_field: list(c)} if c else b for b, c in zip(bodies, choices, strict=True)]
         if len(prompts) == 1 or self.concurrency == 1:
             completions = [self._complete_or_error(p, b) for p, b in zip(prompts, bodies, strict=True)]
         else:

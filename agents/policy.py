@@ -33,13 +33,16 @@ from hiergym.agents.generation import (
     DEFAULT_PREFIX_CACHE_TOKENS,
     GENERATION_MODES,
     PrefixCache,
+    RowKeys,
     Sampler,
+    SamplingProcessor,
     _Stops,
     cached_generate,
     loop_supported,
     prefix_cache_supported,
 )
 from hiergym.agents.prompts import split_system_prompt
+from hiergym.envs.core import stable_seed
 
 #: File that marks a directory saved by :meth:`CausalLMPolicy.save` (model + tokenizer + this note).
 POLICY_NOTE = "hiergym_policy.json"
@@ -79,11 +82,15 @@ class _StopOnStrings:
     """Stopping criterion: marks a row finished once its *generated* text contains a stop string.
 
     Records, per row, the sequence length at which it matched, so the response can be cut exactly there
-    (rows that finished are padded by ``generate`` afterwards).
+    (rows that finished are padded by ``generate`` afterwards). A row that ended at an EOS id (``eos``) is
+    finished without a match: the padding after it (``<pad>`` contains ``p``) must not count as a stop.
     """
 
-    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int, batch_size: int):
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int, batch_size: int,
+                 eos: Sequence[int] = ()):
         self.tokenizer = tokenizer
+        self.eos = set(eos)
+        self.ended = [False] * batch_size
         self.stops = [s for s in stops if s]
         self.prompt_length = prompt_length
         # A stop string of n bytes spans at most n + 1 tokens of any tokenizer (tokens are >= 1 byte, and the
@@ -96,8 +103,12 @@ class _StopOnStrings:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         start = max(self.prompt_length, length - self.window)
         tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=False)
+        last = input_ids[:, -1].tolist() if length > self.prompt_length else [None] * len(tails)
         for row, tail in enumerate(tails):
-            if self.stopped_at[row] is not None:
+            if self.stopped_at[row] is not None or self.ended[row]:
+                done[row] = True
+            elif last[row] in self.eos:
+                self.ended[row] = True
                 done[row] = True
             elif any(stop in tail for stop in self.stops):
                 self.stopped_at[row] = length
@@ -327,30 +338,36 @@ class CausalLMPolicy:
         stop: Sequence[str] | None = None,
         seed: int | None = None,
         choices: Sequence[Sequence[str] | None] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Completion]:
         """Sample one response per prompt; ``temperature=0`` is greedy.
 
         ``stop``: strings that end a response (kept in the text and tokens, e.g. ``"</action>"``); a response
         also ends at EOS (its id is kept in ``response_token_ids`` so training teaches the model to stop, but
-        not in the text). ``seed`` seeds torch's global generator for reproducible sampling.
+        not in the text).
+
+        Every prompt samples from its own random stream (:class:`~hiergym.agents.generation.RowKeys`), keyed by
+        its **row seed**: ``seeds[i]`` (one int per prompt; what the agents pass, from the episode and its
+        step), else one derived from ``seed`` and the prompt's position in ``prompts``, else one drawn from
+        torch's global generator. A prompt's response depends on its row seed only, not on the other prompts
+        of the call, their number or their order.
 
         ``choices`` (one list or None per prompt): the prompt's response must be one of these texts
         (:mod:`hiergym.agents.constraint`); its log-probs are those of the constrained distribution and its
         ``response_allowed`` the allowed tokens at each position. ``max_new_tokens`` is raised to the longest
         choice, so a constrained response always completes.
         """
-        if seed is not None:
-            torch.manual_seed(seed)
+        row_seeds = self.row_seeds(len(prompts), seed, seeds) if temperature > 0 else None
         texts = [self.format_prompt(p) for p in prompts]
         encoded = self._encode_texts(texts)
         stops = list(stop or [])
         tries = self.choice_tries(choices, stops, len(prompts))
         if any(t is not None for t in tries):
             max_new_tokens = max(max_new_tokens, *(t.longest for t in tries if t is not None))
-        # Sorting by length keeps padding (wasted compute) low inside each micro-batch; every path samples these
-        # micro-batches in this order, so a seed gives the same samples whatever the path.
+        # Sorting by length keeps padding (wasted compute) low inside each micro-batch; which micro-batch a prompt
+        # lands in changes no sample (its stream is its row seed's), only logits' float rounding.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        outs = self._sample(encoded, order, max_new_tokens, temperature, top_p, top_k, stops, tries)
+        outs = self._sample(encoded, order, max_new_tokens, temperature, top_p, top_k, stops, tries, row_seeds)
         stats = self.generation_stats
         stats["calls"] = stats.get("calls", 0) + 1
         stats["generated_tokens"] = stats.get("generated_tokens", 0) + sum(len(o[0]) for o in outs)
@@ -361,6 +378,17 @@ class CausalLMPolicy:
                        response_allowed=tries[i].along(response_ids) if tries[i] is not None else None)
             for i, (text, ids, (response_ids, logprobs, reason)) in enumerate(zip(texts, encoded, outs, strict=True))
         ]
+
+    @staticmethod
+    def row_seeds(rows: int, seed: int | None = None, seeds: Sequence[int] | None = None) -> list[int]:
+        """The row seeds of a call of ``rows`` prompts (see :meth:`generate`)."""
+        if seeds is not None:
+            if len(seeds) != rows:
+                raise ValueError(f"seeds: one per prompt, got {len(seeds)} for {rows} prompts")
+            return [int(s) for s in seeds]
+        if seed is not None:
+            return [stable_seed("hiergym.generate", int(seed), i) for i in range(rows)]
+        return torch.randint(0, 2**62, (rows,)).tolist()
 
     def choice_tries(self, choices: Sequence[Sequence[str] | None] | None, stops: Sequence[str], rows: int
                      ) -> list:
@@ -389,8 +417,10 @@ class CausalLMPolicy:
         return mode
 
     def _sample(self, encoded: list[list[int]], order: list[int], max_new_tokens: int, temperature: float,
-                top_p: float, top_k: int, stops: list[str], tries: list | None = None
-                ) -> list[tuple[list[int], list[float], str]]:
+                top_p: float, top_k: int, stops: list[str], tries: list | None = None,
+                seeds: list[int] | None = None) -> list[tuple[list[int], list[float], str]]:
+        if temperature > 0 and seeds is None:
+            seeds = self.row_seeds(len(encoded))
         mode = self.generation_mode()
         if any(not e for e in encoded):
             mode = "plain"
@@ -400,7 +430,8 @@ class CausalLMPolicy:
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
                 outs = self._generate_batch([encoded[i] for i in rows], max_new_tokens, temperature, top_p, top_k,
-                                            stops, [tries[i] for i in rows])
+                                            stops, [tries[i] for i in rows],
+                                            [seeds[i] for i in rows] if seeds is not None else None)
                 for i, out in zip(rows, outs, strict=True):
                     results[i] = out
             seen = sum(len(e) for e in encoded)
@@ -415,7 +446,7 @@ class CausalLMPolicy:
         self.model.eval()
         try:
             return cached_generate(self.model, self.prefix_cache, encoded, order, self.batch_size, pad, sampler,
-                                   ending, self.generation_stats, tries=tries)
+                                   ending, self.generation_stats, tries=tries, seeds=seeds)
         finally:
             self.model.train(was_training)
 
@@ -424,21 +455,31 @@ class CausalLMPolicy:
 
     def _generate_batch(
         self, encoded: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, top_k: int,
-        stops: list[str], tries: list | None = None,
+        stops: list[str], tries: list | None = None, seeds: list[int] | None = None,
     ) -> list[tuple[list[int], list[float], str]]:
+        """One micro-batch through ``model.generate``. Sampling goes through the same per-row
+        :class:`~hiergym.agents.generation.Sampler` as the cached path (a logits processor after any
+        constraint; ``generate`` itself then runs greedy on its one-hot choice), so both paths draw the same
+        samples for the same row seeds."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         pad = self.tokenizer.pad_token_id
         input_ids, attention = pad_token_rows(encoded, pad, left=True)
         width = input_ids.shape[1]
         device = self.device
-        criterion = _StopOnStrings(self.tokenizer, stops, width, len(encoded)) if stops else None
+        criterion = _StopOnStrings(self.tokenizer, stops, width, len(encoded), self.eos_token_ids) if stops else None
         sample = temperature > 0
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k} if sample \
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        # generate's own sampling (torch.multinomial over the batch) is never used: see the docstring.
+        sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         constrained = tries is not None and any(t is not None for t in tries)
-        if constrained:
-            sampling["logits_processor"] = LogitsProcessorList([TrieLogitsProcessor(tries, width)])
+        processors = [TrieLogitsProcessor(tries, width)] if constrained else []
+        if sample:
+            if seeds is None:
+                seeds = self.row_seeds(len(encoded))
+            sampler = Sampler(temperature, top_p, top_k)  # the model's repetition penalty: generate applies it
+            processors.append(SamplingProcessor(sampler, RowKeys(seeds, device), width))
+        if processors:
+            sampling["logits_processor"] = LogitsProcessorList(processors)
         was_training = self.model.training
         self.model.eval()
         try:

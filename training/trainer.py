@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from hiergym.driver import play_evaluation
+from hiergym.envs.core import stable_seed
 from hiergym.records import append_results, load_results, results_path
 from hiergym.stats import paired_success_difference, summarize
 from hiergym.training import distributed
@@ -165,6 +166,11 @@ def check_eval_set(config: TrainConfig) -> None:
                                  f"{config.env_id}'s {split} set; use {name} <= {size(split)}")
     finally:
         env.close()
+
+
+def rollout_seed(seed: int, batch_index: int) -> int:
+    """The sampling seed of the rollout agent of training batch ``batch_index`` (from this rank's seed)."""
+    return stable_seed("hiergym.rollouts", int(seed), int(batch_index)) % (2**31)
 
 
 def make_vec(config: TrainConfig, num_tasks: int, group_size: int, split: str, first_slot: int = 0):
@@ -327,8 +333,11 @@ class Trainer:
     def train_iteration(self, iteration: int) -> dict[str, Any]:
         cfg = self.config
         started = time.perf_counter()
-        agent = build_agent(dataclasses.replace(cfg, seed=self.dist.rank_seed(cfg.seed)), self.policy,
-                            cfg.temperature)
+        # Sampling streams are per episode (its number in the agent's life, its step): a fresh seed per batch,
+        # or copy k would meet the same noise at the same step of every iteration.
+        agent = build_agent(dataclasses.replace(cfg, seed=rollout_seed(self.dist.rank_seed(cfg.seed),
+                                                                       self.state["train_batches"])),
+                            self.policy, cfg.temperature)
         self.train_vec.batch_index = self.state["train_batches"]
         allocation = self.allocator.plan(self.state, self.state["train_batches"])  # uniform, no pool: no change
         with self.dist.generation(self.policy.model):

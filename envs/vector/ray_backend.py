@@ -11,12 +11,22 @@ Needs ``pip install 'hiergym[ray]'``. ``ray.init(address=...)`` (or ``RAY_ADDRES
 without either, a fresh local Ray instance starts (``address="local"``). Every node must be able to
 import hiergym and build the environment (install hiergym there, or pass a ``runtime_env`` to ``ray.init``
 yourself before making the env).
+
+Joining a cluster started with ``ray start --head`` (docs/scaling.md has the commands): Ray 2.5x+ enables token
+authentication on a head that finds a token (``~/.ray/auth_token``, written by any earlier local
+``ray.init()``), but a driver given an explicit address never enables it by itself, so the head refuses it
+(``InvalidAuthToken``) unless the driver runs with ``RAY_AUTH_MODE=token`` and the same token
+(``~/.ray/auth_token``, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``), or both sides run with
+``RAY_AUTH_MODE=disabled``. Before ``ray.init`` the GCS port of a ``host:port`` address is probed with a plain
+TCP connection (:data:`PROBE_TIMEOUT_S`): nothing listening there is a one-line error at once, not minutes of
+Ray's retries.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -36,6 +46,8 @@ from hiergym.envs.vector.backends import (
 
 #: Placement of the actors over the cluster's nodes: Ray's ``scheduling_strategy`` of each actor.
 STRATEGIES = ("SPREAD", "DEFAULT")
+#: Seconds the TCP probe of a cluster address waits for the connection before ``ray.init`` is tried.
+PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -85,18 +97,43 @@ def ensure_ray(address: str | None = None):
     if not ray.is_initialized():
         # "local": a fresh local instance, never a stale one named by /tmp/ray/ray_current_cluster.
         given = address or os.environ.get("RAY_ADDRESS")
+        source = "address" if address else "RAY_ADDRESS"
+        fix = ("start it with `ray start --head --port PORT`, correct the address, or unset RAY_ADDRESS to run "
+               "a local instance")
+        unreachable = probe_address(given) if given else None
+        if unreachable:
+            # A value error: the CLIs answer it in one line.
+            raise ValueError(f"cannot join the Ray cluster at {given!r} ({source}): {unreachable}; {fix}")
         try:
             ray.init(address=given or "local", ignore_reinit_error=True, log_to_driver=False)
         except (ConnectionError, RuntimeError) as exc:
             if not given:
                 raise
-            source = "address" if address else "RAY_ADDRESS"
             reason = str(exc).strip().splitlines()[0][:200]
-            # A value error: the CLIs answer it in one line.
-            raise ValueError(f"cannot join the Ray cluster at {given!r} ({source}): {reason}; start it with "
-                             "`ray start --head`, correct the address, or unset RAY_ADDRESS to run a local "
-                             "instance") from None
+            if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                # The port answered, so the usual cause is a head with token authentication (module docstring).
+                fix = ("if the head runs with token authentication (the default when it found ~/.ray/auth_token), "
+                       "set RAY_AUTH_MODE=token here with its token (~/.ray/auth_token or RAY_AUTH_TOKEN), or start "
+                       "both with RAY_AUTH_MODE=disabled; else " + fix)
+            raise ValueError(f"cannot join the Ray cluster at {given!r} ({source}): {reason}; {fix}") from None
     return ray
+
+
+def probe_address(address: str) -> str | None:
+    """Why nothing can be joined at ``address`` (a ``host:port`` or ``ray://host:port``), from one TCP connection
+    of at most :data:`PROBE_TIMEOUT_S`; None when the port accepts connections or the address is not of that
+    form (``auto``, ``local``: Ray resolves those itself)."""
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not host:
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        what = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else (exc.strerror or str(exc))
+        return f"nothing accepts connections on {host}:{port} ({what})"
 
 
 class _EnvActor:

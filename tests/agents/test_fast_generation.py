@@ -149,7 +149,8 @@ def test_unknown_generation_mode_is_refused() -> None:
         CausalLMPolicy.tiny(seed=0, architecture=ARCH, generation="fast")
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.0])
+# The untrained model's logits are nearly flat (std ~0.13): at T = 0.1 the penalty moves the sampled tokens.
+@pytest.mark.parametrize("temperature", [0.1, 0.0])
 def test_a_models_repetition_penalty_is_applied_as_generate_applies_it(temperature) -> None:
     policies = _policies()
     for policy in policies.values():

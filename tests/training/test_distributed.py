@@ -29,8 +29,10 @@ SOKOBAN = {"env_id": "hiergym/Sokoban-v0", "device": "cpu", "progress": False,
            "sft_episodes": 5, "sft_steps": 3, "sft_batch_size": 8, "mini_batches": 2, "micro_batch_size": 3,
            "epochs": 2, "eval_episodes": 5}
 #: The worker's one-step Target env: behaviour cloning teaches the answer format, and evaluations have
-#: successes and failures to compare.
+#: successes and failures to compare. Evaluations sample (eval_temperature 1): every episode's stream is its
+#: own, so sharding them over the ranks (4 + 3 episodes instead of 7 in one batch) changes no sample.
 CHOICE = {"env_id": "hiergym_test/Target-v0", "device": "cpu", "progress": False, "max_episode_steps": 3,
+          "eval_temperature": 1.0,
           "model_architecture": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1},
           "num_tasks": 4, "group_size": 4, "iterations": 2, "learning_rate": 2e-3, "max_new_tokens": 6,
           "sft_episodes": 20, "sft_steps": 40, "sft_batch_size": 16, "sft_learning_rate": 1e-2,
@@ -101,9 +103,9 @@ def one_rank_run(tmp_path_factory) -> dict:
 
 
 def test_two_ranks_run_and_evaluation_equal_one_process(tmp_path, one_rank_run) -> None:
-    """A whole run (behaviour cloning, 2 iterations, 3 evaluations of 7 episodes sharded 4 + 3) on 2 ranks
-    gives the evaluation summaries and per-episode results of 1 rank when the rollouts are the same. Only
-    rank 0 writes files, with every rank's transcripts."""
+    """A whole run (behaviour cloning, 2 iterations, 3 sampled evaluations of 7 episodes sharded 4 + 3) on 2
+    ranks gives the evaluation summaries and per-episode results of 1 rank when the rollouts are the same.
+    Only rank 0 writes files, with every rank's transcripts."""
     a = one_rank_run
     torchrun(2, "run", {**CHOICE, "out_dir": str(tmp_path / "w2")}, tmp_path / "two.json")
     b = json.loads((tmp_path / "two.json").read_text())
