@@ -269,9 +269,9 @@ class Trainer:
         if progress is not None:
             progress.close()
         # An evaluation of an earlier iteration (a finished run resumed with more iterations) is redone.
+        # (A checkpoint written before this key existed is evaluated once more: its after_rl may be stale.)
         if self.state.get("after_rl_iteration") != self.state["iteration"]:
-            self.state.pop("after_rl_eval_out", None)
-            self.state["evaluations"] = [e for e in self.state["evaluations"] if not e["label"].startswith("after_rl")]
+            self._retire_after_rl()
             self.state["after_rl"] = self.evaluate("after_rl")
             self.state["after_rl_iteration"] = self.state["iteration"]
             if cfg.eval_out_episodes:
@@ -415,8 +415,23 @@ class Trainer:
                 "parse_error_rate", "response_tokens_per_episode")
         result = {"label": label, "split": split, **{k: summary[k] for k in keys}}
         self.state["evaluations"].append(result)
-        self.log({"phase": "eval", **result})
+        self.log({"phase": "eval", "iteration": self.state["iteration"], **result})
         return result
+
+    def _retire_after_rl(self) -> None:
+        """Before evaluating after RL again: the earlier after_rl result becomes the point of the iteration it
+        was made at (in the state and its curves), its eval_out result and folder are dropped."""
+        self.state.pop("after_rl_eval_out", None)
+        earlier = self.state.get("after_rl_iteration")
+        kept = []
+        for entry in self.state["evaluations"]:
+            if entry["label"] == "after_rl" and earlier is not None:
+                kept.append({**entry, "label": f"iteration_{earlier}"})
+            elif not entry["label"].startswith("after_rl"):
+                kept.append(entry)
+        self.state["evaluations"] = kept
+        if self.dist.is_main:
+            shutil.rmtree(self.out / "eval" / "after_rl_eval_out", ignore_errors=True)
 
     # ---------------------------------------------------------------------------------- pieces
     def _trained_levels(self, iteration: int) -> list[str]:
@@ -551,7 +566,7 @@ class Trainer:
         evals = [r for r in rows if r.get("phase") == "eval" and not r["label"].endswith("_eval_out")]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["iteration"] for r in train], [r["train_success"] for r in train], label="train (sampled)")
-        xs = [evaluation_iteration(r["label"], self.state["iteration"]) for r in evals]
+        xs = [r.get("iteration", evaluation_iteration(r["label"], self.state["iteration"])) for r in evals]
         decoding = "greedy" if self.config.eval_temperature == 0 else f"sampled at T={self.config.eval_temperature:g}"
         ax.plot(xs, [r["success_rate"] for r in evals], "o-", label=f"eval ({decoding})")
         ax.set_xlabel("RL iteration")

@@ -305,7 +305,7 @@ class NativeEngine:
 
         ``knowledge="full"``: a scripted expert that knows where every object is (the shortest plans).
         ``"observed"``: one that uses only what an agent can see: it searches for what it needs in the
-        receptacles that can hold it, in the listed order from where it stands (:class:`_Searcher`)."""
+        receptacles that can hold it, by type and number from where it stands (:class:`_Searcher`)."""
         if knowledge not in EXPERT_KNOWLEDGE:
             raise ValueError(f"unknown expert knowledge {knowledge!r}; choose one of {', '.join(EXPERT_KNOWLEDGE)}")
         return (_Planner(self) if knowledge == "full" else _Searcher(self)).plan()
@@ -363,7 +363,7 @@ class _Planner:
         goal_recs = sim._goal_recs
         candidates = [r for r in range(len(sim.rec_names)) if sim.fits(r, obj) and not goal_recs[r]]
         candidates = candidates or [r for r in range(len(sim.rec_names)) if sim.fits(r, obj)]
-        rec = sim.agent_at if sim.agent_at in candidates else candidates[0]
+        rec = sim.agent_at if sim.agent_at in candidates else min(candidates, key=self.rank)
         self.put(obj, rec)
 
     def rank(self, rec: int) -> tuple:
@@ -472,17 +472,22 @@ class _Searcher(_Planner):
             hits = [o for o in self._visible(rec) if is_target(o)]
             if hits:
                 return hits[0]
-        raise RuntimeError(f"searching expert found nothing on task {sim.task.key}")
+        raise LookupError(f"searching expert found nothing on task {sim.task.key}")
 
     def goal_object(self, exclude_rec: int | None = None) -> int:
         sim = self.sim
         if sim.held != HELD and sim._goal_objs[sim.held]:
             return sim.held
         task, objects, types = sim.task, sim.task.objects, sim._rec_types
-        return self.search(
-            lambda o: sim._goal_objs[o] and objects[o].pickupable and sim.obj_loc[o] != exclude_rec,
-            lambda r: r != exclude_rec and types[r] != task.recep_type and can_contain(types[r], task.obj_type),
-        )
+
+        def wanted(o: int) -> bool:
+            return sim._goal_objs[o] and objects[o].pickupable and sim.obj_loc[o] != exclude_rec
+
+        try:  # where goal objects start: never in a receptacle of the goal's type
+            return self.search(wanted, lambda r: r != exclude_rec and types[r] != task.recep_type
+                               and can_contain(types[r], task.obj_type))
+        except LookupError:  # a policy put them there (not yet heated, say): look in those too
+            return self.search(wanted, lambda r: r != exclude_rec and types[r] == task.recep_type)
 
     def lamp(self) -> int:
         sim = self.sim

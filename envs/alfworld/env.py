@@ -36,8 +36,8 @@ observation with reward 0 and ``action_valid=False`` (the contract's rule, :clas
   points at a folder with ALFWorld's ``json_2.1.1`` games, else ``"generated"``.
 - ``expert_knowledge``: what :meth:`~AlfWorldEnv.expert_plan` may know: ``"full"`` (default; where every
   object is: the shortest plans) or ``"observed"`` (only what the agent has seen: it searches the receptacles
-  that can hold what it needs, by type and number; native engine; 95-98% of tasks within 30 steps, median 9-10
-  against the full expert's 7). Demonstrations for a policy that cannot see inside receptacles come from the
+  that can hold what it needs, by type and number; native engine; 95-99% of tasks within 30 steps, median 9
+  against the full expert's 6). Demonstrations for a policy that cannot see inside receptacles come from the
   latter: each of its commands follows from what the agent has observed.
 - ``cache_dir``: where engine ``"alfworld"`` writes exported games (default ``~/.cache/hiergym/alfworld``).
 - ``render_mode``: ``"ansi"`` (the last observation).
@@ -85,8 +85,9 @@ def default_cache_dir() -> str:
 SUBGOAL_VERBS = ("take", "move", "put", "cool", "heat", "clean", "use")
 
 
-_FOUND_AT = re.compile(r"^(take \S.*?) \d+ from .+$")
-_OBJECT_INSTANCE = re.compile(r"^(\w+ \S.*?) \d+((?: (?:with|to) .+)?)$")
+# Object names are one word and a number ("pan 1"); receptacles' may be followed by the rest of the command.
+_FOUND_AT = re.compile(r"^(take \S+) \d+ from .+$")
+_OBJECT_INSTANCE = re.compile(r"^(\w+ \S+) \d+((?: (?:with|to) .+)?)$")
 
 
 def observed_subgoal(command: str) -> str:

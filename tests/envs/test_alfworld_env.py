@@ -256,6 +256,56 @@ def test_observed_expert_replans_the_rest_of_its_plan_from_any_of_its_states() -
             env.step(command)
 
 
+@pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_observed_expert_finishes_from_states_another_policy_reached(task_type: str) -> None:
+    """From a random walk, and with goal objects left in goal receptacles (unheated, say, or one of two), where
+    goal objects never start: it looks there too."""
+    env = make(task_types=[task_type], expert_knowledge="observed")
+    rng = random.Random(1)
+    for seed in range(12):
+        _, info = env.reset(seed=seed)
+        for _ in range(rng.randint(0, 30)):
+            moves = [a for a in info["admissible_actions"] if a.startswith(("take", "move"))]
+            action = rng.choice(moves if moves and rng.random() < 0.5 else info["admissible_actions"])
+            _, _, terminated, _, info = env.step(action)
+            if terminated:
+                break
+        if not info["won"]:
+            *_, info = play(env, env.unwrapped.expert_plan())
+            assert info["won"], f"seed {seed}"
+    engine = NativeEngine(generate_task(np.random.default_rng(0), "train", task_type))
+    if task_type != "look_at_obj_in_light":  # a goal object in a goal receptacle, the agent elsewhere
+        obj = engine._goal_obj_indices[0]
+        goal = next(r for r, is_goal in enumerate(engine._goal_recs) if is_goal)
+        for command in NativeEngine.expert_plan(engine, "observed"):
+            engine.step(command)
+            if engine.held == obj:
+                break
+        if engine.held == obj and not engine.won():
+            for command in (engine._goto[goal], *(["open " + engine.rec_names[goal]]
+                                                  if engine.task.receptacles[goal].openable else [])):
+                engine.step(command)
+            engine.step(f"move {engine.obj_names[obj]} to {engine.rec_names[goal]}")
+            away = next(r for r in range(len(engine.rec_names)) if r != goal)
+            engine.step(engine._goto[away])
+            if not engine.won():
+                for command in engine.expert_plan("observed"):
+                    assert engine.step(command)[1], command
+                assert engine.won()
+
+
+def test_observed_subgoal_names() -> None:
+    from hiergym.envs.alfworld.env import observed_subgoal
+
+    assert observed_subgoal("take pan 1 from cabinet 2") == "take pan"
+    assert observed_subgoal("cool pan 1 with fridge 1") == "cool pan with fridge 1"
+    assert observed_subgoal("move pan 1 to stoveburner 1") == "move pan to stoveburner 1"
+    assert observed_subgoal("use desklamp 1") == "use desklamp"
+    assert observed_subgoal("go to cabinet 2") == "go to cabinet 2"  # not a subgoal's last command
+    for name in ("take pan", "cool pan with fridge 1", "move pan to stoveburner 1", "use desklamp"):
+        assert observed_subgoal(name) == name  # idempotent
+
+
 def test_observed_expert_subgoals_name_only_what_a_planner_can_know() -> None:
     env = make(task_types=["pick_cool_then_place_in_recep"], expert_knowledge="observed")
     env.reset(seed=3)

@@ -99,3 +99,12 @@ def test_a_finished_run_resumed_with_more_iterations_is_evaluated_again_after_th
     assert "before_rl_eval_out" in resumed.state  # the cloned start, evaluated on resume before any RL
     assert summary["eval_out"] is not None
     assert rl_iterations(Path(config.out_dir)) == [1, 2]
+    # Extended once more, without eval_out: the earlier after-RL result is the point of its iteration, and no
+    # eval_out result of an earlier policy is reported as after RL.
+    again = Trainer(quick(tmp_path, iterations=3), resume=True)
+    summary = again.run()
+    labels = [e["label"] for e in again.state["evaluations"]]
+    assert labels == ["before_rl", "iteration_0", "before_rl_eval_out", "iteration_2", "after_rl"]
+    assert summary["eval_out"] is None and not (Path(config.out_dir) / "eval" / "after_rl_eval_out").exists()
+    rows = [json.loads(line) for line in (Path(config.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if r["phase"] == "eval" and r["label"] == "after_rl"][-1] == 3
