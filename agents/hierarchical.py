@@ -163,7 +163,7 @@ class HierarchicalAgent(LLMAgent):
                 executor_prompt(family=self.family, style=cfg.style, task=memories[r].task,
                                 observation=observations[r], admissible=infos[r].get("admissible_actions"),
                                 history=memories[r].segment_history(), history_window=cfg.history_window,
-                                subgoal=memories[r].subgoal)
+                                subgoal=memories[r].subgoal, list_actions=cfg.list_actions)
                 for r in pending
             ]
             completions = self.executor_backend.generate(

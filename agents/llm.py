@@ -52,6 +52,8 @@ class LLMAgentConfig:
             flag) or ``"admissible"`` (decoding restricted to the admissible actions in the output format, see
             :mod:`hiergym.agents.constraint`; the backend must accept ``choices``: the local models do, an
             OpenAI-compatible server through its guided-choice field).
+        list_actions: whether the executor's prompt lists the admissible actions (``False`` shortens the
+            prompts where decoding is restricted to them anyway: a negotiation lists 30 proposals).
     """
 
     family: str | None = None
@@ -62,6 +64,7 @@ class LLMAgentConfig:
     top_p: float = 1.0
     seed: int | None = 0
     action_constraint: str = "none"
+    list_actions: bool = True
 
     def __post_init__(self) -> None:
         if self.action_constraint not in ACTION_CONSTRAINTS:
@@ -150,7 +153,7 @@ class LLMAgent(BatchedAgent):
         return executor_prompt(
             family=self.family, style=self.config.style, task=memory.task, observation=observation,
             admissible=info.get("admissible_actions"), history=memory.history,
-            history_window=self.config.history_window,
+            history_window=self.config.history_window, list_actions=self.config.list_actions,
         )
 
     def choice_arguments(self, infos: list[dict[str, Any]], *, subgoal_done: bool = False) -> dict[str, Any]:

@@ -256,15 +256,17 @@ def executor_prompt(
     history_window: int = 3,
     subgoal: str | None = None,
     max_admissible: int = 60,
+    list_actions: bool = True,
 ) -> str:
     """The prompt for choosing the next action (a flat agent, or the executor with ``subgoal``).
 
     The compact executor sees its subgoal instead of the task (the planner holds the task): a hierarchical
-    decision's prompt is shorter than the flat agent's.
+    decision's prompt is shorter than the flat agent's. ``list_actions=False`` leaves the admissible list out
+    (under constrained decoding the sampler holds it; the observation's own text is kept).
     """
     _check_style(style)
     spec = _family(family)
-    actions = _admissible_text(admissible, max_admissible if style == "full" else 30)
+    actions = _admissible_text(admissible, max_admissible if style == "full" else 30) if list_actions else None
     if style == "compact":
         lines = []
         obs = compact_observation(family, observation)

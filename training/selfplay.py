@@ -52,6 +52,7 @@ from hiergym.multiagent_driver import GameResult, play_games
 from hiergym.stats import paired_mean_difference, paired_success_difference, wilson_interval
 from hiergym.training.advantages import compute_advantages
 from hiergym.training.config import LEARNER_OPPONENTS, TrainConfig
+from hiergym.training.demonstrations import Demonstration
 from hiergym.training.optimize import behaviour_cloning, policy_update
 from hiergym.training.trainer import Trainer, _progress_bar, build_agent, saved_agent_settings
 from hiergym.training.trajectory import StepBatch
@@ -104,6 +105,32 @@ class ScriptedTeacher(BatchedAgent):
             if isinstance(decision, Decision):
                 decision.action = action  # the teacher's move is played whatever the parser read
         return decisions
+
+
+# ------------------------------------------------------------------------------------------ demonstrations
+def teacher_games(cfg: TrainConfig, episodes: int, first_seed: int) -> tuple[Any, list[Any]]:
+    """``episodes`` games of the scripted ``sft_teacher`` against ``sft_partners`` (cycled), the teacher in seat
+    ``e % 2`` of game ``e`` (seed ``first_seed + e``), played through the LLM agent of ``cfg`` (its prompts,
+    its output format, its constraint's choices). Returns the played games and the teacher's generations."""
+    teacher = ScriptedTeacher(build_agent(cfg, None, temperature=0.0), cfg.game, cfg.sft_teacher)
+    partners = list(cfg.sft_partners) or [cfg.sft_teacher]
+    seats, resets = [], []
+    for e in range(episodes):
+        teacher_seat = SEATS[e % 2]
+        partner = partners[(e // 2) % len(partners)]
+        seats.append({teacher_seat: teacher, SEATS[1 - e % 2]: partner})
+        resets.append({"seed": first_seed + e, "options": {"split": cfg.train_split}})
+    played = play_games(cfg.game, seats, resets, game_kwargs=cfg.game_kwargs,
+                        max_moves=cfg.max_episode_steps * len(SEATS))
+    teacher_key = next(i for i, a in enumerate(played.agents) if a is teacher)
+    return played, [g for d in played.decisions(teacher_key) for g in d.generations]
+
+
+def game_tokenizer_texts(cfg: TrainConfig) -> list[str]:
+    """``tokenizer=env`` for a game: the text of ``tokenizer_episodes`` games of the scripted teacher (the
+    prompts both seats' agents would see, its answers and the admissible moves), on seeds of their own."""
+    _, generations = teacher_games(cfg, cfg.tokenizer_episodes, cfg.seed + 20_000_000)
+    return [text for g in generations for text in (g.prompt_text, g.response_text, *(g.choices or ()))]
 
 
 # ------------------------------------------------------------------------------------------ Kuhn exploitability
@@ -240,20 +267,11 @@ class SelfPlayTrainer(Trainer):
     # ---------------------------------------------------------------------------------- behaviour cloning
     def behaviour_clone(self) -> list[float]:
         cfg = self.config
-        teacher = ScriptedTeacher(build_agent(cfg, None, temperature=0.0), cfg.game, cfg.sft_teacher)
-        partners = list(cfg.sft_partners) or [cfg.sft_teacher]
-        seats, resets = [], []
-        for e in range(cfg.sft_episodes):
-            teacher_seat = SEATS[e % 2]
-            partner = partners[(e // 2) % len(partners)]
-            seats.append({teacher_seat: teacher, SEATS[1 - e % 2]: partner})
-            resets.append({"seed": cfg.seed + 10_000_000 + e, "options": {"split": cfg.train_split}})
-        played = play_games(cfg.game, seats, resets, game_kwargs=cfg.game_kwargs, max_moves=self._max_moves())
-        teacher_key = next(i for i, a in enumerate(played.agents) if a is teacher)
-        generations = [g for d in played.decisions(teacher_key) for g in d.generations]
-        pairs = [(self.policy.encode_prompt(g.prompt_text),
-                  self.policy.tokenizer(g.response_text, add_special_tokens=False)["input_ids"]
-                  + [self.policy.eos_token_ids[0]]) for g in generations]
+        played, generations = teacher_games(cfg, cfg.sft_episodes, cfg.seed + 10_000_000)
+        # Under action_constraint=admissible each pair carries the masks the move would be sampled under
+        # (the admissible moves of the seat in that position), as the single-agent trainer's cloning does.
+        pairs = [self.demonstration_pair(Demonstration(g.prompt_text, g.response_text, level=g.level,
+                                                       choices=g.choices)) for g in generations]
         bar = _progress_bar(cfg.sft_steps, cfg.progress, "BC")
 
         def report(step: int, loss: float) -> None:
@@ -265,9 +283,9 @@ class SelfPlayTrainer(Trainer):
                                    learning_rate=cfg.sft_learning_rate, seed=cfg.seed, progress=report)
         if bar is not None:
             bar.close()
-        teacher_games = [(g, SEATS[g.index % 2]) for g in played.games]
+        teacher_seats = [(g, SEATS[g.index % 2]) for g in played.games]
         self.log({"phase": "sft", "demonstrations": len(pairs), "teacher": cfg.sft_teacher,
-                  "teacher_win_rate": float(np.mean([g.won[s] for g, s in teacher_games])),
+                  "teacher_win_rate": float(np.mean([g.won[s] for g, s in teacher_seats])),
                   "sft_first_loss": losses[0], "sft_final_loss": float(np.mean(losses[-10:]))})
         return losses
 

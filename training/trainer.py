@@ -95,10 +95,15 @@ def build_policy(config: TrainConfig, checkpoint_model: Path | None = None):
 
 def env_tokenizer(config: TrainConfig):
     """``tokenizer=env``: a BPE tokenizer trained on the text of ``tokenizer_episodes`` expert episodes played
-    through the agent (its prompts, answers and the admissible actions), on training seeds of their own."""
+    through the agent (its prompts, answers and the admissible actions), on training seeds of their own; for a
+    multi-agent ``game``, games of its scripted ``sft_teacher`` against ``sft_partners``."""
     from hiergym.agents.tiny import build_text_tokenizer
     from hiergym.training.demonstrations import expert_demonstrations
 
+    if config.game:  # a multi-agent game: the scripted teacher's games through the agent (training/selfplay.py)
+        from hiergym.training.selfplay import game_tokenizer_texts
+
+        return build_text_tokenizer(game_tokenizer_texts(config), config.tokenizer_vocab_size)
     demos, _ = expert_demonstrations(
         config.env_id, build_agent(config, None, temperature=0.0), episodes=config.tokenizer_episodes,
         seed=config.seed + 20_000_000, split=config.train_split, env_kwargs=config.env_kwargs,
@@ -122,7 +127,7 @@ def saved_agent_settings(config: TrainConfig) -> dict[str, Any]:
     ``hf:...``) plays exactly as the trainer's evaluation did."""
     settings = {"mode": config.agent, "style": resolve_prompt_style(config), "history_window": config.history_window,
                 "max_new_tokens": config.max_new_tokens, "temperature": config.eval_temperature,
-                "action_constraint": config.action_constraint}
+                "action_constraint": config.action_constraint, "list_actions": config.list_actions}
     if config.agent == "hierarchical":
         settings.update(replan_every=config.replan_every, planner_max_new_tokens=config.planner_max_new_tokens)
     return settings
@@ -134,7 +139,7 @@ def build_agent(config: TrainConfig, policy, temperature: float):
 
     common = dict(style=resolve_prompt_style(config), history_window=config.history_window,
                   max_new_tokens=config.max_new_tokens, temperature=temperature, seed=config.seed,
-                  action_constraint=config.action_constraint)
+                  action_constraint=config.action_constraint, list_actions=config.list_actions)
     if config.agent == "hierarchical":
         return HierarchicalAgent(policy, HierarchicalAgentConfig(replan_every=config.replan_every,
                                                                  planner_max_new_tokens=config.planner_max_new_tokens,

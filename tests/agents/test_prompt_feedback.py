@@ -149,3 +149,11 @@ def test_full_prompts_without_parse_errors_are_unchanged_for_sokoban():
         "(action -> what happened):\n1. up -> You moved up.\n\nCurrent observation:\n#P#\n\nAdmissible actions: "
         f"[up, down]\n\nNow choose your next action. First think step by step about {spec.think_hint}; put this "
         "reasoning inside <think> </think>. Then give exactly one admissible action inside <action> </action>.")
+
+
+def test_list_actions_false_leaves_the_admissible_list_out() -> None:
+    for style in ("compact", "full"):
+        listed = executor_prompt(family="generic", style=style, task="t", observation="o", admissible=["a1", "b2"])
+        bare = executor_prompt(family="generic", style=style, task="t", observation="o", admissible=["a1", "b2"],
+                               list_actions=False)
+        assert "b2" in listed and "b2" not in bare and len(bare) < len(listed)

@@ -154,3 +154,70 @@ def test_train_command_runs_self_play(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "exploitability" in out and "RL gain vs expert" in out
     assert (tmp_path / "snapshots" / "iter_000001" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("game", ["tictactoe_v0", "kuhn_poker_v0", "negotiation_v0", "household_coop_v0"])
+def test_every_game_lists_the_mover_s_admissible_actions(game) -> None:
+    """``action_constraint=admissible`` needs each seat's legal moves in its info when it is to move."""
+    from hiergym.envs.multiagent.evaluate import game_module
+
+    env = game_module(game).raw_env()
+    env.reset(seed=0)
+    for _ in range(4):
+        seat = env.agent_selection
+        legal = env.infos[seat]["admissible_actions"]
+        assert legal and all(isinstance(a, str) and a for a in legal)
+        env.step(legal[0])
+        if not env.agents or all(env.terminations[a] or env.truncations[a] for a in env.agents):
+            break
+
+
+CONSTRAINED = {**SMALL, "action_constraint": "admissible", "list_actions": False, "tokenizer": "env",
+               "tokenizer_episodes": 6, "tokenizer_vocab_size": 400, "opponent_mix": {"self": 1.0}}
+
+
+def test_constrained_self_play_plays_no_illegal_move_and_clones_under_the_masks(tmp_path) -> None:
+    """Both levers in the self-play path: the tokenizer is fitted on the game's text, cloning pairs carry the
+    constraint's masks, and a constrained rollout (both seats the learner, sampled) never plays an illegal
+    move; the behaviour log-probs it records are under the masks, so the update's first ratio is 1."""
+    from hiergym.training.selfplay import SelfPlayTrainer
+
+    config = load_config("tictactoe-selfplay", overrides={**CONSTRAINED, "iterations": 1, "out_dir": str(tmp_path)})
+    trainer = SelfPlayTrainer(config)
+    assert trainer.policy.tokenizer.vocab_size > 259  # the game's BPE, not the byte tokenizer
+    assert len(trainer.policy.tokenizer("   a b c\n1  . . .")["input_ids"]) < len("   a b c\n1  . . .")
+    summary = trainer.run()
+    rl = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+          if json.loads(line)["phase"] == "rl"]
+    assert rl and rl[0]["invalid_rate"] == 0.0 and rl[0]["rows"] > 0
+    for label in ("before_rl", "after_rl"):
+        for opponent in ("expert", "random"):
+            assert summary[label]["opponents"][opponent]["invalid_move_rate"] == 0.0
+    # A batch played by the untrained (near-uniform) learner with itself, at temperature 1: no illegal move, and
+    # every row's response is one of its admissible answers, with the masks it was sampled under.
+    from hiergym.training.trainer import build_agent
+
+    learner = build_agent(config, trainer.policy, 1.0)
+    from hiergym.multiagent_driver import play_games
+
+    played = play_games("tictactoe_v0", [{"player_0": learner, "player_1": learner}] * 8,
+                        [{"seed": s} for s in range(8)])
+    assert sum(sum(g.invalid.values()) for g in played.games) == 0
+    assert all(r.response_allowed for r in played.records)
+    # Cloning pairs carry masks: the teacher's answers are among the admissible choices.
+    from hiergym.training.demonstrations import Demonstration
+    from hiergym.training.selfplay import teacher_games
+
+    _, generations = teacher_games(config, 4, 0)
+    assert generations and all(g.choices and g.response_text in g.choices for g in generations)
+    assert "\nactions: " not in generations[0].prompt_text  # list_actions=false: the sampler holds the list
+    pair = trainer.demonstration_pair(Demonstration(generations[0].prompt_text, generations[0].response_text,
+                                                    choices=generations[0].choices))
+    assert pair[2] is not None and len(pair[2]) == len(pair[1])
+
+
+@pytest.mark.parametrize("preset", ["tictactoe-selfplay", "negotiation-selfplay", "household-selfplay"])
+def test_the_game_presets_turn_both_levers_on(preset) -> None:
+    config = load_config(preset, overrides={"out_dir": "/tmp/unused"})
+    assert config.action_constraint == "admissible" and config.tokenizer == "env" and not config.list_actions
+    assert load_config("kuhn-selfplay", overrides={"out_dir": "/tmp/unused"}).action_constraint == "none"
