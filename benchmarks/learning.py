@@ -119,7 +119,7 @@ def curve(summary: dict[str, Any]) -> list[tuple[int, float]]:
     from hiergym.training.trainer import evaluation_iteration
 
     return sorted((evaluation_iteration(e["label"], summary["iterations"]), e["success_rate"])
-                  for e in summary["evaluations"])
+                  for e in summary["evaluations"] if not e["label"].endswith("_eval_out"))  # eval_in's curve
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,3 +23,13 @@ def test_environment_steps_are_cumulative(tmp_path) -> None:
             {"phase": "rl", "iteration": 2, "env_steps": 7}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert env_steps_by_iteration(tmp_path) == {0: 0, 1: 10, 2: 17}
+
+
+def test_the_curve_is_eval_in_s_even_when_eval_out_was_evaluated_beside_it() -> None:
+    from hiergym.benchmarks.learning import curve
+
+    summary = {"iterations": 30, "evaluations": [
+        {"label": "before_rl", "success_rate": 0.2}, {"label": "before_rl_eval_out", "success_rate": 0.1},
+        {"label": "iteration_10", "success_rate": 0.3}, {"label": "after_rl", "success_rate": 0.4},
+        {"label": "after_rl_eval_out", "success_rate": 0.25}]}
+    assert curve(summary) == [(0, 0.2), (10, 0.3), (30, 0.4)]
