@@ -244,19 +244,18 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        if not self.state["sft_done"]:
+        cloned_now = not self.state["sft_done"]
+        if cloned_now:
             if cfg.sft_episodes > 0 and cfg.sft_steps > 0:
                 self.behaviour_clone()
             self.state["sft_done"] = True
             self.state["before_rl"] = self.evaluate("before_rl")
-            if cfg.eval_out_episodes:
-                self.state["before_rl_eval_out"] = self.evaluate("before_rl_eval_out", split="eval_out",
-                                                                 episodes=cfg.eval_out_episodes)
-            self.save_checkpoint()
-        elif cfg.eval_out_episodes and "before_rl_eval_out" not in self.state and self.state["iteration"] == 0:
-            # Resumed from a cloned start that was evaluated without eval_out: the start is still the policy.
+        # The cloned start on eval_out; also when a run resumed at its cloned start was evaluated without it.
+        if cfg.eval_out_episodes and "before_rl_eval_out" not in self.state and self.state["iteration"] == 0:
             self.state["before_rl_eval_out"] = self.evaluate("before_rl_eval_out", split="eval_out",
                                                              episodes=cfg.eval_out_episodes)
+        if cloned_now:
+            self.save_checkpoint()
         if cfg.kl_coef > 0:
             self.reference = self._frozen_copy()
         progress = _progress_bar(cfg.iterations, cfg.progress and self.dist.is_main, "RL",
