@@ -224,9 +224,11 @@ class _LLMProposer:
         cfg = self.agent.config
         self._calls += 1
         seed = stable_seed("bavt-propose", self.config.seed, episode.seed, node.path, self._calls) % (2**31)
+        # The agent's own decoding rules (its action constraint) apply to proposals as to its real decisions.
         completions = self.agent.backend.generate(
             [prompt] * self.config.candidates, max_new_tokens=cfg.max_new_tokens,
-            temperature=self.config.proposal_temperature, top_p=cfg.top_p, stop=list(ACTION_STOP), seed=seed)
+            temperature=self.config.proposal_temperature, top_p=cfg.top_p, stop=list(ACTION_STOP), seed=seed,
+            **self.agent.choice_arguments([node.info] * self.config.candidates))
         actions, tokens = [], 0
         for completion in completions:
             tokens += completion.num_response_tokens

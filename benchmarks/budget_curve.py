@@ -185,15 +185,16 @@ def _every_command(action: str) -> float:
     return 1.0
 
 
-def search_play(env: str, spec: str, budget: int, episodes: int, agent_args: dict, seed: int = 0) -> SearchRow:
+def search_play(env: str, spec: str, budget: int, episodes: int, agent_args: dict, seed: int = 0,
+                tracker: bool = True) -> SearchRow:
     """One agent SPEC on ``episodes`` eval_in tasks of ``env`` under ``ToolBudget(max_tool_calls=budget)``,
-    through the harness's driver (``play_evaluation``)."""
+    through the harness's driver (``play_evaluation``); ``tracker``: the budget line in the observations."""
     from hiergym.agents.spec import make_agent
     from hiergym.driver import play_evaluation
 
     settings = SEARCH_ENVS[env]
     costs = _every_command if settings["tool_costs"] else None
-    envs = [ToolBudget(gym.make(settings["env_id"]), max_tool_calls=budget, tool_costs=costs)
+    envs = [ToolBudget(gym.make(settings["env_id"]), max_tool_calls=budget, tool_costs=costs, show_tracker=tracker)
             for _ in range(episodes)]
     agent = make_agent(spec, env_id=settings["env_id"], agent_args=dict(agent_args), seed=seed)
     start = time.perf_counter()
@@ -208,21 +209,24 @@ def search_play(env: str, spec: str, budget: int, episodes: int, agent_args: dic
                      float(np.mean([r.steps for r in results])), 1000 * elapsed / episodes)
 
 
-def search_rows(envs: Sequence[str], backend: str, epsilon: float, episodes: int, seed: int) -> list[SearchRow]:
+def search_rows(envs: Sequence[str], backend: str, epsilon: float, episodes: int, seed: int,
+                tracker: bool = True) -> list[SearchRow]:
     args = {"epsilon": epsilon} if backend == "expert" else {}
     rows = []
     for env in envs:
         for budget in SEARCH_ENVS[env]["budgets"]:
             for spec in (backend, f"bavt:{backend}"):
-                rows.append(search_play(env, spec, budget, episodes, args, seed))
+                rows.append(search_play(env, spec, budget, episodes, args, seed, tracker))
+                print(f"{env} {spec} budget {budget}: success {rows[-1].success:.3f}", flush=True)
     return rows
 
 
 def print_search_table(rows: list[SearchRow]) -> None:
-    print(f"{'env':<9} {'agent':<12} {'budget':>6} {'success':>8} {'calls':>6} {'look':>6} {'steps':>6} "
+    width = max([12, *(len(r.agent) for r in rows)])
+    print(f"{'env':<9} {'agent':<{width}} {'budget':>6} {'success':>8} {'calls':>6} {'look':>6} {'steps':>6} "
           f"{'ms/episode':>10}")
     for r in rows:
-        print(f"{r.env:<9} {r.agent:<12} {r.budget:>6} {r.success:>8.3f} {r.tool_calls:>6.2f} "
+        print(f"{r.env:<9} {r.agent:<{width}} {r.budget:>6} {r.success:>8.3f} {r.tool_calls:>6.2f} "
               f"{r.lookahead_calls:>6.2f} {r.steps:>6.1f} {r.ms_per_episode:>10.1f}")
 
 
@@ -266,9 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--search-envs", nargs="+", default=list(SEARCH_ENVS), choices=list(SEARCH_ENVS))
     parser.add_argument("--search-backend", default="expert", help="agent SPEC both play (default: noisy expert)")
     parser.add_argument("--epsilon", type=float, default=0.5, help="the expert backend's random-action rate")
+    parser.add_argument("--no-tracker", action="store_true",
+                        help="leave the budget line out of the observations (for a backend trained without it: "
+                             "BAVT's proposals never see it, so the plain agent then reads the same prompts)")
     args = parser.parse_args(argv)
     if args.search:
-        rows = search_rows(args.search_envs, args.search_backend, args.epsilon, args.episodes, args.seed)
+        rows = search_rows(args.search_envs, args.search_backend, args.epsilon, args.episodes, args.seed,
+                           tracker=not args.no_tracker)
         print(f"eval_in tasks 0..{args.episodes - 1}; backend {args.search_backend}"
               + (f" (epsilon {args.epsilon:g})" if args.search_backend == "expert" else ""))
         print_search_table(rows)

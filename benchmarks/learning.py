@@ -3,6 +3,8 @@
     python -m hiergym.benchmarks.learning                      # 3 envs, both agents, 8 estimators, 3 seeds
     python -m hiergym.benchmarks.learning --envs alfworld --estimators grpo gigpo hiper --seeds 0 1 2
     python -m hiergym.benchmarks.learning --estimators grpo gigpo archer turn_ppo gigpo+spa --agents flat
+    python -m hiergym.benchmarks.learning --envs sokoban --agents flat --estimators grpo --task-pool 16 \
+        --allocations uniform knapsack                   # Knapsack RL's rollout allocation against uniform
 
 For every environment and seed, the agent is behaviour-cloned once on the expert (the shared start), then
 each estimator trains a copy of that start for the same number of RL iterations on the same rollout budget
@@ -18,6 +20,12 @@ after RL: points, 95% interval, McNemar p), ALFWorld's long multi-subgoal types 
 environment steps its rollouts consumed (``env_steps`` in ``metrics.jsonl``), and the table and the plot give
 evaluation success against the cumulative RL environment steps as well as against iterations: sample
 efficiency is what the off-policy critic (``archer``) claims.
+
+``--allocations uniform knapsack`` runs every estimator once per rollout allocation (``rollout_allocation``,
+Knapsack RL; ``training/allocation.py``) on the same recurring task pool (``--task-pool N``: train task ids
+``0..N-1``, the same ids per batch for both) and budget. Every run's table row gives the share of groups with
+a non-zero advantage and of rollouts in groups with both a success and a failure (means over RL iterations),
+and the curve gives evaluation success against the rollouts and environment steps consumed.
 
 Prints the success curves and a final table (mean and spread over seeds of evaluation success before and
 after RL); writes them, with every run's metrics, to ``OUT/learning.md`` and ``OUT/learning.json`` (and
@@ -39,6 +47,7 @@ import numpy as np
 from hiergym.training.config import TrainConfig, load_config
 
 ESTIMATORS = ("grpo", "gigpo", "hgpo", "hiper", "hiper:form=value", "archer", "turn_ppo", "gigpo+spa")
+ALLOCATIONS = ("uniform", "knapsack")
 
 #: Per-environment settings of the benchmark: the trainer's preset for each agent, and overrides on top.
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
@@ -55,7 +64,7 @@ LONG_TASK_TYPES = ("pick_two_obj_and_place", "pick_heat_then_place_in_recep", "p
 
 
 def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, start_model: str | None,
-               out: Path) -> TrainConfig:
+               out: Path, allocation: str = "uniform") -> TrainConfig:
     settings = ENV_SETTINGS[env]
     preset = settings["presets"][args.agent]
     name, options = parse_estimator(estimator)
@@ -67,10 +76,25 @@ def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, st
                                  "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                                  "out_dir": str(out), "progress": False, "checkpoint_every": args.iterations}
     if start_model is not None:  # RL from the shared behaviour-cloned start
-        overrides.update(model=f"tiny:{start_model}", sft_episodes=0)
+        overrides.update(model=f"tiny:{start_model}", sft_episodes=0, rollout_allocation=allocation,
+                         task_pool=getattr(args, "task_pool", 0))
     else:  # the behaviour-cloning run: no RL
         overrides.update(iterations=0)
     return load_config(preset, overrides=overrides)
+
+
+def run_label(estimator: str, allocation: str, args: argparse.Namespace) -> str:
+    """The run's name in the tables: the estimator spec, and its allocation when the pool is a benchmark axis."""
+    if not getattr(args, "task_pool", 0):
+        return estimator
+    return f"{estimator} @ {allocation} (pool {args.task_pool})"
+
+
+def run_dir(where: Path, estimator: str, allocation: str, args: argparse.Namespace) -> Path:
+    """A run's folder under its seed's: ``gigpo``, ``hiper-form=value``, ``grpo-pool16-knapsack``."""
+    name = estimator.replace(":", "-")
+    pool = getattr(args, "task_pool", 0)
+    return where / (f"{name}-pool{pool}-{allocation}" if pool else name)
 
 
 def parse_estimator(spec: str) -> tuple[str, dict[str, Any]]:
@@ -101,17 +125,35 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return summary
 
 
+def _rl_rows(out_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(out_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [r for r in rows if r.get("phase") == "rl"]
+
+
+def _cumulative(out_dir: str | Path, key: str) -> dict[int, int]:
+    consumed, total = {0: 0}, 0
+    for row in _rl_rows(out_dir):
+        total += int(row.get(key, 0))
+        consumed[int(row["iteration"])] = total
+    return consumed
+
+
 def env_steps_by_iteration(out_dir: str | Path) -> dict[int, int]:
     """Cumulative RL environment steps after each iteration of a run (0 before RL), from its metrics."""
-    path = Path(out_dir) / "metrics.jsonl"
-    steps, total = {0: 0}, 0
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("phase") == "rl":
-                total += int(row.get("env_steps", 0))
-                steps[int(row["iteration"])] = total
-    return steps
+    return _cumulative(out_dir, "env_steps")
+
+
+def rollouts_by_iteration(out_dir: str | Path) -> dict[int, int]:
+    """Cumulative RL rollouts (trajectories played) after each iteration of a run (0 before RL)."""
+    return _cumulative(out_dir, "rollouts")
+
+
+def _rl_metric_mean(runs: list[dict[str, Any]], key: str) -> float:
+    """A per-iteration RL metric's mean over the iterations of each run, then over runs (nan when absent)."""
+    means = [np.mean(values) for values in ([row[key] for row in _rl_rows(r["out_dir"]) if key in row]
+                                             for r in runs) if values]
+    return float(np.mean(means)) if means else float("nan")
 
 
 def curve(summary: dict[str, Any]) -> list[tuple[int, float]]:
@@ -131,6 +173,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mean_curve = [float(np.mean([dict(c).get(i, np.nan) for c in curves])) for i in iterations]
     steps = [env_steps_by_iteration(r["out_dir"]) for r in runs]
     mean_steps = [float(np.mean([s.get(i, np.nan) for s in steps])) for i in iterations]
+    rollouts = [rollouts_by_iteration(r["out_dir"]) for r in runs]
+    mean_rollouts = [float(np.mean([c.get(i, np.nan) for c in rollouts])) for i in iterations]
     gains = [r["rl_gain"] for r in runs if r.get("rl_gain")]
     long_types = [_types_success(r, LONG_TASK_TYPES) for r in runs]
     return {
@@ -139,6 +183,9 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "long_types_after": _mean_or_none([a for _, a in long_types if a is not None]),
         "seconds_per_iteration": float(np.mean([_seconds_per_iteration(r["out_dir"]) for r in runs])),
         "curve_env_steps": mean_steps, "env_steps_mean": mean_steps[-1] if mean_steps else 0.0,
+        "curve_rollouts": mean_rollouts,
+        **{key: _rl_metric_mean(runs, key) for key in ("nonzero_advantage_groups", "mixed_success_rollouts",
+                                                        "mixed_success_groups", "train_success")},
         "seeds": len(runs), "before_mean": float(before.mean()), "after_mean": float(after.mean()),
         "after_std": float(after.std()), "gain_mean": float((after - before).mean()),
         "gain_std": float((after - before).std()), "curve_iterations": iterations, "curve_mean": mean_curve,
@@ -162,9 +209,7 @@ def _types_success(summary: dict[str, Any], types: tuple[str, ...]) -> tuple[flo
 
 def _seconds_per_iteration(out_dir: str | Path) -> float:
     """Mean wall seconds of an RL iteration (rollout + update), from the run's metrics."""
-    path = Path(out_dir) / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    rl = [r for r in rows if r.get("phase") == "rl"]
+    rl = _rl_rows(out_dir)
     return float(np.mean([r.get("rollout_seconds", 0) + r.get("update_seconds", 0) for r in rl])) if rl else np.nan
 
 
@@ -183,18 +228,21 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
         tasks, group = args.num_tasks or config.num_tasks, args.group_size or config.group_size
         lines += [f"## {env}, {agent} agent ({config.env_id}; {tasks} tasks x {group} rollouts per iteration, "
                   f"{args.eval_episodes} eval tasks of {config.eval_split})", "",
-                  "| estimator | success before RL | after RL (mean ± std) | gain (mean ± std) | paired gain per seed "
-                  "(points, 95% interval, McNemar p) | long types before -> after | eval curve (iteration [RL env "
-                  "steps]: success) | s/iteration |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| run | success before RL | after RL (mean ± std) | gain (mean ± std) | paired gain per seed "
+                  "(points, 95% interval, McNemar p) | long types before -> after | groups with non-zero advantage "
+                  "| rollouts in mixed-success groups | eval curve (iteration [rollouts, RL env steps]: success) "
+                  "| s/iteration |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for estimator, row in by_estimator.items():
-            points = " · ".join(f"{i} [{n:,.0f}]: {s:.2f}" for i, n, s in zip(
-                row["curve_iterations"], row["curve_env_steps"], row["curve_mean"], strict=True))
+            points = " · ".join(f"{i} [{r:,.0f}, {n:,.0f}]: {s:.2f}" for i, r, n, s in zip(
+                row["curve_iterations"], row["curve_rollouts"], row["curve_env_steps"], row["curve_mean"],
+                strict=True))
             long_types = ("-" if row["long_types_before"] is None else
                           f"{row['long_types_before']:.1%} -> {row['long_types_after']:.1%}")
             lines.append(f"| {estimator} | {row['before_mean']:.1%} | {row['after_mean']:.1%} ± "
                          f"{row['after_std']:.1%} | {row['gain_mean']:+.1%} ± {row['gain_std']:.1%} | "
-                         f"{_paired_text(row['paired'])} | {long_types} | {points} | "
+                         f"{_paired_text(row['paired'])} | {long_types} | {row['nonzero_advantage_groups']:.1%} | "
+                         f"{row['mixed_success_rollouts']:.1%} | {points} | "
                          f"{row['seconds_per_iteration']:.0f} |")
         lines.append("")
     return "\n".join(lines)
@@ -235,8 +283,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="each agent gets its own behaviour-cloned start (the same expert episodes and steps)")
     parser.add_argument("--num-tasks", type=int, default=0, help="tasks per iteration (0: the env's setting)")
     parser.add_argument("--group-size", type=int, default=0, help="rollouts per task (0: the env's setting)")
+    parser.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["uniform"],
+                        help="rollout allocations to compare (knapsack needs --task-pool)")
+    parser.add_argument("--task-pool", type=int, default=0,
+                        help="train on task ids 0..N-1 of the train split, recurring (0: a fresh task stream)")
     parser.add_argument("--out", default="runs/learning")
     args = parser.parse_args(argv)
+    if "knapsack" in args.allocations and args.task_pool < 1:
+        parser.error("--allocations knapsack needs recurring tasks to estimate: add --task-pool N (e.g. 32)")
     for spec in args.estimators:
         if parse_estimator(spec)[0] not in {parse_estimator(e)[0] for e in ESTIMATORS}:
             parser.error(f"unknown estimator {spec!r}: choose among {', '.join(ESTIMATORS)}")
@@ -250,20 +304,23 @@ def main(argv: list[str] | None = None) -> int:
     for env in args.envs:
         for agent in args.agents:
             one = argparse.Namespace(**{**vars(args), "agent": agent})
-            by_estimator: dict[str, list[dict[str, Any]]] = {e: [] for e in args.estimators}
+            specs = [(e, a) for e in args.estimators for a in args.allocations]
+            by_run: dict[str, list[dict[str, Any]]] = {run_label(e, a, args): [] for e, a in specs}
             for seed in args.seeds:
                 where = out / env / agent / f"seed{seed}"
                 train(run_config(env, seed, "gigpo", one, None, where / "bc"))
                 start_model = str(where / "bc" / "checkpoint" / "model")
-                for estimator in args.estimators:
-                    config = run_config(env, seed, estimator, one, start_model, where / estimator.replace(":", "-"))
+                for estimator, allocation in specs:
+                    config = run_config(env, seed, estimator, one, start_model,
+                                        run_dir(where, estimator, allocation, args), allocation)
                     summary = train(config)
-                    by_estimator[estimator].append(summary)
-                    runs[f"{env}/{agent}/seed{seed}/{estimator}"] = {"config": dataclasses.asdict(config),
-                                                                      "summary": summary}
-                    print(f"{env} {agent} seed {seed} {estimator}: success {summary['success_before_rl']:.3f} -> "
+                    label = run_label(estimator, allocation, args)
+                    by_run[label].append(summary)
+                    runs[f"{env}/{agent}/seed{seed}/{label}"] = {"config": dataclasses.asdict(config),
+                                                                  "summary": summary}
+                    print(f"{env} {agent} seed {seed} {label}: success {summary['success_before_rl']:.3f} -> "
                           f"{summary['success_after_rl']:.3f}", flush=True)
-            results[f"{env}/{agent}"] = {e: aggregate(r) for e, r in by_estimator.items()}
+            results[f"{env}/{agent}"] = {label: aggregate(r) for label, r in by_run.items()}
     text = report(results, args)
     print(text)
     (out / "learning.md").write_text(text + "\n")

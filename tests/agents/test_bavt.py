@@ -196,3 +196,23 @@ def test_spec_registration() -> None:
             make_agent(bad)
     with pytest.raises(AgentSpecError, match="candidates"):
         make_agent("bavt:expert", agent_args={"candidates": 0})
+
+
+def test_proposals_of_a_constrained_llm_agent_are_admissible() -> None:
+    """The backend's action constraint holds in look-ahead too: an untrained tiny model constrained to the
+    admissible commands proposes only admissible ones (unconstrained, it writes bytes no parser accepts)."""
+    env_id = "hiergym/ALFWorld-v0"
+    agent = make_agent("bavt:tiny", env_id=env_id, agent_args={"candidates": 4, "action_constraint": "admissible"})
+    env = ToolBudget(gym.make(env_id), max_tool_calls=6, tool_costs=lambda action: 1.0)
+    proposed: list[tuple[list[str], list[str]]] = []
+    propose = agent.proposer.propose
+
+    def recording(episode, node):
+        actions, tokens = propose(episode, node)
+        proposed.append((actions, list(node.info["admissible_actions"])))
+        return actions, tokens
+
+    agent.proposer.propose = recording
+    results = play_evaluation([env], agent, [0], seed=0, split="eval_in", max_steps=3)
+    assert proposed and all(a in admissible for actions, admissible in proposed for a in actions)
+    assert results[0].tool_calls > 0  # its commands reached the env (and were billed)

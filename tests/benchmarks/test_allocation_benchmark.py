@@ -6,7 +6,7 @@ from hiergym.benchmarks.allocation import main
 
 
 def test_policy_part_reports_both_allocations(tmp_path, capsys) -> None:
-    assert main(["--part", "policy", "--envs", "sokoban", "--seeds", "0", "--batches", "3", "--warmup", "1",
+    assert main(["--envs", "sokoban", "--seeds", "0", "--batches", "3", "--warmup", "1",
                  "--num-tasks", "3", "--pool", "6", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| sokoban | uniform |" in out and "| sokoban | knapsack |" in out
