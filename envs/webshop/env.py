@@ -30,7 +30,10 @@ Arguments
     the ``WEBSHOP_DATA`` environment variable; unset means the generated catalog), in which case
     ``num_products`` keeps the first N products as WebShop's ``num_products`` does (None: all); ``human_goals`` (True): WebShop's
     human instructions, or its synthetic ones; ``cache_dir``: where catalogs and search indices are cached
-    (default ``$HIERGYM_CACHE/webshop`` or ``~/.cache/hiergym/webshop``).
+    (default ``$HIERGYM_CACHE/webshop`` or ``~/.cache/hiergym/webshop``); ``expert_knowledge``: what
+    :meth:`~WebShopEnv.expert_plan` may know: ``"full"`` (default; the goal's target and hidden attributes, so it
+    buys a product scoring 1) or ``"observed"`` (the page only: :mod:`hiergym.envs.webshop.shopper`, a shopper
+    a clone can imitate; 56% success on ``eval_in``).
 Reset options
     ``split`` (``train`` / ``eval_in`` / ``eval_out``) and ``task_id`` as in the contract; ``eval_out`` goals
     target product types never targeted in ``train`` (generated catalog) or WebShop's validation goals (real
@@ -74,10 +77,14 @@ from hiergym.envs.webshop.reward import (
     normalize_color,
 )
 from hiergym.envs.webshop.search import INDEX_VERSION, SearchIndex
+from hiergym.envs.webshop.shopper import shopper_action
 
 ENV_ID = "hiergym/WebShop-v0"
 DEFAULT_NUM_PRODUCTS = 10_000  # generated catalog size when num_products is not given
 SEARCH_PLACEHOLDER = "search[<query>]"
+#: What the expert may know (``expert_knowledge``): everything, or only the pages it has been shown.
+EXPERT_KNOWLEDGE = ("full", "observed")
+_OBSERVED_PLAN_LIMIT = 16  # a shopper's plan is a search, a click, the options and the purchase
 MAX_OBSERVATION_CHARS = 65536
 _ACTION = re.compile(r"(.+)\[(.+)\]")  # WebShop's parse_action
 _PRICE_CLAUSE = re.compile(r",? and price lower than [0-9.]+ dollars")
@@ -170,10 +177,14 @@ class WebShopEnv(EpisodeEnd, gym.Env):
 
     def __init__(self, render_mode: str | None = None, *, num_products: int | None = None, catalog_seed: int = 0,
                  data_dir: str | os.PathLike | None = None, human_goals: bool = True,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, expert_knowledge: str = "full") -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not supported; choose 'ansi' or None")
+        if expert_knowledge not in EXPERT_KNOWLEDGE:
+            raise ValueError(f"unknown expert_knowledge {expert_knowledge!r} for {ENV_ID}; choose one of "
+                             f"{', '.join(EXPERT_KNOWLEDGE)}")
         self.render_mode = render_mode
+        self.expert_knowledge = expert_knowledge
         data_dir = data_dir if data_dir is not None else os.environ.get("WEBSHOP_DATA") or None
         if data_dir is None and num_products is None:
             num_products = DEFAULT_NUM_PRODUCTS
@@ -265,38 +276,41 @@ class WebShopEnv(EpisodeEnd, gym.Env):
         return None
 
     def _search(self, query: str) -> None:
+        self._set_state(self._searched(query))
+
+    def _searched(self, query: str) -> pg.PageState:
         keywords = tuple(query.split(" "))  # WebShop keeps the query as its words
-        results = tuple(self.shop.search(" ".join(keywords)))
-        self._set_state(pg.PageState("results", keywords, 1, results))
+        return pg.PageState("results", keywords, 1, tuple(self.shop.search(" ".join(keywords))))
 
     def _click(self, clickable: str) -> float:
-        state = self._state
-        back, nxt, prev = pg.BACK_TO_SEARCH.lower(), pg.NEXT_PAGE.lower(), pg.PREV_PAGE.lower()
         if clickable == pg.END_BUTTON.lower():
             return self._buy()
-        if clickable == back:
-            self._set_state(pg.PageState())
-        elif clickable == nxt and state.kind == "results":
-            self._set_state(pg.PageState("results", state.keywords, state.page + 1, state.results))
-        elif clickable == prev and state.kind == "results":
-            self._set_state(pg.PageState("results", state.keywords, state.page - 1, state.results))
-        elif clickable == prev and state.kind == "sub":
-            self._set_state(pg.PageState("item", state.keywords, state.page, state.results, state.item,
-                                         dict(state.options)))
-        elif clickable == prev and state.kind == "item":
-            # WebShop re-runs the search: back on the results page, the options are forgotten
-            self._set_state(pg.PageState("results", state.keywords, state.page, state.results))
-        elif clickable in (s.lower() for s in pg.SUB_PAGES):
-            self._set_state(pg.PageState("sub", state.keywords, state.page, state.results, state.item,
-                                         dict(state.options), clickable))
-        elif state.kind == "results":  # a product link
-            index = self.catalog.index_of(clickable)
-            self._set_state(pg.PageState("item", state.keywords, state.page, state.results, index, {}))
-        else:  # an option value on the item page
-            options = dict(state.options)
-            options[self._clickables[clickable]] = clickable
-            self._set_state(pg.PageState("item", state.keywords, state.page, state.results, state.item, options))
+        self._set_state(self._clicked(self._state, clickable, self._clickables))
         return 0.0
+
+    def _clicked(self, state: pg.PageState, clickable: str, clickables: dict[str, str | None]) -> pg.PageState:
+        """The page a click on ``clickable`` (one of ``clickables``, the page's) leads to from ``state``."""
+        back, nxt, prev = pg.BACK_TO_SEARCH.lower(), pg.NEXT_PAGE.lower(), pg.PREV_PAGE.lower()
+        if clickable == back:
+            return pg.PageState()
+        if clickable == nxt and state.kind == "results":
+            return pg.PageState("results", state.keywords, state.page + 1, state.results)
+        if clickable == prev and state.kind == "results":
+            return pg.PageState("results", state.keywords, state.page - 1, state.results)
+        if clickable == prev and state.kind == "sub":
+            return pg.PageState("item", state.keywords, state.page, state.results, state.item, dict(state.options))
+        if clickable == prev and state.kind == "item":
+            # WebShop re-runs the search: back on the results page, the options are forgotten
+            return pg.PageState("results", state.keywords, state.page, state.results)
+        if clickable in (s.lower() for s in pg.SUB_PAGES):
+            return pg.PageState("sub", state.keywords, state.page, state.results, state.item, dict(state.options),
+                                clickable)
+        if state.kind == "results":  # a product link
+            return pg.PageState("item", state.keywords, state.page, state.results, self.catalog.index_of(clickable),
+                                {})
+        options = dict(state.options)  # an option value on the item page
+        options[clickables[clickable]] = clickable
+        return pg.PageState("item", state.keywords, state.page, state.results, state.item, options)
 
     def _buy(self) -> float:
         state = self._state
@@ -399,10 +413,12 @@ class WebShopEnv(EpisodeEnd, gym.Env):
     def expert_subgoals(self) -> list[tuple[str, list[str]]] | None:
         """The expert's plan as a shopper's subgoals, for a hierarchical agent's demonstrations: the search
         (named by its query), opening a product (named by the click), then choosing its options and buying
-        ("buy it")."""
+        ("buy it"). With ``expert_knowledge="observed"`` the first two are named by what a planner knows before
+        the page is shown: "search" and "open a product" (which one is the executor's to read)."""
         plan = self.expert_plan()
         if not plan:
             return None
+        observed = self.expert_knowledge == "observed"
         subgoals: list[tuple[str, list[str]]] = []
         rest = list(plan)
         while rest:
@@ -410,14 +426,20 @@ class WebShopEnv(EpisodeEnd, gym.Env):
             if action.startswith("search[") or _PRODUCT_CLICK.match(action) or action in (
                     "click[back to search]", "click[< prev]", "click[next >]"):
                 steps = [rest.pop(0)]
-                subgoals.append((steps[0], steps))
+                name = steps[0]
+                if observed and action.startswith("search["):
+                    name = "search"
+                elif observed and _PRODUCT_CLICK.match(action):
+                    name = "open a product"
+                subgoals.append((name, steps))
             else:  # options and the purchase
                 subgoals.append(("buy it", rest))
                 rest = []
         return subgoals
 
     def expert_plan(self) -> list[str] | None:
-        """Actions that buy a product with reward 1 from the current state, or None if none is known.
+        """Actions that buy a product with reward 1 from the current state, or None if none is known; with
+        ``expert_knowledge="observed"``, what the page-reading shopper does from here (:meth:`_observed_plan`).
 
         Finishes on the current item page when its product can score 1; otherwise clicks a winning product on
         the current results page; otherwise goes back to search, searches with the instruction's words (as a
@@ -428,6 +450,8 @@ class WebShopEnv(EpisodeEnd, gym.Env):
         state = self._state
         if state.kind == "done":
             return None
+        if self.expert_knowledge == "observed":
+            return self._observed_plan()
         if state.kind in ("item", "sub") and (choice := self._winning_choice(state.item)) is not None:
             finish = self._finish_on_item(state.item, choice, state.options)
             if finish is not None:
@@ -452,6 +476,27 @@ class WebShopEnv(EpisodeEnd, gym.Env):
                     return (prefix + [f"search[{query}]"] + ["click[next >]"] * pages
                             + [f"click[{self.catalog.asin(index).lower()}]"] + finish)
         return None
+
+
+    def _observed_plan(self) -> list[str] | None:
+        """The shopper's actions from the current page to a purchase: each decided from the page it will be on
+        (:func:`~hiergym.envs.webshop.shopper.shopper_action`), the pages followed with the env's own moves."""
+        state, elements, clickables = self._state, self._elements, self._clickables
+        instruction = self._goal.get("instruction_text", "")
+        plan: list[str] = []
+        while len(plan) < _OBSERVED_PLAN_LIMIT:
+            action = shopper_action(elements, state.kind)
+            if action is None:
+                return plan or None
+            plan.append(action)
+            parsed = _ACTION.match(action)
+            name, arg = parsed.group(1), parsed.group(2)
+            if name == "click" and arg == pg.END_BUTTON.lower():
+                return plan
+            state = self._searched(arg) if name == "search" else self._clicked(state, arg, clickables)
+            elements = pg.page_elements(state, self.catalog, instruction)
+            clickables = pg.clickables(elements, clean=self._clean_text)
+        return plan
 
 
 def _copy_goal(goal: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,107 @@
+"""A shopper that decides from the page alone: WebShop's expert for ``expert_knowledge="observed"``.
+
+The full-knowledge expert (:meth:`WebShopEnv.expert_plan`) clicks the product that the reward says wins, which
+the page does not show (the goal's hidden attributes and target): a clone of it can only guess which result to
+open. This shopper reads what a person sees, one page at a time, and never remembers:
+
+- search page: ``search[<the instruction>]``, the instruction as written (shorter queries find the product
+  far less often: the words before "with" alone give 18% success instead of 56% on ``eval_in``);
+- results page: the product on this page whose title shares the most words with the instruction, among those
+  priced under the instruction's bound (all of them when none is); the first such on ties;
+- item page: for each option group, the value the instruction names (``color: coral``, else a value that
+  appears in the instruction's text), clicked if not yet selected; then ``buy now``;
+- description, features and reviews pages: ``< prev``.
+
+Memoryless and loop-free: what it does on a page depends on that page only, and every page leads one step
+closer to a purchase. Measured on the generated catalog (200 tasks, ``eval_in``): 56% success, mean score 0.90,
+4.6 steps; the full-knowledge expert 100% (docs/webshop.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from hiergym.envs.webshop import pages as pg
+
+_PRICE_BOUND = re.compile(r"price lower than ([0-9][0-9,]*(?:\.[0-9]+)?) dollars")
+#: ``name: value`` pairs of WebShop's synthetic option wording (" with color: coral, and size: small").
+_NAMED_OPTION = re.compile(r"(?:with|and) ([a-z]+(?: [a-z]+)?): ([^,]+?)(?=,|$)")
+_STOP_WORDS = frozenset("""a an the i am is are need want would like looking for me get with and of to in on some
+that which it be please find my im""".split())
+
+
+def content_words(text: str) -> set[str]:
+    """The words of ``text`` that say what is wanted: lower-cased, alphanumeric, without function words."""
+    return {w for w in re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split() if w not in _STOP_WORDS}
+
+
+def price_bound(instruction: str) -> float | None:
+    """The instruction's "price lower than X dollars", or None."""
+    match = _PRICE_BOUND.search(instruction.lower())
+    return float(match.group(1).replace(",", "")) if match else None
+
+
+def named_options(instruction: str) -> dict[str, str]:
+    """Option values the instruction names as ``name: value`` (WebShop's synthetic wording)."""
+    text = _PRICE_BOUND.sub("", instruction.lower())
+    return {name: value.strip() for name, value in _NAMED_OPTION.findall(text)}
+
+
+def _price(tag: str) -> float | None:
+    """``"$34.99"`` -> 34.99; a range (``"$10.0 to $12.0"``) reads as its lower end; None if unreadable."""
+    match = re.match(r"\$([0-9][0-9,]*(?:\.[0-9]+)?)", tag.strip())
+    return float(match.group(1).replace(",", "")) if match else None
+
+
+def choose_product(instruction: str, products: Sequence[tuple[str, str, str]]) -> str | None:
+    """The asin to open among a results page's ``(asin, title, price tag)``, or None on an empty page."""
+    if not products:
+        return None
+    bound = price_bound(instruction)
+    wanted = content_words(instruction)
+    affordable = [p for p in products if bound is None or ((price := _price(p[2])) is not None and price < bound)]
+    candidates = affordable or list(products)
+    best = max(range(len(candidates)), key=lambda k: (len(wanted & content_words(candidates[k][1])), -k))
+    return candidates[best][0]
+
+
+def choose_options(instruction: str, groups: dict[str, list[str]], selected: dict[str, str]) -> list[str]:
+    """Option values to click on an item page (``groups``: option name -> values shown), in page order."""
+    named = named_options(instruction)
+    text = f" {instruction.lower()} "
+    clicks = []
+    for name, values in groups.items():
+        want = named.get(name.lower())
+        choice = next((v for v in values if want is not None and v.lower() == want), None)
+        if choice is None:  # a value the instruction mentions anywhere, the longest first ("x-large" over "large")
+            mentioned = [v for v in values if f" {v.lower()}" in text or f"{v.lower()} " in text]
+            choice = max(mentioned, key=len) if mentioned else None
+        if choice is not None and selected.get(name) != choice:
+            clicks.append(choice)
+    return clicks
+
+
+def shopper_action(elements: Sequence[pg.Element], kind: str) -> str | None:
+    """The shopper's action on a page (its elements and kind: search, results, item, sub, done)."""
+    instruction = next((e.text for e in elements if e.role == "instruction"), "")
+    if kind == "search":
+        return f"search[{instruction.replace('[', ' ').replace(']', ' ').strip() or 'product'}]"
+    if kind == "results":
+        products = [(e.text, elements[k + 1].text, elements[k + 2].text)
+                    for k, e in enumerate(elements) if e.role == "product" and k + 2 < len(elements)]
+        asin = choose_product(instruction, products)
+        return f"click[{asin.lower()}]" if asin else f"click[{pg.BACK_TO_SEARCH.lower()}]"
+    if kind == "sub":
+        return f"click[{pg.PREV_PAGE.lower()}]"
+    if kind == "item":
+        groups: dict[str, list[str]] = {}
+        selected: dict[str, str] = {}
+        for e in elements:
+            if e.role == "option":
+                groups.setdefault(e.option_name or "", []).append(e.text)
+                if e.selected:
+                    selected[e.option_name or ""] = e.text
+        clicks = choose_options(instruction, groups, selected)
+        return f"click[{clicks[0].lower()}]" if clicks else f"click[{pg.END_BUTTON.lower()}]"
+    return None
