@@ -51,7 +51,8 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
 class TrainConfig:
     # ------------------------------------------------------------------ environment and tasks
     env_id: str = option("hiergym/Sokoban-v0", "environment id (hiergym list)")
-    env_kwargs: dict[str, Any] = option(factory=dict, help="environment arguments")
+    env_kwargs: dict[str, Any] = option(factory=dict, help="environment arguments (an override updates the "
+                                        "preset's key by key)")
     max_episode_steps: int = option(20, "steps per training/eval episode", low=1)
     num_tasks: int = option(8, "B: tasks per rollout batch", low=1)
     group_size: int = option(4, "G: rollouts of each task from the same seed", low=1)
@@ -64,7 +65,8 @@ class TrainConfig:
     # ------------------------------------------------------------------ agent and model
     model: str = option("tiny", "'tiny', 'tiny:DIR', or a local HF path / cached id")
     model_architecture: dict[str, Any] = option(
-        factory=dict, help="fresh tiny model: TinyModelConfig overrides (hidden_size, num_hidden_layers, ...)")
+        factory=dict, help="fresh tiny model: TinyModelConfig overrides (hidden_size, num_hidden_layers, ...; an "
+        "override updates the preset's key by key)")
     agent: str = option("flat", "'flat' or 'hierarchical' (planner/executor)", choices=("flat", "hierarchical"))
     prompt_style: str = option("auto", "prompt style: auto, compact or full", choices=("auto", *STYLES))
     replan_every: int = option(_REPLAN_EVERY, "hierarchical: planner rewrites the subgoal after this many "
@@ -470,6 +472,11 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
     return value
 
 
+#: Mappings that an override updates key by key (Hydra's merge), so that ``env_kwargs={task_types: [...]}`` on
+#: the alfworld preset keeps its ``expert_knowledge``; the other options are replaced whole.
+MERGED_OPTIONS = ("env_kwargs", "model_architecture")
+
+
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     changes = {}
@@ -479,7 +486,10 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown training option {key!r}{hint} (valid keys: {', '.join(sorted(names))}; "
                              "`hiergym train --help-config` says what each does)")
-        changes[key] = _coerce(key, value, getattr(config, key))
+        value = _coerce(key, value, getattr(config, key))
+        if key in MERGED_OPTIONS and isinstance(value, dict):
+            value = {**getattr(config, key), **value}
+        changes[key] = value
     return dataclasses.replace(config, **changes)
 
 

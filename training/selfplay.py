@@ -241,28 +241,23 @@ class SelfPlayTrainer(Trainer):
             self.save_checkpoint()
         if cfg.kl_coef > 0:
             self.reference = self._frozen_copy()
-        progress = _progress_bar(cfg.iterations, cfg.progress, "self-play", initial=self.state["iteration"])
-        for iteration in range(self.state["iteration"], cfg.iterations):
-            metrics = self.train_iteration(iteration)
-            self.state["iteration"] = iteration + 1
-            if (iteration + 1) % cfg.snapshot_every == 0:
-                self.save_snapshot(iteration + 1)
-            if cfg.eval_every and (iteration + 1) % cfg.eval_every == 0 and iteration + 1 < cfg.iterations:
-                self.evaluate(f"iteration_{iteration + 1}")
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(win=f"{metrics['train_success']:.2f}")
-            if (iteration + 1) % max(cfg.checkpoint_every, 1) == 0:
-                self.save_checkpoint()
-        if progress is not None:
-            progress.close()
-        if "after_rl" not in self.state:
-            self.state["after_rl"] = self.evaluate("after_rl")
-            self.save_checkpoint()
+        self.rl_iterations()
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.plot_curves()
         return summary
+
+    progress_label = "self-play"
+
+    def progress_postfix(self, metrics: dict[str, Any]) -> dict[str, str]:
+        return {"win": f"{metrics['train_success']:.2f}"}
+
+    def after_iteration(self, iterations_done: int) -> None:
+        if iterations_done % self.config.snapshot_every == 0:
+            self.save_snapshot(iterations_done)
+
+    def evaluate_after_rl(self) -> None:
+        self.state["after_rl"] = self.evaluate("after_rl")
 
     # ---------------------------------------------------------------------------------- behaviour cloning
     def behaviour_clone(self) -> list[float]:

@@ -258,36 +258,55 @@ class Trainer:
             self.save_checkpoint()
         if cfg.kl_coef > 0:
             self.reference = self._frozen_copy()
-        progress = _progress_bar(cfg.iterations, cfg.progress and self.dist.is_main, "RL",
-                                 initial=self.state["iteration"])
-        for iteration in range(self.state["iteration"], cfg.iterations):
-            metrics = self.train_iteration(iteration)
-            self.state["iteration"] = iteration + 1
-            if cfg.eval_every and (iteration + 1) % cfg.eval_every == 0 and iteration + 1 < cfg.iterations:
-                metrics["eval_success"] = self.evaluate(f"iteration_{iteration + 1}")["success_rate"]
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(success=f"{metrics['train_success']:.2f}", ret=f"{metrics['train_return']:.2f}")
-            if (iteration + 1) % max(cfg.checkpoint_every, 1) == 0:
-                self.save_checkpoint()
-        if progress is not None:
-            progress.close()
-        # An evaluation of an earlier iteration (a finished run resumed with more iterations) is redone.
-        # (A checkpoint written before this key existed is evaluated once more: its after_rl may be stale.)
-        if self.state.get("after_rl_iteration") != self.state["iteration"]:
-            self._retire_after_rl()
-            self.state["after_rl"] = self.evaluate("after_rl")
-            self.state["after_rl_iteration"] = self.state["iteration"]
-            if cfg.eval_out_episodes:
-                self.state["after_rl_eval_out"] = self.evaluate("after_rl_eval_out", split="eval_out",
-                                                                episodes=cfg.eval_out_episodes)
-            self.save_checkpoint()
+        self.rl_iterations()
         summary = self.summary()
         if self.dist.is_main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             self.plot_curves()
         self.train_vec.close()
         return summary
+
+    # The RL loop's parts a trainer of another kind (self-play) sets differently.
+    progress_label = "RL"
+
+    def progress_postfix(self, metrics: dict[str, Any]) -> dict[str, str]:
+        return {"success": f"{metrics['train_success']:.2f}", "ret": f"{metrics['train_return']:.2f}"}
+
+    def after_iteration(self, iterations_done: int) -> None:
+        """Called after each RL iteration, before its evaluation and checkpoint (self-play saves snapshots)."""
+
+    def evaluate_after_rl(self) -> None:
+        self.state["after_rl"] = self.evaluate("after_rl")
+        if self.config.eval_out_episodes:
+            self.state["after_rl_eval_out"] = self.evaluate("after_rl_eval_out", split="eval_out",
+                                                            episodes=self.config.eval_out_episodes)
+
+    def rl_iterations(self) -> None:
+        """The RL iterations from ``state["iteration"]`` on (each followed by its hooks, an evaluation every
+        ``eval_every``, the progress bar and checkpoints every ``checkpoint_every``), then the evaluation after
+        RL: again when a finished run was resumed with more iterations (its earlier result becomes that
+        iteration's point; a checkpoint written before ``after_rl_iteration`` existed is evaluated once more)."""
+        cfg = self.config
+        progress = _progress_bar(cfg.iterations, cfg.progress and self.dist.is_main, self.progress_label,
+                                 initial=self.state["iteration"])
+        for iteration in range(self.state["iteration"], cfg.iterations):
+            metrics = self.train_iteration(iteration)
+            self.state["iteration"] = iteration + 1
+            self.after_iteration(iteration + 1)
+            if cfg.eval_every and (iteration + 1) % cfg.eval_every == 0 and iteration + 1 < cfg.iterations:
+                metrics["eval_success"] = self.evaluate(f"iteration_{iteration + 1}")["success_rate"]
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(**self.progress_postfix(metrics))
+            if (iteration + 1) % max(cfg.checkpoint_every, 1) == 0:
+                self.save_checkpoint()
+        if progress is not None:
+            progress.close()
+        if self.state.get("after_rl_iteration") != self.state["iteration"]:
+            self._retire_after_rl()
+            self.evaluate_after_rl()
+            self.state["after_rl_iteration"] = self.state["iteration"]
+            self.save_checkpoint()
 
     # ---------------------------------------------------------------------------------- phases
     def behaviour_clone(self) -> list[float]:

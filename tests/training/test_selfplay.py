@@ -108,6 +108,13 @@ def test_snapshots_are_saved_loaded_and_resumed(tmp_path) -> None:
                if json.loads(line)["phase"] == "rl"]
     assert [r["iteration"] for r in rl_rows] == [1, 2, 3, 4]
     assert set(summary["rl_gain"]) == {"expert", "random"}
+    # The finished run resumed with more iterations is evaluated again after them (not the old result); the
+    # earlier after-RL evaluation becomes iteration 2's point.
+    eval_rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(line)["phase"] == "eval"]
+    assert [r["label"] for r in eval_rows].count("after_rl") == 2
+    assert [e["label"] for e in summary["evaluations"]] == ["initial", "before_rl", "iteration_2", "after_rl"]
+    assert resumed.state["after_rl_iteration"] == 4
 
 
 def test_league_sampling_rules(tmp_path) -> None:

@@ -277,6 +277,14 @@ def test_every_preset_loads(name, tmp_path) -> None:
         assert config.agent == ("hierarchical" if name.endswith("hierarchical") else "flat")
 
 
+def test_mapping_overrides_update_the_preset_s_key_by_key(tmp_path) -> None:
+    config = load_config("alfworld", None, ["env_kwargs={task_types: [pick_and_place_simple]}",
+                                            "model_architecture={hidden_size: 32}"])
+    assert config.env_kwargs == {"expert_knowledge": "observed", "task_types": ["pick_and_place_simple"]}
+    assert config.model_architecture == {"hidden_size": 32, "intermediate_size": 192, "num_hidden_layers": 2}
+    assert load_config("alfworld", None, {"estimator_options": {}}).estimator_options == {}  # others: replaced
+
+
 def test_constrained_demonstrations_carry_their_masks(tmp_path) -> None:
     from hiergym.training.demonstrations import expert_demonstrations
 
