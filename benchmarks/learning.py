@@ -3,7 +3,7 @@
     python -m hiergym.benchmarks.learning                      # 3 envs, both agents, 8 estimators, 3 seeds
     python -m hiergym.benchmarks.learning --envs alfworld --estimators grpo gigpo hiper --seeds 0 1 2
     python -m hiergym.benchmarks.learning --estimators grpo gigpo archer turn_ppo gigpo+spa --agents flat
-    python -m hiergym.benchmarks.learning --envs sokoban --agents flat --estimators grpo --task-pool 16 \
+    python -m hiergym.benchmarks.learning --envs sokoban --agents flat --estimators grpo --task-pool 128 \
         --allocations uniform knapsack                   # Knapsack RL's rollout allocation against uniform
 
 For every environment and seed, the agent is behaviour-cloned once on the expert (the shared start), then
@@ -213,6 +213,10 @@ def _seconds_per_iteration(out_dir: str | Path) -> float:
     return float(np.mean([r.get("rollout_seconds", 0) + r.get("update_seconds", 0) for r in rl])) if rl else np.nan
 
 
+def _share(value: float) -> str:
+    return "-" if value != value else f"{value:.1%}"  # nan: no run logged it
+
+
 def _paired_text(paired: list[dict[str, Any]]) -> str:
     return "; ".join(f"{100 * p['difference']:+.1f} [{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] "
                      f"p={p['p_value']:.2g}" for p in paired)
@@ -241,8 +245,8 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
                           f"{row['long_types_before']:.1%} -> {row['long_types_after']:.1%}")
             lines.append(f"| {estimator} | {row['before_mean']:.1%} | {row['after_mean']:.1%} ± "
                          f"{row['after_std']:.1%} | {row['gain_mean']:+.1%} ± {row['gain_std']:.1%} | "
-                         f"{_paired_text(row['paired'])} | {long_types} | {row['nonzero_advantage_groups']:.1%} | "
-                         f"{row['mixed_success_rollouts']:.1%} | {points} | "
+                         f"{_paired_text(row['paired'])} | {long_types} | {_share(row['nonzero_advantage_groups'])} | "
+                         f"{_share(row['mixed_success_rollouts'])} | {points} | "
                          f"{row['seconds_per_iteration']:.0f} |")
         lines.append("")
     return "\n".join(lines)
@@ -294,6 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.estimators:
         if parse_estimator(spec)[0] not in {parse_estimator(e)[0] for e in ESTIMATORS}:
             parser.error(f"unknown estimator {spec!r}: choose among {', '.join(ESTIMATORS)}")
+
+    for env in args.envs:  # every run's config loads before any training: a bad combination is one line now
+        for agent in args.agents:
+            one = argparse.Namespace(**{**vars(args), "agent": agent})
+            for estimator in args.estimators:
+                for allocation in args.allocations:
+                    try:
+                        run_config(env, args.seeds[0], estimator, one, "START", Path(args.out), allocation)
+                    except ValueError as exc:
+                        parser.error(f"{env}, {agent} agent, {run_label(estimator, allocation, args)}: {exc}")
 
     import torch
 

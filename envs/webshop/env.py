@@ -486,17 +486,21 @@ class WebShopEnv(EpisodeEnd, gym.Env):
         plan: list[str] = []
         while len(plan) < _OBSERVED_PLAN_LIMIT:
             action = shopper_action(elements, state.kind)
-            if action is None:
-                return plan or None
+            match = _ACTION.match(action or "")
+            if match is None:
+                return None  # no purchase ahead (a search that found nothing)
+            name, arg = match.group(1).strip(), match.group(2).strip()
+            if name == "search" and not (state.kind == "search" and arg):
+                return None
+            if name == "click" and (arg not in clickables or arg == "search"):
+                return None  # what _parse would refuse: not a plan the env can follow
             plan.append(action)
-            parsed = _ACTION.match(action)
-            name, arg = parsed.group(1), parsed.group(2)
             if name == "click" and arg == pg.END_BUTTON.lower():
                 return plan
             state = self._searched(arg) if name == "search" else self._clicked(state, arg, clickables)
             elements = pg.page_elements(state, self.catalog, instruction)
             clickables = pg.clickables(elements, clean=self._clean_text)
-        return plan
+        return None  # no purchase within the limit
 
 
 def _copy_goal(goal: dict[str, Any]) -> dict[str, Any]:

@@ -121,7 +121,8 @@ def page_elements(state: PageState, catalog: Any, instruction: str) -> list[Elem
     if state.kind == "item":
         for name, values in product.options.items():
             elements.append(Element(name, "option-name"))
-            elements += [Element(v, "option", name, state.options.get(name) == v) for v in values]
+            # options hold the clicked (lower-cased) text: a value written in capitals is selected too
+            elements += [Element(v, "option", name, state.options.get(name, "").lower() == v.lower()) for v in values]
         elements += [Element(product.title, "heading"), Element(f"Price: {product.price_tag}"),
                      Element(f"Rating: {product.rating}")]
         elements += [Element(name, "button") for name in SUB_PAGES]

@@ -49,9 +49,10 @@ def named_options(instruction: str) -> dict[str, str]:
 
 
 def _price(tag: str) -> float | None:
-    """``"$34.99"`` -> 34.99; a range (``"$10.0 to $12.0"``) reads as its lower end; None if unreadable."""
-    match = re.match(r"\$([0-9][0-9,]*(?:\.[0-9]+)?)", tag.strip())
-    return float(match.group(1).replace(",", "")) if match else None
+    """``"$34.99"`` -> 34.99; a range (``"$10.0 to $12.0"``) reads as its upper end (the price may be drawn
+    anywhere in it); None if unreadable."""
+    prices = re.findall(r"\$([0-9][0-9,]*(?:\.[0-9]+)?)", tag)
+    return float(prices[-1].replace(",", "")) if prices else None
 
 
 def choose_product(instruction: str, products: Sequence[tuple[str, str, str]]) -> str | None:
@@ -66,12 +67,19 @@ def choose_product(instruction: str, products: Sequence[tuple[str, str, str]]) -
     return candidates[best][0]
 
 
-def choose_options(instruction: str, groups: dict[str, list[str]], selected: dict[str, str]) -> list[str]:
-    """Option values to click on an item page (``groups``: option name -> values shown), in page order."""
+def choose_options(instruction: str, groups: dict[str, list[str]], selected: dict[str, str],
+                   owners: dict[str, str | None] | None = None) -> list[str]:
+    """Option values to click on an item page (``groups``: option name -> values shown), in page order.
+
+    ``owners`` (the page's clickables: lower-cased value -> the option a click sets) leaves out values a click
+    cannot select for their group (a value shown in two groups sets the later one, as in WebShop) and values
+    no action can name (brackets)."""
     named = named_options(instruction)
     text = f" {instruction.lower()} "
     clicks = []
-    for name, values in groups.items():
+    for name, shown in groups.items():
+        values = [v for v in shown if "[" not in v and "]" not in v
+                  and (owners is None or owners.get(v.lower()) == name)]
         want = named.get(name.lower())
         choice = next((v for v in values if want is not None and v.lower() == want), None)
         if choice is None:  # a value the instruction mentions anywhere, the longest first ("x-large" over "large")
@@ -83,7 +91,8 @@ def choose_options(instruction: str, groups: dict[str, list[str]], selected: dic
 
 
 def shopper_action(elements: Sequence[pg.Element], kind: str) -> str | None:
-    """The shopper's action on a page (its elements and kind: search, results, item, sub, done)."""
+    """The shopper's action on a page (its elements and kind: search, results, item, sub, done); None when it
+    has none (done, or a search that found nothing)."""
     instruction = next((e.text for e in elements if e.role == "instruction"), "")
     if kind == "search":
         return f"search[{instruction.replace('[', ' ').replace(']', ' ').strip() or 'product'}]"
@@ -91,7 +100,7 @@ def shopper_action(elements: Sequence[pg.Element], kind: str) -> str | None:
         products = [(e.text, elements[k + 1].text, elements[k + 2].text)
                     for k, e in enumerate(elements) if e.role == "product" and k + 2 < len(elements)]
         asin = choose_product(instruction, products)
-        return f"click[{asin.lower()}]" if asin else f"click[{pg.BACK_TO_SEARCH.lower()}]"
+        return f"click[{asin.lower()}]" if asin else None  # nothing found: the shopper has no next step
     if kind == "sub":
         return f"click[{pg.PREV_PAGE.lower()}]"
     if kind == "item":
@@ -102,6 +111,6 @@ def shopper_action(elements: Sequence[pg.Element], kind: str) -> str | None:
                 groups.setdefault(e.option_name or "", []).append(e.text)
                 if e.selected:
                     selected[e.option_name or ""] = e.text
-        clicks = choose_options(instruction, groups, selected)
+        clicks = choose_options(instruction, groups, selected, pg.clickables(list(elements)))
         return f"click[{clicks[0].lower()}]" if clicks else f"click[{pg.END_BUTTON.lower()}]"
     return None

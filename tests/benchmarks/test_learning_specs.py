@@ -79,3 +79,15 @@ def test_aggregate_reports_the_gradient_signal_and_the_rollouts_consumed(tmp_pat
     assert row["nonzero_advantage_groups"] == 0.4  # mean over iterations, then over seeds
     assert abs(row["mixed_success_rollouts"] - 0.2) < 1e-12
     assert row["curve_iterations"] == [0, 2] and row["curve_rollouts"] == [0.0, 17.0]
+
+
+def test_a_pool_smaller_than_a_batch_is_refused_before_any_training(capsys, tmp_path) -> None:
+    import pytest
+
+    from hiergym.benchmarks.learning import main
+
+    with pytest.raises(SystemExit):
+        main(["--envs", "sokoban", "--agents", "flat", "--estimators", "grpo", "--allocations", "knapsack",
+              "--task-pool", "16", "--out", str(tmp_path)])
+    assert "task_pool (16)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was trained

@@ -96,3 +96,33 @@ def test_subgoals_name_what_a_planner_knows(env: WebShopEnv) -> None:
     subgoals = env.expert_subgoals()
     assert [name for name, _ in subgoals] == ["search", "open a product", "buy it"]
     assert [a for _, steps in subgoals for a in steps] == env.expert_plan()
+
+
+def test_options_a_click_cannot_select_are_left_alone_and_plans_always_buy(env: WebShopEnv) -> None:
+    env.reset(seed=5, options={"split": "eval_in", "task_id": 5})
+    env.step(env.expert_plan()[0])  # the search
+    opened = env.expert_plan()[0]
+    product = env.catalog.product(env.catalog.index_of(opened[len("click["):-1]))
+    saved = dict(product.options)
+    try:
+        # "red" shown in two groups (a click sets the later one), a value with brackets, one in capitals
+        product.options.clear()
+        product.options.update({"color": ["red", "blue"], "pattern": ["plain", "red"], "pack": ["(2) [new]"],
+                                "size": ["Small", "Large"]})
+        env._goal = {**env._goal, "instruction_text": "a thing with color: red, and size: small, and pack: (2) [new]"}
+        env.step(opened)
+        plan = env.expert_plan()
+        assert plan == ["click[red]", "click[small]", "click[buy now]"]  # each once, then the purchase
+        for action in plan[:-1]:
+            _, _, _, _, info = env.step(action)
+            assert info["action_valid"]
+        assert env.expert_plan() == ["click[buy now]"]  # "Small" shows as selected once clicked
+    finally:
+        product.options.clear()
+        product.options.update(saved)
+
+
+def test_a_search_that_finds_nothing_is_no_plan(env: WebShopEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.reset(seed=0)
+    monkeypatch.setattr(env.shop, "search", lambda query: [])
+    assert env.expert_plan() is None
