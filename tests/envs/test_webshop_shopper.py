@@ -31,8 +31,10 @@ def test_the_instruction_s_wording_is_read() -> None:
     assert named_options(text) == {"color": "coral", "size": "x-large"}
     products = [("B01", "Ceramic Mug - Red", "$5.00"), ("B02", "Women's Summer Dress, Short Sleeve", "$80.00"),
                 ("B03", "Women's Summer Dress", "$30.00"), ("B04", "Summer Dress Women's", "$20.00")]
-    assert choose_product(text, products) == "B03"  # the best title under the bound; the first on ties
-    assert choose_product(text, products[1:2]) == "B02"  # none affordable: the best of all
+    assert choose_product(text, products) == "B01"  # the search's first match under the bound
+    assert choose_product(text, products[1:2]) == "B02"  # none affordable: the first of all
+    assert choose_product(text, [("B05", "Dress", "$60.0 to $80.0"), *products[2:]]) == "B03"  # a range: its top
+    assert choose_product(text, []) is None
     groups = {"color": ["floral print", "coral"], "size": ["large", "x-large"], "fit": ["regular"]}
     assert choose_options(text, groups, {"color": "coral"}) == ["x-large"]  # what is still unselected
     # without "name: value" wording, a value the text mentions (the longest)
