@@ -39,7 +39,7 @@ def test_demonstration_prompts_are_the_agents_own(tmp_path, preset: str, agent: 
     demos, success = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0),
                                            episodes=EPISODES, seed=seed, split="train", env_kwargs=config.env_kwargs,
                                            max_steps=config.max_episode_steps)
-    assert success == 1.0 and demos
+    assert success > 0 and demos  # (the page-reading WebShop shopper does not win every task)
     assert {d.level for d in demos} == ({"executor", "planner"} if agent == "hierarchical" else {"executor"})
 
     # The plain agent (no demonstrator) plays the same episodes, one at a time, answering with the demonstrated
@@ -49,11 +49,13 @@ def test_demonstration_prompts_are_the_agents_own(tmp_path, preset: str, agent: 
     for d in demos:
         (backend.planner_responses if d.level == "planner" else backend.executor_responses).append(d.response)
     env = gym.make(config.env_id, **config.env_kwargs)
+    replayed = []
     for episode in range(EPISODES):
         played = play_episodes(EnvEpisodes([env], [{"seed": seed + episode, "options": {"split": "train"}}]),
                                player, max_steps=config.max_episode_steps)
-        assert played.results[0].success
+        replayed.append(played.results[0].success)
     env.close()
+    assert sum(replayed) / EPISODES == success  # the same episodes, to the same outcomes
     assert not backend.planner_responses and not backend.executor_responses
     assert [level for _, level in backend.prompts] == [d.level for d in demos]
 
