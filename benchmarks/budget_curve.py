@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -217,7 +218,7 @@ def search_rows(envs: Sequence[str], backend: str, epsilon: float, episodes: int
         for budget in SEARCH_ENVS[env]["budgets"]:
             for spec in (backend, f"bavt:{backend}"):
                 rows.append(search_play(env, spec, budget, episodes, args, seed, tracker))
-                print(f"{env} {spec} budget {budget}: success {rows[-1].success:.3f}", flush=True)
+                print(f"{env} {spec} budget {budget}: success {rows[-1].success:.3f}", file=sys.stderr, flush=True)
     return rows
 
 

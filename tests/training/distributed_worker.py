@@ -153,7 +153,11 @@ def main() -> None:
 
         def train_iteration(self, iteration):
             if mode == "stop" and iteration == 1:
-                sys.exit(0)  # every rank: the run "dies" after its first checkpointed iteration
+                # every rank: the run "dies" after its first checkpointed iteration. os._exit, not sys.exit: at
+                # interpreter teardown a process group's C++ threads could abort the process (seen under load).
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
             if mode == "crash" and self.dist.rank == 1:
                 raise RuntimeError("rank 1 exploded on purpose")
             if mode == "kill" and self.dist.rank == 1:
