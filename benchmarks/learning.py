@@ -299,42 +299,47 @@ def main(argv: list[str] | None = None) -> int:
         if parse_estimator(spec)[0] not in {parse_estimator(e)[0] for e in ESTIMATORS}:
             parser.error(f"unknown estimator {spec!r}: choose among {', '.join(ESTIMATORS)}")
 
-    for env in args.envs:  # every run's config loads before any training: a bad combination is one line now
+    out = Path(args.out)
+
+    def load(env: str, agent: str, label: str, *config_args: Any) -> TrainConfig:
+        try:
+            return run_config(env, *config_args)
+        except ValueError as exc:
+            parser.error(f"{env}, {agent} agent, {label}: {exc}")
+
+    # Every run's config loads before any training (a bad combination is one line now): per env and agent, per
+    # seed the behaviour-cloning run and the RL runs from its checkpoint.
+    plans: list[tuple[str, list[str], list[tuple[int, TrainConfig, list[tuple[str, TrainConfig]]]]]] = []
+    for env in args.envs:
         for agent in args.agents:
             one = argparse.Namespace(**{**vars(args), "agent": agent})
-            for estimator in args.estimators:
-                for allocation in args.allocations:
-                    try:
-                        run_config(env, args.seeds[0], estimator, one, "START", Path(args.out), allocation)
-                    except ValueError as exc:
-                        parser.error(f"{env}, {agent} agent, {run_label(estimator, allocation, args)}: {exc}")
+            specs = [(e, a, run_label(e, a, args)) for e in args.estimators for a in args.allocations]
+            seeds = []
+            for seed in args.seeds:
+                where = out / env / agent / f"seed{seed}"
+                start_model = str(where / "bc" / "checkpoint" / "model")
+                seeds.append((seed, load(env, agent, "behaviour cloning", seed, "gigpo", one, None, where / "bc"),
+                              [(label, load(env, agent, label, seed, estimator, one, start_model,
+                                            run_dir(where, estimator, allocation, args), allocation))
+                               for estimator, allocation, label in specs]))
+            plans.append((f"{env}/{agent}", [label for _, _, label in specs], seeds))
 
     import torch
 
     torch.set_num_threads(1)
-    out = Path(args.out)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     runs: dict[str, Any] = {}
-    for env in args.envs:
-        for agent in args.agents:
-            one = argparse.Namespace(**{**vars(args), "agent": agent})
-            specs = [(e, a) for e in args.estimators for a in args.allocations]
-            by_run: dict[str, list[dict[str, Any]]] = {run_label(e, a, args): [] for e, a in specs}
-            for seed in args.seeds:
-                where = out / env / agent / f"seed{seed}"
-                train(run_config(env, seed, "gigpo", one, None, where / "bc"))
-                start_model = str(where / "bc" / "checkpoint" / "model")
-                for estimator, allocation in specs:
-                    config = run_config(env, seed, estimator, one, start_model,
-                                        run_dir(where, estimator, allocation, args), allocation)
-                    summary = train(config)
-                    label = run_label(estimator, allocation, args)
-                    by_run[label].append(summary)
-                    runs[f"{env}/{agent}/seed{seed}/{label}"] = {"config": dataclasses.asdict(config),
-                                                                  "summary": summary}
-                    print(f"{env} {agent} seed {seed} {label}: success {summary['success_before_rl']:.3f} -> "
-                          f"{summary['success_after_rl']:.3f}", flush=True)
-            results[f"{env}/{agent}"] = {label: aggregate(r) for label, r in by_run.items()}
+    for key, labels, seeds in plans:
+        by_run: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+        for seed, cloning, rl_runs in seeds:
+            train(cloning)
+            for label, config in rl_runs:
+                summary = train(config)
+                by_run[label].append(summary)
+                runs[f"{key}/seed{seed}/{label}"] = {"config": dataclasses.asdict(config), "summary": summary}
+                print(f"{key.replace('/', ' ')} seed {seed} {label}: success {summary['success_before_rl']:.3f} -> "
+                      f"{summary['success_after_rl']:.3f}", flush=True)
+        results[key] = {label: aggregate(r) for label, r in by_run.items()}
     text = report(results, args)
     print(text)
     (out / "learning.md").write_text(text + "\n")
