@@ -260,8 +260,12 @@ class WebShopEnv(EpisodeEnd, gym.Env):
         return self._observation()
 
     # -- actions ---------------------------------------------------------------------------------------
-    def _parse(self, action: Any) -> tuple[str, str] | None:
-        """``(name, argument)`` of a valid action on the current page, else None (WebShop's rules)."""
+    def _parse(self, action: Any, state: pg.PageState | None = None,
+               clickables: dict[str, str | None] | None = None) -> tuple[str, str] | None:
+        """``(name, argument)`` of a valid action on the current page (or on the page ``state`` with its
+        ``clickables``), else None (WebShop's rules)."""
+        state = self._state if state is None else state
+        clickables = self._clickables if clickables is None else clickables
         text = normalize_action(action)
         if text is None:
             return None
@@ -270,8 +274,8 @@ class WebShopEnv(EpisodeEnd, gym.Env):
             return None
         name, arg = match.group(1).strip(), match.group(2).strip()
         if name == "search":
-            return (name, arg) if arg and self._state.kind == "search" else None
-        if name == "click" and arg in self._clickables and arg != "search":
+            return (name, arg) if arg and state.kind == "search" else None
+        if name == "click" and arg in clickables and arg != "search":
             return name, arg
         return None
 
@@ -485,15 +489,11 @@ class WebShopEnv(EpisodeEnd, gym.Env):
         instruction = self._goal.get("instruction_text", "")
         plan: list[str] = []
         while len(plan) < _OBSERVED_PLAN_LIMIT:
-            action = shopper_action(elements, state.kind)
-            match = _ACTION.match(action or "")
-            if match is None:
-                return None  # no purchase ahead (a search that found nothing)
-            name, arg = match.group(1).strip(), match.group(2).strip()
-            if name == "search" and not (state.kind == "search" and arg):
-                return None
-            if name == "click" and (arg not in clickables or arg == "search"):
-                return None  # what _parse would refuse: not a plan the env can follow
+            action = shopper_action(elements, state.kind, clickables)
+            parsed = self._parse(action, state, clickables) if action is not None else None
+            if parsed is None:
+                return None  # no purchase ahead (a search that found nothing), or nothing the env would take
+            name, arg = parsed
             plan.append(action)
             if name == "click" and arg == pg.END_BUTTON.lower():
                 return plan

@@ -83,9 +83,11 @@ def choose_options(instruction: str, groups: dict[str, list[str]], selected: dic
     return clicks
 
 
-def shopper_action(elements: Sequence[pg.Element], kind: str) -> str | None:
-    """The shopper's action on a page (its elements and kind: search, results, item, sub, done); None when it
-    has none (done, or a search that found nothing)."""
+def shopper_action(elements: Sequence[pg.Element], kind: str,
+                   clickables: dict[str, str | None] | None = None) -> str | None:
+    """The shopper's action on a page (its elements, kind: search, results, item, sub, done, and clickables:
+    :func:`pages.clickables` of the elements, computed when not given); None when it has none (done, or a
+    search that found nothing)."""
     instruction = next((e.text for e in elements if e.role == "instruction"), "")
     if kind == "search":
         return f"search[{instruction.replace('[', ' ').replace(']', ' ').strip() or 'product'}]"
@@ -104,6 +106,7 @@ def shopper_action(elements: Sequence[pg.Element], kind: str) -> str | None:
                 groups.setdefault(e.option_name or "", []).append(e.text)
                 if e.selected:
                     selected[e.option_name or ""] = e.text
-        clicks = choose_options(instruction, groups, selected, pg.clickables(list(elements)))
+        clicks = choose_options(instruction, groups, selected,
+                                pg.clickables(list(elements)) if clickables is None else clickables)
         return f"click[{clicks[0].lower()}]" if clicks else f"click[{pg.END_BUTTON.lower()}]"
     return None
