@@ -99,14 +99,10 @@ def test_option_selection_is_remembered_until_results(env: WebShopEnv) -> None:
     assert env._state.options == {}  # WebShop forgets options on the results page
 
 
-def test_expert_wins_from_every_page(env: WebShopEnv) -> None:
+def test_expert_wins_from_every_page(env: WebShopEnv, wander_to_features) -> None:
     for seed in range(6):
         env.reset(seed=seed)
-        # wander first: search something unrelated, open a product, open its features
-        env.step("search[comfortable gift]")
-        first = next(a for a in env._info(True)["admissible_actions"] if a.startswith("click[b0"))
-        env.step(first)
-        env.step("click[features]")
+        wander_to_features(env)
         plan = env.expert_plan()
         assert plan and len(plan) <= 12
         for action in plan:
