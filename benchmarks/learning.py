@@ -131,9 +131,10 @@ def _rl_rows(out_dir: str | Path) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("phase") == "rl"]
 
 
-def _cumulative(out_dir: str | Path, key: str) -> dict[int, int]:
+def _cumulative(rl_rows: list[dict[str, Any]], key: str) -> dict[int, int]:
+    """Cumulative ``key`` after each iteration of a run's RL rows (0 before RL)."""
     consumed, total = {0: 0}, 0
-    for row in _rl_rows(out_dir):
+    for row in rl_rows:
         total += int(row.get(key, 0))
         consumed[int(row["iteration"])] = total
     return consumed
@@ -141,18 +142,13 @@ def _cumulative(out_dir: str | Path, key: str) -> dict[int, int]:
 
 def env_steps_by_iteration(out_dir: str | Path) -> dict[int, int]:
     """Cumulative RL environment steps after each iteration of a run (0 before RL), from its metrics."""
-    return _cumulative(out_dir, "env_steps")
+    return _cumulative(_rl_rows(out_dir), "env_steps")
 
 
-def rollouts_by_iteration(out_dir: str | Path) -> dict[int, int]:
-    """Cumulative RL rollouts (trajectories played) after each iteration of a run (0 before RL)."""
-    return _cumulative(out_dir, "rollouts")
-
-
-def _rl_metric_mean(runs: list[dict[str, Any]], key: str) -> float:
+def _rl_metric_mean(rl_rows_by_run: list[list[dict[str, Any]]], key: str) -> float:
     """A per-iteration RL metric's mean over the iterations of each run, then over runs (nan when absent)."""
-    means = [np.mean(values) for values in ([row[key] for row in _rl_rows(r["out_dir"]) if key in row]
-                                             for r in runs) if values]
+    means = [np.mean(values) for values in ([row[key] for row in rows if key in row] for rows in rl_rows_by_run)
+             if values]
     return float(np.mean(means)) if means else float("nan")
 
 
@@ -171,9 +167,10 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     curves = [curve(r) for r in runs]
     iterations = [i for i, _ in curves[0]]
     mean_curve = [float(np.mean([dict(c).get(i, np.nan) for c in curves])) for i in iterations]
-    steps = [env_steps_by_iteration(r["out_dir"]) for r in runs]
+    rl = [_rl_rows(r["out_dir"]) for r in runs]  # each run's metrics, read once
+    steps = [_cumulative(rows, "env_steps") for rows in rl]
     mean_steps = [float(np.mean([s.get(i, np.nan) for s in steps])) for i in iterations]
-    rollouts = [rollouts_by_iteration(r["out_dir"]) for r in runs]
+    rollouts = [_cumulative(rows, "rollouts") for rows in rl]
     mean_rollouts = [float(np.mean([c.get(i, np.nan) for c in rollouts])) for i in iterations]
     gains = [r["rl_gain"] for r in runs if r.get("rl_gain")]
     long_types = [_types_success(r, LONG_TASK_TYPES) for r in runs]
@@ -181,10 +178,10 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "paired": [{k: g[k] for k in ("difference", "ci95", "p_value", "gained", "lost", "pairs")} for g in gains],
         "long_types_before": _mean_or_none([b for b, _ in long_types if b is not None]),
         "long_types_after": _mean_or_none([a for _, a in long_types if a is not None]),
-        "seconds_per_iteration": float(np.mean([_seconds_per_iteration(r["out_dir"]) for r in runs])),
+        "seconds_per_iteration": float(np.mean([_seconds_per_iteration(rows) for rows in rl])),
         "curve_env_steps": mean_steps, "env_steps_mean": mean_steps[-1] if mean_steps else 0.0,
         "curve_rollouts": mean_rollouts,
-        **{key: _rl_metric_mean(runs, key) for key in ("nonzero_advantage_groups", "mixed_success_rollouts",
+        **{key: _rl_metric_mean(rl, key) for key in ("nonzero_advantage_groups", "mixed_success_rollouts",
                                                         "mixed_success_groups", "train_success")},
         "seeds": len(runs), "before_mean": float(before.mean()), "after_mean": float(after.mean()),
         "after_std": float(after.std()), "gain_mean": float((after - before).mean()),
@@ -207,9 +204,8 @@ def _types_success(summary: dict[str, Any], types: tuple[str, ...]) -> tuple[flo
             sum(r["success_after_rl"] * r["episodes"] for r in rows) / count)
 
 
-def _seconds_per_iteration(out_dir: str | Path) -> float:
-    """Mean wall seconds of an RL iteration (rollout + update), from the run's metrics."""
-    rl = _rl_rows(out_dir)
+def _seconds_per_iteration(rl: list[dict[str, Any]]) -> float:
+    """Mean wall seconds of an RL iteration (rollout + update), from the run's RL rows."""
     return float(np.mean([r.get("rollout_seconds", 0) + r.get("update_seconds", 0) for r in rl])) if rl else np.nan
 
 
