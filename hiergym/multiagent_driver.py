@@ -7,11 +7,17 @@
 
 Every game ``k`` is ``module.raw_env(**game_kwargs)`` reset with ``resets[k]``; its seats are played by the
 agents of ``seats[k]``: a built-in player name (``"random"``, ``"expert"``, the game's own names: a fresh
-player per game and seat, seeded from the game's seed), an object with ``act(observation, info) -> str``
+player per game and seat, seeded from the game's seed: part of the task, as an env's opponent is), an object
+with ``act(observation, info) -> str``
 (driven one call per move), or a batched :mod:`hiergym.agents` agent (``act(observations, infos)``). The same
 batched agent object playing many (game, seat) pairs is reset once with all of them and asked for the moves
 of all of them in one ``act`` call per round, so one policy generates for every game (and for both seats in
 self-play) in one batch.
+
+**Sampling streams.** An agent object sees ``info["episode_seed"]`` (what keys an LLM agent's sampling): the
+game's seed and seat, and the game's copy index among the games of its group with that seed (``group_ids``),
+so the G same-seed copies of a task sample G different games, as the single-agent rollout's copies do; the
+first copy keeps the key of a lone game (evaluation games, whose seeds all differ, are unaffected).
 
 **The trajectory contract per seat.** Each seat's own moves form its trajectory: ``traj_id = k * S + s`` (S
 seats, ``s`` the seat's index), ``group_id = group_ids[k] * S + s`` (the same seat of the G same-seed copies
@@ -125,10 +131,13 @@ def play_games(
     batched_members: dict[int, list[tuple[int, str]]] = {}
     players: dict[tuple[int, str], Any] = {}  # (game, seat) -> adapter of a per-episode player
     seat_agent: dict[tuple[int, str], int] = {}
+    copies: dict[tuple[Any, Any], int] = {}
+    sample_seeds: dict[tuple[int, str], int] = {}
     for k, assignment in enumerate(seats):
+        seed = resets[k].get("seed")
+        copy = copies[(group_ids[k], seed)] = copies.get((group_ids[k], seed), -1) + 1
         if set(assignment) != set(seat_names):
             raise ValueError(f"game {k}: seats {sorted(assignment)} do not match the game's {seat_names}")
-        seed = resets[k].get("seed")
         for seat in seat_names:
             agent = assignment[seat]
             ident = ("name", agent) if isinstance(agent, str) else ("object", id(agent))
@@ -142,6 +151,9 @@ def play_games(
                 adapter = make_opponent(name, make_player(name, agent, seed=episode_seed))
             else:
                 adapter = make_opponent(name, agent)
+                if copy:
+                    episode_seed = stable_seed(name, seed, seat, "copy", copy)
+            sample_seeds[(k, seat)] = episode_seed
             bind = getattr(adapter.agent, "bind_game", None)
             if callable(bind):  # a privileged scripted player reads the true game
                 bind(envs[k].game)
@@ -155,7 +167,7 @@ def play_games(
     for key, members in batched_members.items():
         for i, member in enumerate(members):
             local_index[member] = i
-        infos = [{**envs[k].infos[s], EPISODE_SEED: stable_seed(name, resets[k].get("seed"), s)} for k, s in members]
+        infos = [{**envs[k].infos[s], EPISODE_SEED: sample_seeds[(k, s)]} for k, s in members]
         agents[key].reset([envs[k].game.task(s) for k, s in members], infos)
 
     moves: list[_Move] = []

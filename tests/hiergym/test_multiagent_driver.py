@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hiergym.agents.base import EPISODE_INDEX, BatchedAgent
+from hiergym.agents.base import EPISODE_INDEX, EPISODE_SEED, BatchedAgent
 from hiergym.multiagent_driver import play_games
 
 
@@ -92,6 +92,32 @@ def test_self_play_rows_of_both_seats_are_present_and_signed() -> None:
         assert last == {0: 1.0, 1: -1.0}
         assert sum(r.reward for r in played.records if r.traj_id // 2 == k) == 0
     assert {r.group_id for r in played.records} == {0, 1, 2, 3}  # (task, seat) groups
+
+
+class SeedRecorder(BatchedAgent):
+    """Records the sampling key (``episode_seed``) of every (game, seat) it is reset with; plays first-legal."""
+
+    def reset(self, tasks: list[str], infos: list[dict[str, Any]]) -> None:
+        super().reset(tasks, infos)
+        self.seeds = [i[EPISODE_SEED] for i in infos]
+
+    def act(self, observations: list[str], infos: list[dict[str, Any]]) -> list[str]:
+        return [i["admissible_actions"][0] for i in infos]
+
+
+def test_same_seed_copies_of_a_group_sample_their_own_streams() -> None:
+    # G same-seed copies of a task must not play one game G times: every copy's seats get their own key
+    agent = SeedRecorder()
+    seats = [{"player_0": agent, "player_1": agent} for _ in range(3)] + [{"player_0": agent, "player_1": "random"}]
+    resets = [{"seed": 5}] * 3 + [{"seed": 6}]
+    play_games("tictactoe_v0", seats, resets, group_ids=[0, 0, 0, 1])
+    assert len(set(agent.seeds)) == len(agent.seeds) == 7
+    first = agent.seeds
+    play_games("tictactoe_v0", seats, resets, group_ids=[0, 0, 0, 1])
+    assert agent.seeds == first, "the same call samples the same streams"
+    # the first copy keeps a lone game's key (evaluation games, one per seed)
+    play_games("tictactoe_v0", seats[:1], resets[:1])
+    assert agent.seeds == first[:2]
 
 
 def test_scripted_names_and_household_privileged_players() -> None:
