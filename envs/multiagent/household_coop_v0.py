@@ -71,6 +71,9 @@ from hiergym.envs.multiagent.base import (
     is_illegal,
 )
 from hiergym.envs.multiagent.household_world import (
+    START_KINDS,
+    STATE_APPLIANCE,
+    STATE_VERB,
     GoalPart,
     HouseholdWorld,
     expert_commands,
@@ -254,9 +257,98 @@ class HouseholdExpert(players_module.ScriptedPlayer):
         return WAIT
 
 
+_GOAL_PART = re.compile(r"put a (?:(clean|hot|cool) )?([a-z]+) in ([a-z]+)")
+
+
+def goal_parts(task: str) -> list[GoalPart]:
+    """The goal parts a task text names (``"put a clean apple in fridge and put a mug in cabinet"``)."""
+    return [GoalPart(kind, state or None, target) for state, kind, target in _GOAL_PART.findall(task)]
+
+
+def _search_order(name: str) -> tuple[int, str, int]:
+    """Receptacles where loose objects start come first; then by kind and number ("cabinet 10" after 9)."""
+    kind, _, number = name.rpartition(" ")
+    return (kind not in START_KINDS, kind, int(number) if number.isdigit() else 0)
+
+
+class HouseholdSearcher(players_module.ScriptedPlayer):
+    """A teammate that knows only what it is told and sees, and searches (the expert knows where things are).
+
+    From its ``info`` (the task, where it stands, what it carries, its admissible commands) and its last
+    feedback, without binding to the game: it carries the object of a goal part to the appliance the part's
+    state needs and then to the part's target; otherwise it takes a goal object it sees (not one already in that
+    part's target), opens the closed receptacle it stands at, or walks on to the next receptacle in a fixed order
+    (where loose objects start first, cyclic). Its only memory is the states it gave the object it carries (a
+    clean, hot or cool object looks no different), so its moves are nearly a function of what a memoryless
+    agent with one step of history sees: a teacher for behaviour cloning (``household-selfplay``).
+    """
+
+    name = "searcher"
+
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self._given: dict[str, set[str]] = {}  # object -> states this player gave it
+        self._pending: tuple[str, str] | None = None  # (object, state) of its last state command
+
+    def seed(self, seed: int | None) -> None:
+        super().seed(seed)
+        self._given, self._pending = {}, None
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        if not info.get("to_move", True):
+            return WAIT
+        if self._pending is not None:  # the last state command worked unless it answered "Nothing happens."
+            obj, state = self._pending
+            if not observation.startswith(NOTHING_HAPPENS):
+                self._given.setdefault(obj, set()).add(state)
+            self._pending = None
+        admissible = list(info.get("admissible_actions") or [])
+        here, held = info.get("location") or None, info.get("holding") or None
+        parts = goal_parts(str(info.get("task") or observation))
+        places = sorted([a[len("go to "):] for a in admissible if a.startswith("go to ")]
+                        + ([here] if here else []), key=_search_order)
+        kind = HouseholdWorld.kind
+
+        def go_to_kind(target: str) -> str | None:
+            if here is not None and kind(here) == target:
+                return None
+            return next((f"go to {p}" for p in places if kind(p) == target), None)
+
+        if held is not None:
+            part = next((p for p in parts if p.kind == kind(held)), None)
+            if part is not None:
+                if part.state is not None and part.state not in self._given.get(held, set()):
+                    command = go_to_kind(STATE_APPLIANCE[part.state])
+                    if command is None:
+                        command = f"{STATE_VERB[part.state]} {held} with {here}"
+                        self._pending = (held, part.state)
+                    return command if command in admissible else WAIT
+                command = go_to_kind(part.target)
+                if command is not None:
+                    return command
+                for command in (f"open {here}", f"move {held} to {here}"):
+                    if command in admissible:
+                        return command
+                return WAIT
+            if f"move {held} to {here}" in admissible:  # not a goal object: put it down where it stands
+                return f"move {held} to {here}"
+        else:
+            for command in admissible:
+                obj = command[len("take "):].rsplit(" from ", 1)[0] if command.startswith("take ") else None
+                if obj is not None and any(p.kind == kind(obj) and kind(here) != p.target for p in parts):
+                    return command
+            if f"open {here}" in admissible:
+                return f"open {here}"
+        if not places:
+            return WAIT
+        after = [p for p in places if here is None or _search_order(p) > _search_order(here)]
+        return f"go to {(after or places)[0]}"
+
+
 players_module.register_players(HouseholdCoopGame.name, {
     "random": players_module.RandomPlayer,
     "expert": HouseholdExpert,
+    "searcher": HouseholdSearcher,
 })
 
 

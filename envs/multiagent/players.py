@@ -7,7 +7,9 @@ a seeded game against a scripted player is reproducible.
 
 - :class:`RandomPlayer`: uniform over ``info["admissible_actions"]`` (any game).
 - :class:`TicTacToeExpert`: perfect play by minimax; picks at random among the optimal moves, winning as fast
-  and losing as slowly as possible. It never loses.
+  and losing as slowly as possible. It never loses. ``"ordered"`` (:class:`TicTacToeOrderedExpert`) plays
+  just as well but deterministically: the first optimal move in a fixed order (centre, corners, edges), a
+  teacher whose moves are a function of the board (behaviour cloning, ``tictactoe-selfplay``).
 - :class:`KuhnEquilibriumPlayer`: Kuhn's Nash-equilibrium family with parameter ``alpha`` in [0, 1/3]; its
   exploitability is zero (``kuhn_poker_v0.exploitability``).
 - :class:`TimeDependentNegotiator`: Faratin et al.'s time-dependent tactic: its aspiration falls from the
@@ -68,6 +70,18 @@ class TicTacToeExpert(ScriptedPlayer):
         if tictactoe_v0.winner_mark(board) or "." not in board:
             return ""
         return self._choose(tictactoe_v0.optimal_moves(board))
+
+
+class TicTacToeOrderedExpert(TicTacToeExpert):
+    """Perfect tic-tac-toe without randomness: the first optimal move in :attr:`ORDER` (centre, corners,
+    edges). A clone of the random tie-break can at best match the expert's own randomness (and a tiny model
+    cloned on it did not learn the board at all); this one's moves are a function of the board."""
+
+    name = "ordered"
+    ORDER = ("b2", "a1", "c1", "a3", "c3", "b1", "a2", "c2", "b3")
+
+    def _choose(self, options: list[str]) -> str:
+        return min(options, key=self.ORDER.index, default="")
 
 
 class KuhnEquilibriumPlayer(ScriptedPlayer):
@@ -157,7 +171,8 @@ class TimeDependentNegotiator(ScriptedPlayer):
 
 #: Builders by game and name; ``"expert"`` is each game's strongest scripted player.
 PLAYERS: dict[str, dict[str, Any]] = {
-    "tictactoe_v0": {"random": RandomPlayer, "expert": TicTacToeExpert, "minimax": TicTacToeExpert},
+    "tictactoe_v0": {"random": RandomPlayer, "expert": TicTacToeExpert, "minimax": TicTacToeExpert,
+                     "ordered": TicTacToeOrderedExpert},
     "kuhn_poker_v0": {"random": RandomPlayer, "expert": KuhnEquilibriumPlayer,
                       "equilibrium": KuhnEquilibriumPlayer},
     "negotiation_v0": {

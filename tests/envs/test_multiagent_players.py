@@ -7,10 +7,12 @@ import pytest
 
 from hiergym.envs.multiagent import household_coop_v0, kuhn_poker_v0, negotiation_v0, tictactoe_v0
 from hiergym.envs.multiagent.evaluate import evaluate, play_game
+from hiergym.envs.multiagent.household_world import GoalPart
 from hiergym.envs.multiagent.players import (
     KuhnEquilibriumPlayer,
     RandomPlayer,
     TicTacToeExpert,
+    TicTacToeOrderedExpert,
     TimeDependentNegotiator,
     make_player,
 )
@@ -49,6 +51,37 @@ def test_expert_never_loses_from_eval_out_openings_it_can_hold() -> None:
         totals, _ = play_game(tictactoe_v0, {"player_0": "expert", "player_1": "random"}, seed,
                               options={"split": "eval_out"})
         assert totals["player_0"] >= min(value_for_x, 0)
+
+
+def test_ordered_expert_is_perfect_and_a_function_of_the_board() -> None:
+    player = TicTacToeOrderedExpert(seed=0)
+    assert player.act("", {"board": "." * 9}) == "b2", "the centre first"
+    # O after X's corner: only the centre draws
+    assert player.act("", {"board": "x........"}) == "b2"
+    # among the four optimal edge replies to the diagonal fork threat, the first edge of its order
+    assert player.act("", {"board": "x...o...x"}) == "b1"
+    # every board it can face: the same move whatever its seed, and always an optimal one
+    boards = {"." * 9}
+    frontier = ["." * 9]
+    while frontier:
+        board = frontier.pop()
+        if tictactoe_v0.winner_mark(board) or "." not in board:
+            continue
+        mark = tictactoe_v0.mark_to_move(board)
+        for i, c in enumerate(board):
+            child = board[:i] + mark + board[i + 1:]
+            if c == "." and child not in boards:
+                boards.add(child)
+                frontier.append(child)
+    live = [b for b in boards if not tictactoe_v0.winner_mark(b) and "." in b]
+    other = TicTacToeOrderedExpert(seed=123)
+    for board in live:
+        move = player.act("", {"board": board})
+        assert move == other.act("", {"board": board})
+        assert move in tictactoe_v0.optimal_moves(board)
+    assert evaluate("tictactoe_v0", "ordered", "expert", num_games=20, seed=0).draws == 20
+    assert evaluate("tictactoe_v0", "ordered", "random", num_games=60, seed=0).losses == 0
+    assert isinstance(make_player("tictactoe_v0", "ordered"), TicTacToeOrderedExpert)
 
 
 # ---------------------------------------------------------------------------------------- Kuhn poker
@@ -199,6 +232,41 @@ def test_household_expert_team_always_succeeds() -> None:
         assert result.success_rate == 1.0, split
     # alone (teammate random), the helpful expert still does both parts in time nearly always
     assert evaluate("household_coop_v0", "expert", "random", num_games=10, seed=0).success_rate >= 0.8
+
+
+def test_household_searcher_finds_what_it_cannot_see() -> None:
+    # two searchers (no binding to the game: they know only their info and feedback) do the joint goal
+    for split in ("train", "eval_out"):
+        result = evaluate("household_coop_v0", "searcher", "searcher", num_games=20, seed=0, split=split,
+                          max_rounds=30)
+        assert result.success_rate == 1.0, split
+    # its moves: a goal object it sees is taken, a closed receptacle opened, else the next receptacle in order
+    searcher = make_player("household_coop_v0", "searcher", seed=0)
+    task = "put a clean apple in fridge and put a mug in cabinet"
+    assert household_coop_v0.goal_parts(task) == [GoalPart("apple", "clean", "fridge"), GoalPart("mug", None, "cabinet")]
+    walk = ["go to cabinet 1", "go to countertop 1", "go to sinkbasin 1", "go to fridge 1", "look", "inventory"]
+    here = {"task": task, "location": "", "holding": ""}
+    assert searcher.act("", {**here, "admissible_actions": walk}) == "go to cabinet 1"
+    at_cabinet = {**here, "location": "cabinet 1", "admissible_actions": ["open cabinet 1", *walk[1:]]}
+    assert searcher.act("", at_cabinet) == "open cabinet 1"
+    opened = {**at_cabinet, "admissible_actions": ["close cabinet 1", "take egg 1 from cabinet 1",
+                                                   "take apple 2 from cabinet 1", *walk[1:]]}
+    assert searcher.act("", opened) == "take apple 2 from cabinet 1"
+    empty = {**at_cabinet, "admissible_actions": ["close cabinet 1", *walk[1:]]}
+    assert searcher.act("", empty) == "go to countertop 1", "the next place where loose objects start"
+    # carrying the apple: the sink first (it is not clean yet), then, once cleaned, the fridge
+    carrying = {**here, "location": "countertop 1", "holding": "apple 2", "admissible_actions": walk[:1] + walk[2:]}
+    assert searcher.act("", carrying) == "go to sinkbasin 1"
+    at_sink = {**carrying, "location": "sinkbasin 1",
+               "admissible_actions": ["clean apple 2 with sinkbasin 1", *walk[:2], *walk[3:]]}
+    assert searcher.act("", at_sink) == "clean apple 2 with sinkbasin 1"
+    assert searcher.act("Nothing happens.", at_sink) == "clean apple 2 with sinkbasin 1", "a failed clean is retried"
+    assert searcher.act("You clean the apple 2 using the sinkbasin 1.", at_sink) == "go to fridge 1"
+    # an apple already in the fridge is not taken again: on to the next place (the order is cyclic)
+    in_fridge = {**here, "location": "fridge 1", "admissible_actions": ["take apple 1 from fridge 1", *walk[:3]]}
+    assert make_player("household_coop_v0", "searcher").act("", in_fridge) == "go to sinkbasin 1"
+    at_last = {**here, "location": "sinkbasin 1", "admissible_actions": walk[:2] + walk[3:]}
+    assert make_player("household_coop_v0", "searcher").act("", at_last) == "go to cabinet 1"
 
 
 def test_household_split_goal_needs_both_agents() -> None:
