@@ -418,7 +418,7 @@ PRESETS.update({
     # One hand per game; cloned on the equilibrium player, then self-play and past selves with a KL pull to the
     # cloned policy and an entropy bonus: without them self-play collapses the mixed strategy into a
     # deterministic, more exploitable one (measured: 0.245 -> 0.833 chips/hand), with them the exact
-    # exploitability falls (0.245 -> 0.097, README). Evaluated sampled (a greedy poker policy is a pure strategy,
+    # exploitability falls (0.245 -> 0.126, README). Evaluated sampled (a greedy poker policy is a pure strategy,
     # which is always exploitable).
     "kuhn-selfplay": {**_SELFPLAY, "env_id": "hiergym/KuhnPoker-v0", "game": "kuhn_poker_v0",
                       "game_kwargs": {"num_hands": 1}, "max_episode_steps": 3, "num_tasks": 16, "group_size": 8,
@@ -428,8 +428,8 @@ PRESETS.update({
                       "eval_episodes": 1000, "eval_temperature": 1.0},
     # Proposals, accept and walk away only (every move legal), 202-token prompts instead of 1.6 kB; cloned on 200
     # games of the time-dependent negotiator against itself, 60 iterations of 8 tasks x 4, half against the
-    # scripted negotiator. Measured (README, 382 s): against the negotiator agreement 83% -> 94% and the mean
-    # payoff unchanged (6.02 -> 5.93); in self-play agreement 44% -> 93% and the payoff +3.2 points.
+    # scripted negotiator. Measured (README, 185 s): against the negotiator agreement 83% -> 95% and the mean
+    # payoff unchanged (6.02 -> 6.11); in self-play agreement 44% -> 97% and the payoff +3.5 points.
     "negotiation-selfplay": {**_SELFPLAY, **_CONSTRAINED, "env_id": "hiergym/Negotiation-v0",
                              "game": "negotiation_v0", "game_kwargs": {"max_turns": 10}, "max_new_tokens": 40,
                              "max_episode_steps": 5, "history_window": 0, "num_tasks": 8, "group_size": 4,
@@ -438,7 +438,8 @@ PRESETS.update({
                              "eval_episodes": 100},
     # The policy with itself and with the scripted teammate (cooperative: one reward for both seats). Possible
     # commands only (89% of the byte model's were impossible), 98-token prompts instead of 679 bytes. Measured
-    # (README, 116 s): success with the teammate 95% -> 100% (it completes the goal alone), with itself 0% -> 0%.
+    # (README, 69 s): success with the teammate 95% -> 85% (it completes the goal alone), with itself 0% -> 0%;
+    # cloned on the searcher (sft_teacher=searcher, which knows only what it sees) still 0% with itself.
     "household-selfplay": {**_SELFPLAY, **_CONSTRAINED, "env_id": "hiergym/HouseholdCoop-v0",
                            "game": "household_coop_v0",
                            "game_kwargs": {"max_rounds": 20}, "max_new_tokens": 40, "max_episode_steps": 20,
