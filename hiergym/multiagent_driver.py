@@ -14,10 +14,12 @@ batched agent object playing many (game, seat) pairs is reset once with all of t
 of all of them in one ``act`` call per round, so one policy generates for every game (and for both seats in
 self-play) in one batch.
 
-**Sampling streams.** An agent object sees ``info["episode_seed"]`` (what keys an LLM agent's sampling): the
-game's seed and seat, and the game's copy index among the games of its group with that seed (``group_ids``),
-so the G same-seed copies of a task sample G different games, as the single-agent rollout's copies do; the
-first copy keeps the key of a lone game (evaluation games, whose seeds all differ, are unaffected).
+**Sampling streams.** A batched agent is reset with ``info["episode_seed"]`` (what keys an LLM agent's
+sampling) and an act-object is started with it as its seed: the game's seed and seat, and the game's copy index
+among the games of its group with that seed (``group_ids``), so the G same-seed copies of a task sample G
+different games, as the single-agent rollout's copies do; the first copy keeps the key of a lone game
+(evaluation games, whose seeds all differ, are unaffected). One act-object in several seats keeps one memory:
+a stateful player needs an instance per seat (a player name gives each seat its own).
 
 **The trajectory contract per seat.** Each seat's own moves form its trajectory: ``traj_id = k * S + s`` (S
 seats, ``s`` the seat's index), ``group_id = group_ids[k] * S + s`` (the same seat of the G same-seed copies

@@ -316,13 +316,17 @@ class HouseholdSearcher(players_module.ScriptedPlayer):
 
         if held is not None:
             part = next((p for p in parts if p.kind == kind(held)), None)
-            if part is not None:
-                if part.state is not None and part.state not in self._given.get(held, set()):
-                    command = go_to_kind(STATE_APPLIANCE[part.state])
-                    if command is None:
-                        command = f"{STATE_VERB[part.state]} {held} with {here}"
+            if part is not None and part.state is not None and part.state not in self._given.get(held, set()):
+                appliance = STATE_APPLIANCE[part.state]
+                if here is not None and kind(here) == appliance:
+                    command = f"{STATE_VERB[part.state]} {held} with {here}"
+                    if command in admissible:
                         self._pending = (held, part.state)
-                    return command if command in admissible else WAIT
+                        return command
+                elif (command := go_to_kind(appliance)) is not None:
+                    return command
+                part = None  # this object cannot take the state here: put it down and search on
+            if part is not None:
                 command = go_to_kind(part.target)
                 if command is not None:
                     return command
@@ -330,7 +334,7 @@ class HouseholdSearcher(players_module.ScriptedPlayer):
                     if command in admissible:
                         return command
                 return WAIT
-            if f"move {held} to {here}" in admissible:  # not a goal object: put it down where it stands
+            if f"move {held} to {here}" in admissible:  # not a goal object (or one it cannot treat): put it down
                 return f"move {held} to {here}"
         else:
             for command in admissible:

@@ -262,6 +262,14 @@ def test_household_searcher_finds_what_it_cannot_see() -> None:
     assert searcher.act("", at_sink) == "clean apple 2 with sinkbasin 1"
     assert searcher.act("Nothing happens.", at_sink) == "clean apple 2 with sinkbasin 1", "a failed clean is retried"
     assert searcher.act("You clean the apple 2 using the sinkbasin 1.", at_sink) == "go to fridge 1"
+    # an object the sink cannot clean (no clean command admissible) is put down, never taken as cleaned
+    stuck = make_player("household_coop_v0", "searcher")
+    no_clean = {**at_sink, "admissible_actions": ["move apple 2 to sinkbasin 1", *walk[:2], *walk[3:]]}
+    assert stuck.act("", no_clean) == "move apple 2 to sinkbasin 1"
+    assert stuck._given == {} and stuck._pending is None
+    # a room without the appliance the state needs: put it down where it stands
+    no_sink = {**carrying, "admissible_actions": ["move apple 2 to countertop 1", *walk[:1], walk[3]]}
+    assert make_player("household_coop_v0", "searcher").act("", no_sink) == "move apple 2 to countertop 1"
     # an apple already in the fridge is not taken again: on to the next place (the order is cyclic)
     in_fridge = {**here, "location": "fridge 1", "admissible_actions": ["take apple 1 from fridge 1", *walk[:3]]}
     assert make_player("household_coop_v0", "searcher").act("", in_fridge) == "go to sinkbasin 1"
