@@ -339,6 +339,9 @@ def generate_alfworld_world(
     )
     parts = [GoalPart(obj_kind[task.obj_type], ALFWORLD_PART_TYPES[task.task_type], rec_kind[task.recep_type])]
     appliances = {HouseholdWorld.kind(r) for r in receptacles}
+    if parts[0].state is not None and STATE_APPLIANCE[parts[0].state] not in appliances:
+        # a few ALFRED sinks get another kind than "sinkbasin" (alfworld.world.base_name): nobody could clean here
+        return generate_alfworld_world(rng, agents, split, num_parts)
     used_types = {task.obj_type}
     by_type = {o.type: o for o in task.objects if o.pickupable}
     options = []

@@ -306,6 +306,16 @@ def test_random_player_picks_admissible_actions() -> None:
         make_player("chess_v6", "random")
 
 
+def test_alfworld_household_goals_name_appliances_the_room_has() -> None:
+    from hiergym.envs.multiagent.household_world import STATE_APPLIANCE, generate_alfworld_world
+
+    for seed in range(300):
+        world, parts = generate_alfworld_world(np.random.default_rng(seed), ("player_0", "player_1"), "train")
+        kinds = {world.kind(r) for r in world.receptacles}
+        for part in parts:
+            assert part.state is None or STATE_APPLIANCE[part.state] in kinds, (seed, part)
+
+
 def test_household_on_the_alfworld_generator() -> None:
     from hiergym.envs.alfworld import world as alfworld
     from hiergym.envs.multiagent.household_world import generate_alfworld_world
