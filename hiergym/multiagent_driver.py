@@ -8,8 +8,8 @@
 Every game ``k`` is ``module.raw_env(**game_kwargs)`` reset with ``resets[k]``; its seats are played by the
 agents of ``seats[k]``: a built-in player name (``"random"``, ``"expert"``, the game's own names: a fresh
 player per game and seat, seeded from the game's seed: part of the task, as an env's opponent is), an object
-with ``act(observation, info) -> str``
-(driven one call per move), or a batched :mod:`hiergym.agents` agent (``act(observations, infos)``). The same
+with ``act(observation, info) -> str`` (driven one call per move), or a batched :mod:`hiergym.agents` agent
+(``act(observations, infos)``). The same
 batched agent object playing many (game, seat) pairs is reset once with all of them and asked for the moves
 of all of them in one ``act`` call per round, so one policy generates for every game (and for both seats in
 self-play) in one batch.
