@@ -76,7 +76,7 @@ FAMILIES: dict[str, EnvPrompt] = {
         ),
         think_hint="where the player, the boxes and the targets are, and which push brings a box closer to a "
                    "target without trapping it",
-        subgoal_example="walk to the left of the box, then push it right onto the target",
+        subgoal_example="push box 2 left 3 times (boxes are numbered row by row from the top, left to right)",
         compact_drop_prefixes=("Legend:",),
     ),
     "alfworld": EnvPrompt(

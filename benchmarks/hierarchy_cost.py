@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 
 PRESETS = {"alfworld": ("alfworld", "alfworld-hierarchical"), "webshop": ("webshop", "webshop-hierarchical"),
-           "sokoban": ("sokoban", "sokoban-hierarchical")}
+           "sokoban": ("sokoban", "sokoban-hierarchical"), "sokoban-7x7": ("sokoban", "sokoban-hierarchical")}
+#: Settings on top of the presets (the learning benchmark's ``sokoban-7x7``: two boxes, where planning matters).
+OVERRIDES: dict[str, dict[str, Any]] = {"sokoban-7x7": {
+    "env_kwargs": {"dim_room": [7, 7], "num_boxes": 2, "end_on_dead_end": True}, "max_episode_steps": 30}}
 
 
 def prompt_tokens(env: str, episodes: int, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -35,7 +38,7 @@ def prompt_tokens(env: str, episodes: int, seed: int = 0) -> dict[str, dict[str,
 
     demos = {}
     for agent, preset in zip(("flat", "hierarchical"), PRESETS[env], strict=True):
-        config = load_config(preset)
+        config = load_config(preset, overrides=OVERRIDES.get(env, {}))
         demos[agent], _ = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0),
                                                 episodes=episodes, seed=seed, split="train",
                                                 env_kwargs=config.env_kwargs, max_steps=config.max_episode_steps)
@@ -64,7 +67,8 @@ def iteration_seconds(env: str, iterations: int, sft_steps: int, seed: int = 0) 
     with tempfile.TemporaryDirectory() as tmp:
         for agent, preset in zip(("flat", "hierarchical"), PRESETS[env], strict=True):
             config = load_config(preset, overrides={
-                "iterations": iterations, "sft_steps": sft_steps, "eval_episodes": 1, "eval_out_episodes": 0,
+                **OVERRIDES.get(env, {}), "iterations": iterations, "sft_steps": sft_steps, "eval_episodes": 1,
+                "eval_out_episodes": 0,
                 "eval_every": 0, "seed": seed, "progress": False, "out_dir": str(Path(tmp) / agent)})
             Trainer(config).run()
             rows = [json.loads(line) for line in (Path(tmp) / agent / "metrics.jsonl").read_text().splitlines()]

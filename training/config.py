@@ -447,8 +447,10 @@ PRESETS.update({
                            "sft_partners": ["expert"], "opponent_mix": {"self": 0.5, "expert": 0.5},
                            "eval_opponents": ["expert", "self"], "eval_episodes": 40},
 })
+# Subgoals are pushes (the env's expert_subgoals: "push box 2 left 2 times"), the walk to the box the executor's;
+# the planner is asked again when the executor marks a push done, or after 8 steps (a walk across a 7x7 room).
 PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper",
-                                   "planner_max_new_tokens": 64}
+                                   "planner_max_new_tokens": 64, "replan_every": 8}
 # Subgoals as the env's expert decomposes them (ALFWorld: up to an interaction with an object); the planner is
 # asked again when the executor marks one done, or after 6 steps.
 PRESETS["alfworld-hierarchical"] = {**PRESETS["alfworld"], "agent": "hierarchical", "estimator": "hiper",

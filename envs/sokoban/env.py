@@ -389,6 +389,43 @@ class SokobanEnv(EpisodeEnd, gym.Env[str, str]):
         plan, index = self._plans[state]
         return [DIRECTIONS[d] for d in plan[index:]]
 
+    def expert_subgoals(self) -> list[tuple[str, list[str]]] | None:
+        """The expert's plan cut into pushes, for a hierarchical agent's demonstrations; ``None`` if unsolvable.
+
+        Pushes are Sokoban's planning decisions (the solver searches over them) and the walks between them are
+        navigation, so a subgoal is one push, or a run of pushes of the same box in the same direction: "push
+        box 2 left", "push box 1 up 3 times". Its steps are the walk to the box and the pushes. Boxes (``X``
+        and ``V``) are numbered from 1 in reading order when the subgoal starts: row by row from the top, left
+        to right."""
+        plan = self.expert_plan()
+        if plan is None:
+            return None
+        room, player, boxes = self._room, self._player, self._boxes
+        runs: list[list[Any]] = []  # [box number, direction, pushes, steps]
+        walk: list[str] = []
+        pushed_to, pushed_dir = -1, -1  # where the last push left its box, and in which direction
+        for action in plan:
+            d = DIRECTIONS.index(action)
+            ahead = player + room.deltas[d]
+            if boxes >> ahead & 1:
+                if not walk and (ahead, d) == (pushed_to, pushed_dir):
+                    runs[-1][2] += 1
+                    runs[-1][3].append(action)
+                else:
+                    number = (boxes & ((1 << ahead) - 1)).bit_count() + 1
+                    runs.append([number, d, 1, [*walk, action]])
+                pushed_to, pushed_dir = ahead + room.deltas[d], d
+                boxes ^= (1 << ahead) | (1 << pushed_to)
+                walk = []
+            else:
+                walk.append(action)
+            player = ahead
+        subgoals = [(f"push box {number} {DIRECTIONS[d]}" + (f" {pushes} times" if pushes > 1 else ""), steps)
+                    for number, d, pushes, steps in runs]
+        if walk:  # a plan ends with the push that solves the room; a walk after it is not one (kept to be whole)
+            subgoals.append(("walk " + ", ".join(walk), walk))
+        return subgoals
+
     def _solve(self) -> list[int] | None:
         plan = solve(self._room, self._player, self._boxes, self.expert_metric)
         if plan is not None:

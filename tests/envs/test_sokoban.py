@@ -359,6 +359,40 @@ def test_move_optimal_generation_records_moves() -> None:
         assert len(env.expert_plan()) == info["optimal_solution_length"] == info["expert_plan_length"]
 
 
+def _boxes(state_key: str) -> list[tuple[int, int]]:
+    """The boxes of a state key, in reading order (the key lists them sorted by cell)."""
+    return [tuple(map(int, cell.split(","))) for cell in state_key.split("|b=")[1].split(";")]
+
+
+def test_expert_subgoals_are_the_plans_pushes_naming_the_box_they_move() -> None:
+    """Each subgoal is a walk then one or more pushes of one box in one direction, named by the box's number
+    in reading order and the direction; played in order, the subgoals solve the room."""
+    step = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+    env = SokobanEnv(dim_room=(7, 7), num_boxes=2)
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        plan, subgoals = env.expert_plan(), env.expert_subgoals()
+        assert [a for _, steps in subgoals for a in steps] == plan
+        for name, steps in subgoals:
+            words = name.split()
+            assert words[:2] == ["push", "box"] and words[3] in DIRECTIONS
+            pushes = int(words[4]) if len(words) > 4 else 1
+            assert len(words) in (4, 6) and (len(words) == 4 or (pushes > 1 and words[5] == "times"))
+            before = _boxes(info["state_key"])
+            moved = before[int(words[2]) - 1]
+            for action in steps:
+                _, _, _, _, info = env.step(action)
+            dr, dc = step[words[3]]
+            after = sorted(before[:int(words[2]) - 1] + before[int(words[2]):]
+                           + [(moved[0] + pushes * dr, moved[1] + pushes * dc)])
+            assert _boxes(info["state_key"]) == after, (seed, name)
+            assert steps[-1] == words[3] and steps[-pushes:] == [words[3]] * pushes
+        assert info["won"]
+    assert env.expert_subgoals() == []  # solved: nothing left to plan
+    env.reset(options={"board": "#####\n#X__#\n#_P_#\n#__O#\n#####"})  # a box in a corner
+    assert env.expert_subgoals() is None
+
+
 def test_fixed_board_is_solved_once() -> None:
     env = SokobanEnv.from_board("#######\n#P_XO_#\n#_____#\n#######")
     first = env.reset()[1]
