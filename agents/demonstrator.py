@@ -8,7 +8,7 @@ model is trained on are therefore, by construction, the prompts it sees when it 
 
 For the hierarchical agent the expert's plan is cut into subgoals: the env's own decomposition where it has one
 (``expert_subgoals()``: ALFWorld's subgoals end at an interaction with an object and are named by it, "take pan 1
-from cabinet 2"), else chunks of ``replan_every`` actions named by their actions (the way a planner would phrase
+from cabinet 2"; Sokoban's are pushes, "push box 2 left"), else chunks of ``replan_every`` actions named by their actions (the way a planner would phrase
 a short instruction); a subgoal longer than ``replan_every`` continues, under the same name, in the next segment
 (the agent re-plans at that cadence). The executor's answers are the subgoal's actions, the last one of each
 segment marked ``<subgoal_done/>`` so the agent closes the segment and plans again. Every answer is one the agent's parser reads back as the expert's action (a

@@ -130,6 +130,7 @@ class SokobanEnv(EpisodeEnd, gym.Env[str, str]):
     between pushes are shortest walks, so plans are short in moves too but not always shortest). With
     ``expert_metric="moves"`` it is *move-optimal* (fewest env steps; A* whose edges cost the walk plus the
     push), which is exact for the step count but an order of magnitude slower on large rooms.
+    ``expert_subgoals()`` cuts the plan into pushes for a hierarchical agent ("push box 2 left 2 times").
 
     ## Arguments
 
