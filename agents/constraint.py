@@ -1,4 +1,4 @@
-"""Decoding restricted to a set of allowed responses (``action_constraint="admissible"``).
+"""Decoding restricted to a set of allowed responses (``action_constraint="admissible"`` or ``"task_spans"``).
 
 An agent that constrains its executor passes, per prompt, the responses it may write (the admissible actions
 in its output format, :func:`admissible_choices`). The policy tokenizes them and walks a token-prefix trie
@@ -29,20 +29,42 @@ import torch
 from hiergym.agents.prompts import format_action_response
 
 #: Values of the agents' ``action_constraint`` option.
-ACTION_CONSTRAINTS = ("none", "admissible")
+ACTION_CONSTRAINTS = ("none", "admissible", "task_spans")
 #: A free-text slot in an admissible-action template (``search[<query>]``).
 TEMPLATE_SLOT = re.compile(r"<[a-z_ ]+>")
+#: ``task_spans`` fills a slot from the task's first words only (the spans grow as the square of the words).
+MAX_SPAN_WORDS = 64
 
 
-def admissible_choices(admissible: Sequence[str] | None, style: str, *, subgoal_done: bool = False
-                       ) -> list[str] | None:
+def task_spans(task: str) -> list[str]:
+    """Every run of consecutive words of ``task`` (its first :data:`MAX_SPAN_WORDS`), brackets read as spaces,
+    and the whole task as written: what ``action_constraint="task_spans"`` lets a free-text slot hold."""
+    text = task.replace("[", " ").replace("]", " ").strip()
+    words = text.split()[:MAX_SPAN_WORDS]
+    spans = [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
+    return list(dict.fromkeys([text, *spans])) if text else []
+
+
+def admissible_choices(admissible: Sequence[str] | None, style: str, *, subgoal_done: bool = False,
+                       task: str | None = None) -> list[str] | None:
     """The responses an executor may write under ``action_constraint="admissible"``: every admissible action
     in the output format of ``style`` (and, for a hierarchical executor, each also with ``<subgoal_done/>``).
     None when the env lists no admissible actions, or lists a template with a free-text slot (WebShop's
-    ``search[<query>]``): the response is then unconstrained."""
+    ``search[<query>]``): the response is then unconstrained, unless ``task`` is given
+    (``action_constraint="task_spans"``): a template with one slot then stands for itself with the slot
+    filled by each run of consecutive words of the task (:func:`task_spans`), so WebShop's query is copied
+    from the instruction, which a small model otherwise fails to do on product types it was not trained on."""
     actions = [a for a in dict.fromkeys(admissible or []) if a]
-    if not actions or any(TEMPLATE_SLOT.search(a) for a in actions):
+    if not actions:
         return None
+    if any(TEMPLATE_SLOT.search(a) for a in actions):
+        spans = task_spans(task) if task is not None else []
+        if not spans or any(len(TEMPLATE_SLOT.findall(a)) > 1 for a in actions):
+            return None
+        actions = list(dict.fromkeys(
+            filled for a in actions
+            for filled in ([TEMPLATE_SLOT.sub(lambda _, span=span: span, a) for span in spans]
+                           if TEMPLATE_SLOT.search(a) else [a])))
     choices = [format_action_response(a, style=style) for a in actions]
     if subgoal_done:
         choices += [format_action_response(a, style=style, subgoal_done=True) for a in actions]

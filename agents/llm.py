@@ -51,7 +51,8 @@ class LLMAgentConfig:
         action_constraint: ``"none"`` (the benchmark's own rules: any text, invalid commands are the env's to
             flag) or ``"admissible"`` (decoding restricted to the admissible actions in the output format, see
             :mod:`hiergym.agents.constraint`; the backend must accept ``choices``: the local models do, an
-            OpenAI-compatible server through its guided-choice field).
+            OpenAI-compatible server through its guided-choice field) or ``"task_spans"`` (the same, and a
+            template's free-text slot, WebShop's ``search[<query>]``, holds a run of the task's words).
         list_actions: whether the executor's prompt lists the admissible actions (``False`` shortens the
             prompts where decoding is restricted to them anyway: a negotiation lists 30 proposals).
     """
@@ -157,12 +158,14 @@ class LLMAgent(BatchedAgent):
         )
 
     def choice_arguments(self, infos: list[dict[str, Any]], *, subgoal_done: bool = False) -> dict[str, Any]:
-        """``generate``'s ``choices`` under ``action_constraint="admissible"`` (nothing otherwise, so a backend
-        that knows no constraint is called as before)."""
-        if self.config.action_constraint != "admissible":
+        """``generate``'s ``choices`` under ``action_constraint="admissible"`` or ``"task_spans"`` (nothing
+        otherwise, so a backend that knows no constraint is called as before)."""
+        if self.config.action_constraint == "none":
             return {}
+        spans = self.config.action_constraint == "task_spans"
         return {"choices": [admissible_choices(i.get("admissible_actions"), self.config.style,
-                                               subgoal_done=subgoal_done) for i in infos]}
+                                               subgoal_done=subgoal_done, task=str(i.get("task") or "") if spans
+                                               else None) for i in infos]}
 
     def act(self, observations: list[str], infos: list[dict[str, Any]]) -> list[str | Decision]:
         memories = [self.states[i] for i in episode_indices(infos)]

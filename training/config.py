@@ -76,9 +76,11 @@ class TrainConfig:
     max_new_tokens: int = option(TINY_DEFAULTS["max_new_tokens"], "longest generation per decision", low=1)
     planner_max_new_tokens: int = option(TINY_DEFAULTS["planner_max_new_tokens"],
                                          "hierarchical: longest subgoal generation", low=1)
-    action_constraint: str = option("none", "none (the benchmark's rules: any text) or admissible (the executor's "
+    action_constraint: str = option("none", "none (the benchmark's rules: any text), admissible (the executor's "
                                     "decoding restricted to the admissible actions; behaviour log-probs and the "
-                                    "update under the same masks; agents/constraint.py)",
+                                    "update under the same masks; agents/constraint.py) or task_spans (the same, "
+                                    "and a free-text slot such as WebShop's search query holds a run of the "
+                                    "task's words)",
                                     choices=ACTION_CONSTRAINTS)
     list_actions: bool = option(True, "the executor's prompt lists the admissible actions; false shortens prompts "
                                 "whose decoding action_constraint=admissible restricts to them anyway")

@@ -16,6 +16,7 @@ from hiergym.agents.constraint import (
     choice_sequences,
     mask_logits,
     masked_log_softmax,
+    task_spans,
 )
 from hiergym.agents.generation import packed_logprobs
 from hiergym.agents.llm import LLMAgent, LLMAgentConfig
@@ -136,6 +137,41 @@ def test_admissible_choices_skip_templates_and_add_subgoal_done():
     assert admissible_choices([], "compact") is None
     assert admissible_choices(["look", "look"], "full") == ["<action>look</action>"]
     assert admissible_choices(["look"], "compact", subgoal_done=True) == ["look", "<subgoal_done/>look"]
+
+
+def test_task_spans_fill_a_template_slot_with_runs_of_the_tasks_words():
+    assert task_spans("red [big] shoes") == ["red  big  shoes", "red", "red big", "red big shoes", "big",
+                                             "big shoes", "shoes"]
+    choices = admissible_choices(["search[<query>]"], "compact", task="find red shoes")
+    assert sorted(choices) == sorted(f"search[{s}]" for s in ("find", "find red", "find red shoes", "red",
+                                                              "red shoes", "shoes"))
+    assert admissible_choices(["click[a]", "search[<query>]"], "compact", task="x", subgoal_done=True) == [
+        "click[a]", "search[x]", "<subgoal_done/>click[a]", "<subgoal_done/>search[x]"]
+    assert admissible_choices(["search[<query>]"], "compact", task="") is None  # nothing to copy: unconstrained
+    assert admissible_choices(["go[<from>][<to>]"], "compact", task="a b") is None  # two slots: unconstrained
+    assert admissible_choices(["look"], "compact", task="a b") == ["look"]  # no slot: as "admissible"
+    assert len(task_spans(" ".join(map(str, range(100))))) == 1 + 64 * 65 // 2  # the first 64 words
+
+
+def test_task_spans_agent_searches_with_a_run_of_the_instruction(policy):
+    """On WebShop's search page a fresh model writes any text; constrained to the task's spans its query is
+    a run of the instruction's words, and the log-probs the update recomputes under the recorded masks match."""
+    from hiergym.driver import EnvEpisodes, play_episodes
+
+    agent = LLMAgent(policy, LLMAgentConfig(style="compact", max_new_tokens=8, temperature=1.0,
+                                            action_constraint="task_spans"), env_id="hiergym/WebShop-v0")
+    envs = [gym.make("hiergym/WebShop-v0") for _ in range(3)]
+    played = play_episodes(EnvEpisodes(envs, [{"seed": s} for s in range(3)]), agent, max_steps=1)
+    assert len(played.steps) == 3
+    for step in played.steps:
+        query = step.decision.action.removeprefix("search[").removesuffix("]")
+        assert step.decision.action.startswith("search[") and query in task_spans(step.transition.info["task"])
+        assert not step.transition.invalid
+        generation = step.decision.generations[0]
+        with torch.no_grad():
+            scored = policy.sequence_logprobs([generation.prompt_token_ids], [generation.response_token_ids],
+                                              temperature=1.0, allowed=[generation.response_allowed])[0]
+        assert torch.allclose(scored, torch.tensor(generation.response_logprobs), atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["flat", "hierarchical"])
