@@ -69,6 +69,13 @@ class ValueHead(torch.nn.Module):
         hidden = out.hidden_states[-1][torch.arange(len(prompts), device=device), last]
         return self.from_hidden(hidden)
 
+    def packed(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+        """The same values, the prompts' shared prefixes forwarded once (``packed_logprobs``): the G copies of
+        a group and the turns of an episode repeat most of their prompts."""
+        hidden = packed_logprobs(model, pad_id, prompts, [[] for _ in prompts], [1.0] * len(prompts),
+                                 return_hidden=True)["hidden"]
+        return self.from_hidden(torch.stack(hidden))
+
     def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """The values of given last hidden states at the prompts' final tokens ([rows, hidden size])."""
         return self.linear(hidden.float()).squeeze(-1)

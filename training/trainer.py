@@ -485,7 +485,8 @@ class Trainer:
         values = []
         for start in range(0, len(prompts), self.config.micro_batch_size):
             chunk = prompts[start:start + self.config.micro_batch_size]
-            values.append(self.value_head(self.policy.model, chunk, self.policy.tokenizer.pad_token_id).cpu())
+            value = self.value_head.packed if self.config.packed_update else self.value_head
+            values.append(value(self.policy.model, chunk, self.policy.tokenizer.pad_token_id).cpu())
         return torch.cat(values).numpy().astype(np.float64) if values else np.zeros(0)
 
     def _budget_arguments(self) -> dict[str, Any]:

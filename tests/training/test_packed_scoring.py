@@ -126,6 +126,17 @@ def test_packed_update_with_a_value_head_matches_unpacked(policy) -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
+def test_packed_values_equal_a_plain_forward(policy) -> None:
+    """The rollout's values (value-based estimators) from the packed forward equal the padded batch forward."""
+    prompts = [row.prompt_ids for row in _rows(policy)]
+    torch.manual_seed(2)
+    head = ValueHead(policy.model.config.hidden_size)
+    torch.nn.init.normal_(head.linear.weight, std=0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(head.packed(policy.model, prompts, policy.tokenizer.pad_token_id),
+                                   head(policy.model, prompts, policy.tokenizer.pad_token_id), atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("packed", [True, False])
 def test_truncated_importance_sampling(policy, packed) -> None:
     rows = _rows(policy)
