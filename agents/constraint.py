@@ -37,12 +37,11 @@ MAX_SPAN_WORDS = 64
 
 
 def task_spans(task: str) -> list[str]:
-    """Every run of consecutive words of ``task`` (its first :data:`MAX_SPAN_WORDS`), brackets read as spaces,
-    and the whole task as written: what ``action_constraint="task_spans"`` lets a free-text slot hold."""
-    text = task.replace("[", " ").replace("]", " ").strip()
-    words = text.split()[:MAX_SPAN_WORDS]
-    spans = [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
-    return list(dict.fromkeys([text, *spans])) if text else []
+    """Every run of consecutive words of ``task`` (its first :data:`MAX_SPAN_WORDS`; brackets and angle brackets,
+    which the action syntax reserves, read as spaces): what ``action_constraint="task_spans"`` lets a free-text
+    slot hold. The words are joined by single spaces, as the action parser reads them."""
+    words = re.sub(r"[\[\]<>]", " ", task).split()[:MAX_SPAN_WORDS]
+    return [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
 
 
 def admissible_choices(admissible: Sequence[str] | None, style: str, *, subgoal_done: bool = False,

@@ -8,10 +8,14 @@ model is trained on are therefore, by construction, the prompts it sees when it 
 
 For the hierarchical agent the expert's plan is cut into subgoals: the env's own decomposition where it has one
 (``expert_subgoals()``: ALFWorld's subgoals end at an interaction with an object and are named by it, "take pan 1
-from cabinet 2"; Sokoban's are pushes, "push box 2 left"), else chunks of ``replan_every`` actions named by their actions (the way a planner would phrase
-a short instruction); a subgoal longer than ``replan_every`` continues, under the same name, in the next segment
-(the agent re-plans at that cadence). The executor's answers are the subgoal's actions, the last one of each
-segment marked ``<subgoal_done/>`` so the agent closes the segment and plans again. Every answer is one the agent's parser reads back as the expert's action (a
+from cabinet 2"; Sokoban's are pushes, "push box 2 left"), else chunks of ``replan_every`` actions named by their
+actions (the way a planner would phrase a short instruction); a subgoal longer than ``replan_every`` continues,
+under the same name, in the next segment (the agent re-plans at that cadence). The executor's answers are the
+subgoal's actions, the last one of each segment marked ``<subgoal_done/>`` so the agent closes the segment and
+plans again. An env whose subgoal names are computed from the state (``subgoal_names_from_state``: Sokoban's
+box numbers and push counts) gets its rest named again where a cut subgoal continues, and the cut segment ends
+at ``replan_every`` without ``<subgoal_done/>`` (ALFWorld's and WebShop's keep the earlier rule their measured
+figures were made with). Every answer is one the agent's parser reads back as the expert's action (a
 compact-style bare action that is not in the admissible list is written in ``<action>`` tags).
 """
 
@@ -84,6 +88,8 @@ class ExpertDemonstrator(BatchedAgent):
         self.chunks: list[list[str]] = [[] for _ in tasks]
         self.names: list[str | None] = [None for _ in tasks]
         self.expected: list[str | None] = [None for _ in tasks]
+        #: The current chunk is a subgoal cut at ``replan_every`` steps, to be continued in the next segment.
+        self.split: list[bool] = [False for _ in tasks]
 
     def _next_chunk(self, index: int) -> list[str]:
         """The next segment's actions (its subgoal's name in ``self.names``); [] when the expert has no plan."""
@@ -103,7 +109,11 @@ class ExpertDemonstrator(BatchedAgent):
             return actions
         size = self.chunk_size or len(actions)
         chunk, rest = actions[:size], actions[size:]
-        if rest:
+        self.split[index] = bool(rest)
+        if rest and getattr(self.envs[index].unwrapped, "subgoal_names_from_state", False):
+            # Sokoban's names count boxes and pushes from the state: the rest is named again where it starts.
+            plan.clear()
+        elif rest:
             plan[0] = (name, rest)
         else:
             plan.pop(0)
@@ -128,6 +138,9 @@ class ExpertDemonstrator(BatchedAgent):
                         format_subgoal_response(self.names[index] or "", style=style))
             action = self.chunks[index].pop(0)
             done_marker = self.hierarchical and not self.chunks[index]
+            if done_marker and self.split[index] and getattr(self.envs[index].unwrapped, "subgoal_names_from_state",
+                                                             False):
+                done_marker = False  # not done: the segment ends at replan_every and the planner names the rest
             response = format_action_response(action, style=style, subgoal_done=done_marker)
             if parse_action(response, infos[row].get("admissible_actions")).action != action:
                 # A bare compact answer reads back only as an admissible action; a free-text one (a search

@@ -398,7 +398,11 @@ class CausalLMPolicy:
         if len(choices) != rows:
             raise ValueError(f"choices: one list (or None) per prompt, got {len(choices)} for {rows} prompts")
         eos = self.tokenizer.eos_token_id
-        return [build_trie(self.tokenizer, c, eos, stops) for c in choices]
+        tries: dict[tuple[str, ...], Any] = {}  # a group's copies share their choices: one trie each
+        for c in choices:
+            if c is not None and tuple(c) not in tries:
+                tries[tuple(c)] = build_trie(self.tokenizer, c, eos, stops)
+        return [tries[tuple(c)] if c is not None else None for c in choices]
 
     def allowed_along(self, choices: Sequence[str] | None, response_ids: Sequence[int], stops: Sequence[str] = ()
                       ) -> list[list[int]] | None:

@@ -72,11 +72,12 @@ FAMILIES: dict[str, EnvPrompt] = {
             "Symbols: # wall, _ floor, O target, X box, V box on target, P player, S player on target.\n"
             "Rules: the player moves up, down, left or right. Walking into a box pushes it one square if the "
             "square behind it is free. Boxes cannot be pulled, so a box pushed into a corner or along a wall "
-            "away from every target is stuck for good. The puzzle is solved when every box is on a target."
+            "away from every target is stuck for good. The puzzle is solved when every box is on a target. "
+            "Boxes are numbered from 1 row by row from the top, left to right."
         ),
         think_hint="where the player, the boxes and the targets are, and which push brings a box closer to a "
                    "target without trapping it",
-        subgoal_example="push box 2 left 3 times (boxes are numbered row by row from the top, left to right)",
+        subgoal_example="push box 2 left 3 times",
         compact_drop_prefixes=("Legend:",),
     ),
     "alfworld": EnvPrompt(

@@ -2,6 +2,7 @@
 
     python -m hiergym.benchmarks.hierarchy_cost                          # the ALFWorld and WebShop presets
     python -m hiergym.benchmarks.hierarchy_cost --envs alfworld --episodes 50 --iterations 2
+    python -m hiergym.benchmarks.hierarchy_cost --envs sokoban-7x7     # the learning benchmark's 7x7, two boxes
 
 1. **Prompt tokens per decision**, on identical environment trajectories: the env's expert played through the
    flat agent and through the hierarchical one (``ExpertDemonstrator``: each agent builds its own prompts with
@@ -22,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from hiergym.benchmarks.learning import ENV_SETTINGS
+
 PRESETS = {"alfworld": ("alfworld", "alfworld-hierarchical"), "webshop": ("webshop", "webshop-hierarchical"),
            "sokoban": ("sokoban", "sokoban-hierarchical"), "sokoban-7x7": ("sokoban", "sokoban-hierarchical")}
-#: Settings on top of the presets (the learning benchmark's ``sokoban-7x7``: two boxes, where planning matters).
-OVERRIDES: dict[str, dict[str, Any]] = {"sokoban-7x7": {
-    "env_kwargs": {"dim_room": [7, 7], "num_boxes": 2, "end_on_dead_end": True}, "max_episode_steps": 30}}
+#: Settings on top of the presets: the learning benchmark's (``sokoban-7x7``: two boxes, where planning matters).
+OVERRIDES: dict[str, dict[str, Any]] = {env: ENV_SETTINGS[env]["overrides"] for env in PRESETS if env in ENV_SETTINGS}
 
 
 def prompt_tokens(env: str, episodes: int, seed: int = 0) -> dict[str, dict[str, float]]:

@@ -140,7 +140,8 @@ def print_summary(summary: dict) -> None:
               f"({row['episodes']} tasks)")
     decoding = summary.get("decoding") or {}
     if decoding.get("action_constraint", "none") != "none":
-        print(f"decoding restricted to the {decoding['action_constraint']} actions; tokenizer {decoding['tokenizer']}")
+        print(f"decoding restricted (action_constraint={decoding['action_constraint']}); "
+              f"tokenizer {decoding['tokenizer']}")
     print(f"metrics, checkpoint and curves in {summary['out_dir']}")
 
 

@@ -450,7 +450,8 @@ PRESETS.update({
                            "eval_opponents": ["expert", "self"], "eval_episodes": 40},
 })
 # Subgoals are pushes (the env's expert_subgoals: "push box 2 left 2 times"), the walk to the box the executor's;
-# the planner is asked again when the executor marks a push done, or after 8 steps (a walk across a 7x7 room).
+# the planner is asked again when the executor marks a push done, or after 8 steps (a walk and a push across the
+# benchmark's 7x7 rooms; a longer subgoal continues, named again, in the next segment).
 PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper",
                                    "planner_max_new_tokens": 64, "replan_every": 8}
 # Subgoals as the env's expert decomposes them (ALFWorld: up to an interaction with an object); the planner is

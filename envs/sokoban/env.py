@@ -156,6 +156,8 @@ class SokobanEnv(EpisodeEnd, gym.Env[str, str]):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    #: ``expert_subgoals()`` names count boxes and pushes from the current state (for the demonstrator).
+    subgoal_names_from_state = True
 
     def __init__(
         self,

@@ -373,6 +373,7 @@ def test_expert_subgoals_are_the_plans_pushes_naming_the_box_they_move() -> None
         _, info = env.reset(seed=seed)
         plan, subgoals = env.expert_plan(), env.expert_subgoals()
         assert [a for _, steps in subgoals for a in steps] == plan
+        last_push = None  # (the box's cell after the last subgoal, its direction)
         for name, steps in subgoals:
             words = name.split()
             assert words[:2] == ["push", "box"] and words[3] in DIRECTIONS
@@ -387,6 +388,9 @@ def test_expert_subgoals_are_the_plans_pushes_naming_the_box_they_move() -> None
                            + [(moved[0] + pushes * dr, moved[1] + pushes * dc)])
             assert _boxes(info["state_key"]) == after, (seed, name)
             assert steps[-1] == words[3] and steps[-pushes:] == [words[3]] * pushes
+            # A run of pushes of one box in one direction is one subgoal: no walk-less continuation of the last.
+            assert not (len(steps) == pushes and last_push == (moved, words[3])), (seed, name)
+            last_push = ((moved[0] + pushes * dr, moved[1] + pushes * dc), words[3])
         assert info["won"]
     assert env.expert_subgoals() == []  # solved: nothing left to plan
     env.reset(options={"board": "#####\n#X__#\n#_P_#\n#__O#\n#####"})  # a box in a corner

@@ -77,3 +77,36 @@ def test_expert_subgoals_cover_the_expert_plan(env_id: str) -> None:
         if env_id.startswith("hiergym/ALFWorld"):  # each ends at an object interaction, and is named by it
             assert all(name == steps[-1] for name, steps in subgoals)
     env.close()
+
+
+def test_sokoban_demonstrations_name_each_segment_from_its_state() -> None:
+    """Push subgoals longer than ``replan_every`` are cut; the rest is named again from the state where it
+    continues (its box number and push count are the state's), and a cut segment is not marked done."""
+    from hiergym.agents.parsing import SUBGOAL_DONE
+
+    overrides = {"agent": "hierarchical", "env_kwargs": {"dim_room": [7, 7], "num_boxes": 2}, "replan_every": 4}
+    config = load_config("sokoban-hierarchical", overrides=overrides)
+    unmarked_cuts = 0
+    for seed in range(8):
+        demos, success = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0),
+                                               episodes=1, seed=seed, split="train", env_kwargs=config.env_kwargs,
+                                               max_steps=60)
+        assert success == 1.0
+        env = gym.make(config.env_id, **config.env_kwargs)
+        env.reset(seed=seed, options={"split": "train"})
+        segment: list[str] = []
+        for demo in demos + [None]:
+            if demo is None or demo.level == "planner":
+                if segment and not segment[-1].startswith(SUBGOAL_DONE):
+                    assert len(segment) == 4  # only a cut segment ends unmarked, at replan_every
+                    unmarked_cuts += 1
+                if demo is None:
+                    break
+                name = demo.response.removeprefix("<subgoal>").removesuffix("</subgoal>")
+                assert name == env.unwrapped.expert_subgoals()[0][0], seed  # what the state calls the next push
+                segment = []
+                continue
+            segment.append(demo.response)
+            env.step(demo.response.removeprefix(SUBGOAL_DONE))
+        env.close()
+    assert unmarked_cuts > 0

@@ -181,7 +181,8 @@ def test_value_estimators_get_a_value_head(tmp_path) -> None:
     metrics = trainer.train_iteration(0)
     assert "update_value_loss" in metrics and np.isfinite(metrics["update_value_loss"])
     # The rollout's values (sorted into packed chunks) come back in the rows' order, equal to a plain forward.
-    prompts = [trainer.policy.encode_prompt(text) for text in ("b\nchoose", "a\nchoose", "b\nchoose", "a")]
+    prompts = [trainer.policy.encode_prompt(text) for text in ("b\nchoose", "a\nchoose", "b\nchoose", "a", "b")]
+    trainer.config.micro_batch_size = 2  # several chunks, each scattered back
     with torch.no_grad():
         plain = trainer.value_head(trainer.policy.model, prompts, trainer.policy.tokenizer.pad_token_id)
     np.testing.assert_allclose(trainer._values(prompts), plain.numpy(), atol=1e-5)
