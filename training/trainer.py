@@ -108,9 +108,8 @@ def env_tokenizer(config: TrainConfig):
         config.env_id, build_agent(config, None, temperature=0.0), episodes=config.tokenizer_episodes,
         seed=config.seed + 20_000_000, split=config.train_split, env_kwargs=config.env_kwargs,
         max_steps=config.max_episode_steps)
-    # The choices once each: under task_spans a search step has hundreds (runs of the task, already in its prompt).
-    choices = dict.fromkeys(c for d in demos for c in (d.choices or ()))
-    texts = [text for d in demos for text in (d.prompt, d.response)] + list(choices)
+    # Under task_spans a search step's choices are hundreds of runs of its task (a larger corpus, the same words).
+    texts = [text for d in demos for text in (d.prompt, d.response, *(d.choices or ()))]
     return build_text_tokenizer(texts, config.tokenizer_vocab_size)
 
 
