@@ -28,7 +28,8 @@ from hiergym.benchmarks.learning import ENV_SETTINGS
 PRESETS = {"alfworld": ("alfworld", "alfworld-hierarchical"), "webshop": ("webshop", "webshop-hierarchical"),
            "sokoban": ("sokoban", "sokoban-hierarchical"), "sokoban-7x7": ("sokoban", "sokoban-hierarchical")}
 #: Settings on top of the presets: the learning benchmark's (``sokoban-7x7``: two boxes, where planning matters).
-OVERRIDES: dict[str, dict[str, Any]] = {env: ENV_SETTINGS[env]["overrides"] for env in PRESETS if env in ENV_SETTINGS}
+OVERRIDES: dict[str, dict[str, Any]] = {env: ENV_SETTINGS[env]["overrides"]
+                                        for env in PRESETS if env in ENV_SETTINGS}
 
 
 def prompt_tokens(env: str, episodes: int, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -70,8 +71,8 @@ def iteration_seconds(env: str, iterations: int, sft_steps: int, seed: int = 0) 
         for agent, preset in zip(("flat", "hierarchical"), PRESETS[env], strict=True):
             config = load_config(preset, overrides={
                 **OVERRIDES.get(env, {}), "iterations": iterations, "sft_steps": sft_steps, "eval_episodes": 1,
-                "eval_out_episodes": 0,
-                "eval_every": 0, "seed": seed, "progress": False, "out_dir": str(Path(tmp) / agent)})
+                "eval_out_episodes": 0, "eval_every": 0, "seed": seed, "progress": False,
+                "out_dir": str(Path(tmp) / agent)})
             Trainer(config).run()
             rows = [json.loads(line) for line in (Path(tmp) / agent / "metrics.jsonl").read_text().splitlines()]
             rl = [r for r in rows if r.get("phase") == "rl"]
