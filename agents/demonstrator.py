@@ -88,8 +88,9 @@ class ExpertDemonstrator(BatchedAgent):
         self.chunks: list[list[str]] = [[] for _ in tasks]
         self.names: list[str | None] = [None for _ in tasks]
         self.expected: list[str | None] = [None for _ in tasks]
-        #: The current chunk is a subgoal cut at ``replan_every`` steps, to be continued in the next segment.
-        self.split: list[bool] = [False for _ in tasks]
+        #: The current chunk is a subgoal cut at ``replan_every`` steps whose rest is named again from the state
+        #: (``subgoal_names_from_state``): its segment ends without ``<subgoal_done/>``.
+        self.renamed_cut: list[bool] = [False for _ in tasks]
 
     def _next_chunk(self, index: int) -> list[str]:
         """The next segment's actions (its subgoal's name in ``self.names``); [] when the expert has no plan."""
@@ -109,8 +110,9 @@ class ExpertDemonstrator(BatchedAgent):
             return actions
         size = self.chunk_size or len(actions)
         chunk, rest = actions[:size], actions[size:]
-        self.split[index] = bool(rest)
-        if rest and getattr(self.envs[index].unwrapped, "subgoal_names_from_state", False):
+        self.renamed_cut[index] = bool(rest) and getattr(self.envs[index].unwrapped, "subgoal_names_from_state",
+                                                         False)
+        if self.renamed_cut[index]:
             # Sokoban's names count boxes and pushes from the state: the rest is named again where it starts.
             plan.clear()
         elif rest:
@@ -137,10 +139,8 @@ class ExpertDemonstrator(BatchedAgent):
                     self.backend.planner_responses.append(
                         format_subgoal_response(self.names[index] or "", style=style))
             action = self.chunks[index].pop(0)
-            done_marker = self.hierarchical and not self.chunks[index]
-            if done_marker and self.split[index] and getattr(self.envs[index].unwrapped, "subgoal_names_from_state",
-                                                             False):
-                done_marker = False  # not done: the segment ends at replan_every and the planner names the rest
+            # A renamed cut is not done: its segment ends at replan_every and the planner names the rest.
+            done_marker = self.hierarchical and not self.chunks[index] and not self.renamed_cut[index]
             response = format_action_response(action, style=style, subgoal_done=done_marker)
             if parse_action(response, infos[row].get("admissible_actions")).action != action:
                 # A bare compact answer reads back only as an admissible action; a free-text one (a search
