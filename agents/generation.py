@@ -47,6 +47,9 @@ GENERATION_MODES = ("plain", "cached")
 DEFAULT_PREFIX_CACHE_TOKENS = 262_144
 #: Rows x (cached + new tokens) per forward when computing the prefix tree (bounds the cache and attention size).
 PREFILL_BUDGET = 65_536
+#: Rows x (prompt + new tokens) a decode batch may hold: the plain path's micro-batches of ``batch_size`` rows
+#: decode together while they fit (a row samples the same in any batch), so short prompts take fewer steps.
+DECODE_BUDGET = 65_536
 
 #: ``generation_config`` fields that would make ``model.generate`` apply logits processors the hand-written loop
 #: does not (compared with a default ``GenerationConfig``); a model that sets one is sampled with ``"plain"``.
@@ -119,11 +122,13 @@ def _new_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any
 _growing_layer: Any = None
 
 
-def _decode_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, filled: int) -> Any:
+def _decode_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, filled: int, whole: bool = False) -> Any:
     """A cache for decoding: its layers keep their states in the given buffers ([rows, heads, filled + room,
     dim], the first ``filled`` columns set; :func:`_gather_past` with ``room``) and write each step's states in
     place, where a ``DynamicCache`` copies the whole cache every step (about 40% of a decode step of the tiny
-    model). A ``DynamicCache`` where this transformers has no cache layers."""
+    model). With ``whole`` the attention gets the whole buffers (the caller's mask hides the columns not yet
+    written, which must hold finite numbers): contiguous keys make SDPA's decode step about a third faster than
+    the first-columns view. A ``DynamicCache`` where this transformers has no cache layers."""
     global _growing_layer
     try:
         from transformers.cache_utils import Cache, DynamicLayer
@@ -133,9 +138,10 @@ def _decode_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, filled: in
         return _new_cache([(keys[:, :, :filled], values[:, :, :filled]) for keys, values in kv] if kv else None)
     if _growing_layer is None:
         class GrowingLayer(DynamicLayer):
-            def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, filled: int):
+            def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, filled: int, whole: bool):
                 super().__init__()
                 self.key_buffer, self.value_buffer, self.filled = key_buffer, value_buffer, filled
+                self.whole = whole
                 self.is_initialized, self.device, self.dtype = True, key_buffer.device, key_buffer.dtype
                 self._views()
 
@@ -153,6 +159,8 @@ def _decode_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, filled: in
                 self.value_buffer[:, :, self.filled:self.filled + new] = value_states
                 self.filled += new
                 self._views()
+                if self.whole:
+                    return self.key_buffer, self.value_buffer
                 return self.keys, self.values
 
             def get_seq_length(self) -> int:
@@ -165,7 +173,7 @@ def _decode_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None, filled: in
 
         _growing_layer = GrowingLayer
     try:
-        return Cache(layers=[_growing_layer(keys, values, filled) for keys, values in kv])
+        return Cache(layers=[_growing_layer(keys, values, filled, whole) for keys, values in kv])
     except TypeError:
         return _new_cache([(keys[:, :, :filled], values[:, :, :filled]) for keys, values in kv])
 
@@ -516,8 +524,9 @@ def _gather_past(ends: list[_Node], width: int, room: int = 0) -> list[tuple[tor
         index = torch.tensor([distinct[id(end)] for end in ends], device=template.device)
         past = torch.stack(paths, dim=2).index_select(2, index)
     else:
-        past = template.new_empty((layers, 2, len(ends), heads, width + room, dim))
-        past[..., :width, :] = 0
+        # Zeros: the padding, and the room, which is not attended before it is written but which SDPA may
+        # read (0 x NaN is NaN).
+        past = template.new_zeros((layers, 2, len(ends), heads, width + room, dim))
         for row, end in enumerate(ends):
             offset, node = width - end.length, end
             while node.parent is not None:
@@ -553,9 +562,66 @@ def _segment_forward(model: Any, pad_id: int, parents: list[_Node], segments: li
     return out, width, kv
 
 
-def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PREFILL_BUDGET) -> int:
+#: Cost units of the prefill chunker (one unit: a query attending to one key): a token's other work (its
+#: projections and MLP) and a forward's fixed cost, which a chunk's padding may waste before a new forward pays.
+_TOKEN_COST = 256
+_FORWARD_COST = 131_072
+
+
+def _prefill_chunks(wave: list[_Node], budget: int) -> list[list[_Node]]:
+    """``wave``'s nodes in forwards: sorted by segment length (then past length), a chunk grows while the work
+    its padding wastes (right-padded segments, left-padded pasts; counted in query-key pairs plus a token cost)
+    stays within a forward's fixed cost or a fifth of its real work, and its rows x (past + segment) tokens
+    within ``budget``. Sorting by past length first put 3- and 179-token segments in one forward, most of the
+    prefill's time in the default run."""
+    def work(n: _Node) -> int:
+        return len(n.tokens) * (n.parent.length + len(n.tokens) + _TOKEN_COST)
+
+    order = sorted(wave, key=lambda n: (len(n.tokens), n.parent.length))
+    chunks: list[list[_Node]] = []
+    chunk: list[_Node] = []
+    widest = longest = real = 0
+    for node in order:
+        if chunk:
+            w, s_ = max(widest, node.parent.length), max(longest, len(node.tokens))
+            rows, useful = len(chunk) + 1, real + work(node)
+            padded = rows * s_ * (w + s_ + _TOKEN_COST)
+            if rows * (w + s_) > budget or padded - useful > max(_FORWARD_COST, useful // 5):
+                chunks.append(chunk)
+                chunk, widest, longest, real = [], 0, 0, 0
+        chunk.append(node)
+        widest, longest = max(widest, node.parent.length), max(longest, len(node.tokens))
+        real += work(node)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def _budget_chunks(wave: list[_Node], budget: int) -> list[list[_Node]]:
+    """``wave``'s nodes sorted by past length (then segment length), chunks bounded by rows x (past + segment)
+    tokens: how the packed update groups its prompts. Its figures were measured with these chunks (another
+    grouping changes the gradients' low bits, and a run's figures with them), so it keeps them."""
+    order = sorted(wave, key=lambda n: (n.parent.length, len(n.tokens)))
+    chunks: list[list[_Node]] = []
+    start = 0
+    while start < len(order):
+        end, widest, longest = start, 0, 0
+        while end < len(order):
+            widest = max(widest, order[end].parent.length)
+            longest = max(longest, len(order[end].tokens))
+            if end > start and (end - start + 1) * (widest + longest) > budget:
+                break
+            end += 1
+        chunks.append(order[start:end])
+        start = end
+    return chunks
+
+
+def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PREFILL_BUDGET,
+                  by_segment_length: bool = False) -> int:
     """Compute the KV of uncomputed ``nodes``, one level of the tree per batched forward (each node's ancestors
-    are computed before it). Returns the number of tokens forwarded."""
+    are computed before it), in :func:`_prefill_chunks` (``by_segment_length``: generation) or
+    :func:`_budget_chunks`. Returns the number of tokens forwarded."""
     pending = [n for n in nodes if n.kv is None]
     forwarded = 0
     while pending:
@@ -563,23 +629,11 @@ def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PRE
         pending = [n for n in pending if not n.parent.ready]
         if not wave:
             raise RuntimeError("prefix tree: uncomputed nodes without a computed parent")
-        # Similar lengths side by side; chunks bounded by rows x (past + segment) tokens.
-        wave.sort(key=lambda n: (n.parent.length, len(n.tokens)))
-        start = 0
-        while start < len(wave):
-            end, widest, longest = start, 0, 0
-            while end < len(wave):
-                widest = max(widest, wave[end].parent.length)
-                longest = max(longest, len(wave[end].tokens))
-                if end > start and (end - start + 1) * (widest + longest) > budget:
-                    break
-                end += 1
-            chunk = wave[start:end]
+        for chunk in (_prefill_chunks if by_segment_length else _budget_chunks)(wave, budget):
             _, _, kv = _segment_forward(model, pad_id, [n.parent for n in chunk], [n.tokens for n in chunk])
             for r, node in enumerate(chunk):
                 node.kv = kv[:, :, r, :, :len(node.tokens)].contiguous()
             forwarded += sum(len(n.tokens) for n in chunk)
-            start = end
     return forwarded
 
 
@@ -595,15 +649,15 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
     store.check(model)
     created: list[_Node] = []
     ends = [store.insert(e[:-1], created) for e in encoded]
-    computed = compute_nodes(model, pad_id, created)
+    computed = compute_nodes(model, pad_id, created, by_segment_length=True)
     if stats is not None:
         stats["prompt_tokens_seen"] = stats.get("prompt_tokens_seen", 0) + sum(len(e) for e in encoded)
         # The last prompt token of each row is computed by its first decode step.
         stats["prompt_tokens_computed"] = stats.get("prompt_tokens_computed", 0) + computed + len(encoded)
     results: list[tuple[list[int], list[float], str] | None] = [None] * len(encoded)
     device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in _decode_batches(order, [ends[i].length + 1 for i in range(len(encoded))], batch_size,
+                                stops.max_new_tokens):
         keys = RowKeys([seeds[i] for i in rows], device) if seeds is not None else None
         outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], pad_id, sampler, stops,
                        device, [tries[i] for i in rows] if tries is not None else None, keys)
@@ -613,6 +667,23 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
     return [r for r in results if r is not None]
 
 
+def _decode_batches(order: list[int], lengths: list[int], batch_size: int, max_new_tokens: int,
+                    budget: int = DECODE_BUDGET) -> list[list[int]]:
+    """``order`` in the plain path's micro-batches of ``batch_size``, consecutive ones merged while the merged
+    batch's rows x (its longest prompt + ``max_new_tokens``) stay within ``budget`` (a batch one micro-batch
+    long may exceed it)."""
+    batches: list[list[int]] = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        if batches:
+            merged = batches[-1] + rows
+            if len(merged) * (max(lengths[i] for i in merged) + max_new_tokens) <= budget:
+                batches[-1] = merged
+                continue
+        batches.append(rows)
+    return batches
+
+
 def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], pad_id: int,
             sampler: Sampler, stops: _Stops, device: torch.device, tries: Sequence[Any] | None = None,
             keys: RowKeys | None = None) -> list[tuple[list[int], list[float], str]]:
@@ -620,16 +691,22 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
     constrained = tries is not None and any(t is not None for t in tries)
     lengths = [n.length for n in ends]
     width = max(lengths)
-    past = _gather_past(ends, width, room=stops.max_new_tokens)
-    cache = _decode_cache(past, width)
-    attention = torch.zeros((rows, width + 1), dtype=torch.long)
+    room = stops.max_new_tokens
+    past = _gather_past(ends, width, room=room)
+    # SDPA attends over the whole buffers (the mask hides what is not written yet; `_gather_past` zeroes it).
+    whole = past is not None and getattr(model.config, "_attn_implementation", None) == "sdpa"
+    cache = _decode_cache(past, width, whole)
+    attention = torch.zeros((rows, width + (room if whole else 1)), dtype=torch.long)
     for r, length in enumerate(lengths):
-        attention[r, width - length:] = 1
+        attention[r, width - length:width + 1] = 1
     attention = attention.to(device)
     inputs = torch.tensor([e[-1] for e in encoded], dtype=torch.long, device=device)
     position = torch.tensor(lengths, dtype=torch.long, device=device)
     states = [_RowState() for _ in range(rows)]
-    active_rows = list(range(rows))
+    # Batch position -> row, None once the row has finished. Finished rows stay in the batch (their samples
+    # are ignored) until a quarter of it has finished: dropping them from the cache copies all of it.
+    batch_rows: list[int | None] = list(range(rows))
+    finished = 0
     present = None
     step = 0
     while True:
@@ -637,31 +714,35 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
         cache = _output_cache(out)
         logits = out.logits[:, -1].float()
         if constrained:
-            logits = mask_logits(logits, [tries[r].allowed(states[r].tokens) if tries[r] is not None else None
-                                          for r in active_rows])
+            logits = mask_logits(logits, [tries[r].allowed(states[r].tokens)
+                                          if r is not None and tries[r] is not None else None
+                                          for r in batch_rows])
         if sampler.penalty != 1.0 and present is None:
             present = _prompt_tokens(encoded, lengths, width, pad_id, logits.shape[-1], device)
         tokens, logprobs = sampler(logits, keys, step, present)
         step += 1
-        keep = []
-        for k, (r, token, logprob) in enumerate(zip(active_rows, tokens.tolist(), logprobs.tolist(), strict=True)):
-            if stops.update(states[r], token, logprob):
+        for k, (r, token, logprob) in enumerate(zip(batch_rows, tokens.tolist(), logprobs.tolist(), strict=True)):
+            if r is not None and stops.update(states[r], token, logprob):
                 _remember(store, encoded[r], ends[r], states[r].tokens, cache, k, width)
-            else:
-                keep.append(k)
-        if not keep:
+                batch_rows[k] = None
+                finished += 1
+        if finished == len(batch_rows):
             break
         if present is not None:
-            present[torch.arange(len(active_rows), device=device), tokens] = True
-        if len(keep) < len(active_rows):
+            present[torch.arange(len(batch_rows), device=device), tokens] = True
+        if 4 * finished >= len(batch_rows):
+            keep = [k for k, r in enumerate(batch_rows) if r is not None]
             index = torch.tensor(keep, device=device)
             cache.reorder_cache(index)
             attention, position, tokens = attention[index], position[index], tokens[index]
             present = present[index] if present is not None else None
             keys = keys.select(index) if keys is not None else None
-            active_rows = [active_rows[k] for k in keep]
+            batch_rows, finished = [batch_rows[k] for k in keep], 0
         inputs = tokens
-        attention = torch.cat([attention, attention.new_ones((len(active_rows), 1))], dim=1)
+        if whole:
+            attention[:, width + step] = 1
+        else:
+            attention = torch.cat([attention, attention.new_ones((len(batch_rows), 1))], dim=1)
         position = position + 1
     return [(s.tokens, s.logprobs, s.reason or "length") for s in states]
 

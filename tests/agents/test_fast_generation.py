@@ -51,6 +51,54 @@ def test_same_seed_same_samples_as_plain_generate(policies, settings) -> None:
         assert any(o.finish_reason == "stop" for o in plain)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_samples_do_not_depend_on_how_the_decode_is_batched(monkeypatch, attention) -> None:
+    """Micro-batches decoded one by one (budget 0) or merged, rows leaving the batch late (after a quarter of it
+    has finished) or at once, SDPA over the whole buffers or eager attention over the written columns: the same
+    samples as ``model.generate``."""
+    from hiergym.agents import generation
+
+    pair = _policies()
+    for policy in pair.values():
+        policy.model.set_attn_implementation(attention)
+    settings = {"max_new_tokens": 10, "temperature": 1.2, "seed": 7, "stop": ["p", "\n"]}
+    plain = pair["plain"].generate(PROMPTS, **settings)
+    for budget in (0, generation.DECODE_BUDGET):
+        monkeypatch.setattr(generation, "DECODE_BUDGET", budget)
+        pair["cached"].prefix_cache.clear()
+        cached = pair["cached"].generate(PROMPTS, **settings)
+        assert [o.response_token_ids for o in cached] == [o.response_token_ids for o in plain]
+        assert len({len(o.response_token_ids) for o in plain}) > 2  # rows finish at different steps
+        for a, b in zip(cached, plain, strict=True):
+            assert a.response_logprobs == pytest.approx(b.response_logprobs, abs=1e-5)
+
+
+def test_decode_batches_merge_the_plain_micro_batches_within_the_budget() -> None:
+    from hiergym.agents.generation import _decode_batches
+
+    order, lengths = [3, 0, 1, 2, 4], [10, 10, 20, 10, 30]
+    assert _decode_batches(order, lengths, 2, 5, budget=0) == [[3, 0], [1, 2], [4]]
+    # [3, 0, 1, 2]: 4 rows x (20 + 5) = 100 fits; adding [4] would make 5 x 35.
+    assert _decode_batches(order, lengths, 2, 5, budget=100) == [[3, 0, 1, 2], [4]]
+    assert _decode_batches(order, lengths, 2, 5, budget=10**6) == [order]
+
+
+def test_prefill_chunks_keep_long_and_short_segments_apart() -> None:
+    """Segments sorted by length, so a 3-token segment is not padded to 179 tokens; every node in one chunk,
+    and each chunk within the token budget."""
+    from hiergym.agents.generation import _Node, _prefill_chunks
+
+    root = _Node((), None)
+    parents = [_Node(tuple(range(n)), root) for n in (9, 215)]
+    wave = [_Node(tuple(range(n)), parents[k % 2]) for k, n in enumerate([3, 179, 45, 4, 50, 176, 47, 5] * 6)]
+    chunks = _prefill_chunks(wave, budget=4096)
+    assert sorted(id(n) for c in chunks for n in c) == sorted(id(n) for n in wave)
+    for chunk in chunks:
+        lengths = [len(n.tokens) for n in chunk]
+        assert max(lengths) <= 2 * min(lengths) + 8
+        assert len(chunk) * (max(n.parent.length for n in chunk) + max(lengths)) <= 4096 or len(chunk) == 1
+
+
 def test_recorded_logprobs_equal_the_training_forward(policies) -> None:
     for temperature in (0.8, 0.0):
         outs = policies["cached"].generate(PROMPTS, max_new_tokens=12, temperature=temperature, seed=1)
