@@ -440,6 +440,12 @@ def _segment_table(batch: StepBatch, layout: _Layout) -> tuple[np.ndarray, np.nd
     return codes, batch.segment - first_segment[layout.traj], n
 
 
+_CRITIC_HIDDEN_HELP = "critic_init='fresh': hidden size of the critic transformer"
+_CRITIC_LAYERS_HELP = "critic_init='fresh': layers of the critic transformer"
+_CRITIC_INIT_HELP = ("'policy': the critic's transformer starts as a copy of the policy's (the features behaviour "
+                     "cloning taught; then trained apart from it); 'fresh': a new small transformer")
+
+
 @dataclass(frozen=True)
 class HiPEROptions(EstimatorOptions):
     form: str = option("relative", "'relative' (critic-free, group-relative) or 'value' (GAE at both levels with "
@@ -450,10 +456,30 @@ class HiPEROptions(EstimatorOptions):
     step_weight: float = option(1.0, _STEP_WEIGHT_HELP, low=0.0)
     normalize: str = option("mean", _NORMALIZE_HELP, choices=NORMALIZE_CHOICES)
     normalize_by: str = option("group", _NORMALIZE_BY_HELP + " (form='relative')", choices=NORMALIZE_BY_CHOICES)
+    critic: str = option("policy", "form='value': 'policy': a value head on the policy's hidden states (it shares "
+                         "the policy's trunk, as gae's); 'separate': a turn critic of its own (see critic_init), "
+                         "regressed on the same lambda-returns with its own learning rate and updates",
+                         choices=("policy", "separate"))
+    critic_learning_rate: float = option(1e-3, "critic='separate': AdamW learning rate of the critic", low=0.0)
+    critic_updates: int = option(16, "critic='separate': gradient steps per iteration on the batch's "
+                                 "lambda-returns", low=0)
+    critic_batch_size: int = option(32, "critic='separate': turns per critic minibatch", low=1)
+    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
+    critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
+    critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.critic == "separate" and self.form != "value":
+            raise ValueError("critic='separate' needs form='value' (the relative form has no critic)")
 
     @property
     def needs_value_head(self) -> bool:
-        return self.form == "value"
+        return self.form == "value" and self.critic == "policy"
+
+    @property
+    def turn_critic(self) -> str | None:
+        return "value" if self.form == "value" and self.critic == "separate" else None
 
 
 @register_estimator("hiper", HiPEROptions)
@@ -613,12 +639,6 @@ def turn_gae(batch: StepBatch, values: np.ndarray, gamma: float, lam: float) -> 
         running = delta_grid[:, k] + discount_grid[:, k] * running
         advantages[:, k] = running
     return advantages[traj, col]
-
-
-_CRITIC_HIDDEN_HELP = "critic_init='fresh': hidden size of the critic transformer"
-_CRITIC_LAYERS_HELP = "critic_init='fresh': layers of the critic transformer"
-_CRITIC_INIT_HELP = ("'policy': the critic's transformer starts as a copy of the policy's (the features behaviour "
-                     "cloning taught; then trained apart from it); 'fresh': a new small transformer")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hiergym.training.advantages import ArcherOptions, TurnPPOOptions, turn_gae
+from hiergym.training.advantages import ArcherOptions, HiPEROptions, TurnPPOOptions, turn_gae, value_targets
 from hiergym.training.replay import Turn, TurnReplay, turns_from_batch
 from hiergym.training.trajectory import StepBatch
 
@@ -284,9 +284,10 @@ class ArcherCritic:
 
 
 class TurnValueCritic:
-    """Turn-PPO's critic: V(s) of every turn's prompt, regressed on the turn-level lambda-returns of the batch."""
+    """Turn-PPO's critic (and ``hiper``'s with ``critic='separate'``): V(s) of every turn's prompt, regressed on
+    the lambda-returns of the batch."""
 
-    def __init__(self, options: TurnPPOOptions, *, vocab_size: int, pad_id: int, device: torch.device,
+    def __init__(self, options: TurnPPOOptions | HiPEROptions, *, vocab_size: int, pad_id: int, device: torch.device,
                  seed: int = 0, trunk: torch.nn.Module | None = None):
         self.options = options
         self._scorer = _TurnScorer(chunk=options.critic_batch_size, twins=1)
@@ -327,10 +328,15 @@ class TurnValueCritic:
         return {"critic_v_mean": float(batch.value.mean()) if len(batch) else 0.0}
 
     def after_advantages(self, batch: StepBatch, advantages: np.ndarray) -> dict[str, float]:
-        """Regress V on the turn-level lambda-returns A + V (recomputed unscaled, whatever ``normalize`` did)."""
+        """Regress V on the lambda-returns A + V: Turn-PPO's turn-level ones (recomputed unscaled, whatever
+        ``normalize`` did), or the estimator's own advantages plus V (``hiper`` with ``form='value'``, whose
+        advantages are raw GAE at both levels, the value head's targets)."""
         keep = [i for i, r in enumerate(batch.records or []) if r.prompt_token_ids]
         o = self.options
-        targets = (turn_gae(batch, batch.value, o.gamma, o.lam) + batch.value)[keep]
+        if isinstance(o, TurnPPOOptions):
+            targets = (turn_gae(batch, batch.value, o.gamma, o.lam) + batch.value)[keep]
+        else:
+            targets = value_targets(batch, advantages)[keep]
         losses = self.fit([batch.records[i].prompt_token_ids for i in keep], targets)
         return {"critic_loss": float(np.mean(losses)) if losses else float("nan")}
 

@@ -205,6 +205,12 @@ def test_critic_options_are_checked() -> None:
         estimator_options("turn_ppo", {"critic": "shared"})
     with pytest.raises(ValueError, match="needs critic='separate'"):
         estimator_options("turn_ppo", {"critic": "policy", "normalize": "std"})
+    with pytest.raises(ValueError, match="needs form='value'"):
+        estimator_options("hiper", {"critic": "separate"})
+    separate = estimator_options("hiper", {"form": "value", "critic": "separate"})
+    assert separate.turn_critic == "value" and not separate.needs_value_head
+    assert estimator_options("hiper", {"form": "value"}).needs_value_head
+    assert estimator_options("hiper", {"form": "value"}).turn_critic is None
     assert estimator_options("archer").gamma == estimator_options("gae").gamma
     with pytest.raises(ValueError, match="spa_mix must be <= 1"):
         choice_config(Path("/tmp/unused"), reward_shaping="spa", spa_mix=2.0)
@@ -273,12 +279,15 @@ def test_spa_learns_which_step_made_the_progress() -> None:
 @pytest.mark.parametrize(("estimator", "extra", "keys"), [
     ("archer", {}, ("critic_loss", "critic_replay", "critic_advantage_std")),
     ("turn_ppo", {}, ("critic_loss", "critic_v_mean")),
+    ("hiper", {}, ("critic_loss", "critic_v_mean")),
     ("gigpo", {"reward_shaping": "spa"}, ("spa_loss", "spa_residual")),
 ])
 def test_the_trainer_runs_each_credit_model(tmp_path, estimator, extra, keys) -> None:
     from hiergym.training.trainer import Trainer
 
     small = {"critic_updates": 2} if estimator != "gigpo" else {}
+    if estimator == "hiper":
+        small |= {"form": "value", "critic": "separate"}
     config = choice_config(tmp_path, estimator=estimator, iterations=1, sft_episodes=0, sft_steps=0, num_tasks=2,
                            group_size=2, agent="hierarchical", estimator_options=small, spa_updates=2, **extra)
     trainer = Trainer(config)
@@ -292,3 +301,27 @@ def test_the_trainer_runs_each_credit_model(tmp_path, estimator, extra, keys) ->
     assert all(np.isfinite(metrics[k]) for k in keys) and metrics["env_steps"] > 0
     assert set(trainer.credit.state_dict()) == {"critic" if estimator != "gigpo" else "spa"}
     assert any(not torch.equal(own[name], p) for name, p in trainer.policy.model.model.named_parameters())
+
+
+def test_hipers_separate_critic_regresses_on_hipers_own_lambda_returns(monkeypatch) -> None:
+    """With ``hiper(form='value', critic='separate')`` the turn critic's targets are the advantages hiper
+    returned plus V (the value head's targets), not Turn-PPO's turn-level returns."""
+    from hiergym.training.critic import TurnValueCritic
+
+    options = estimator_options("hiper", {"form": "value", "critic": "separate", "critic_hidden_size": 16,
+                                          "critic_layers": 1, "critic_updates": 1})
+    critic = TurnValueCritic(options, vocab_size=32, pad_id=0, device=CPU, seed=0, trunk=None)
+    batch = StepBatch.from_records([
+        record(0, 0, 0.0, [1, 2], [3], level="planner"), record(0, 0, 0.0, [1, 4], [5]),
+        record(0, 1, 1.0, [1, 6], [7], done=True, segment=0)])
+    critic.before_advantages(batch)
+    advantages = compute_advantages("hiper", batch, form="value")
+    seen = {}
+
+    def fit(prompts, targets, updates=None):
+        seen["t"] = targets
+        return []
+
+    monkeypatch.setattr(critic, "fit", fit)
+    critic.after_advantages(batch, advantages)
+    np.testing.assert_allclose(seen["t"], advantages + batch.value)
