@@ -300,6 +300,10 @@ def generate_world(
     return world, tuple(parts)
 
 
+#: Rooms :func:`generate_alfworld_world` draws before it gives up on a goal of that many parts.
+MAX_ROOM_DRAWS = 1000
+
+
 def generate_alfworld_world(
     rng: np.random.Generator, agents: tuple[str, ...], split: str, num_parts: int = 2
 ) -> tuple[HouseholdWorld, tuple[GoalPart, ...]]:
@@ -309,8 +313,20 @@ def generate_alfworld_world(
     ``split``, so ``eval_out`` uses ALFWorld's held-out layouts and goal pairs. The other parts are drawn on the
     same room: another object type already placed there, a receptacle type that can hold it (and holds no
     object of that type yet), a state the object can take when the room has the appliance, and, outside
-    ``eval_out``, never one of ALFWorld's held-out (object, receptacle) pairs.
+    ``eval_out``, never one of ALFWorld's held-out (object, receptacle) pairs. A room where the goal does not
+    fit is drawn again from the same ``rng`` (at most :data:`MAX_ROOM_DRAWS` rooms, then ``ValueError``).
     """
+    for _ in range(MAX_ROOM_DRAWS):
+        drawn = _draw_alfworld_world(rng, agents, split, num_parts)
+        if drawn is not None:
+            return drawn
+    raise ValueError(f"no ALFWorld room of split {split!r} fits a goal of {num_parts} parts in {MAX_ROOM_DRAWS} "
+                     "draws; use fewer parts (num_parts)")
+
+
+def _draw_alfworld_world(rng: np.random.Generator, agents: tuple[str, ...], split: str, num_parts: int
+                         ) -> tuple[HouseholdWorld, tuple[GoalPart, ...]] | None:
+    """One room and its goal, or None when the goal does not fit the room."""
     from hiergym.envs.alfworld import world as alfworld
 
     types = list(ALFWORLD_PART_TYPES)
@@ -341,7 +357,7 @@ def generate_alfworld_world(
     appliances = {HouseholdWorld.kind(r) for r in receptacles}
     if parts[0].state is not None and STATE_APPLIANCE[parts[0].state] not in appliances:
         # a few ALFRED sinks get another kind than "sinkbasin" (alfworld.world.base_name): nobody could clean here
-        return generate_alfworld_world(rng, agents, split, num_parts)
+        return None
     used_types = {task.obj_type}
     by_type = {o.type: o for o in task.objects if o.pickupable}
     options = []
@@ -365,7 +381,7 @@ def generate_alfworld_world(
     for _ in range(num_parts - 1):
         fresh = [p for p in options if p.kind not in {q.kind for q in parts}]
         if not fresh:  # a room too bare for another part: draw another room
-            return generate_alfworld_world(rng, agents, split, num_parts)
+            return None
         parts.append(fresh[int(rng.integers(len(fresh)))])
     return world, tuple(parts)
 

@@ -316,6 +316,23 @@ def test_alfworld_household_goals_name_appliances_the_room_has() -> None:
             assert part.state is None or STATE_APPLIANCE[part.state] in kinds, (seed, part)
 
 
+def test_alfworld_household_redraws_a_room_in_a_loop_and_names_an_impossible_goal(monkeypatch) -> None:
+    """A goal that fits no room ends in a one-line ValueError after MAX_ROOM_DRAWS rooms (it used to recurse
+    until Python's recursion limit); a room that does not fit is drawn again from the same generator."""
+    from hiergym.envs.multiagent import household_world
+
+    monkeypatch.setattr(household_world, "MAX_ROOM_DRAWS", 20)
+    with pytest.raises(ValueError, match="fits a goal of 40 parts in 20 draws; use fewer parts"):
+        household_world.generate_alfworld_world(np.random.default_rng(0), ("player_0", "player_1"), "train", 40)
+    draws = []
+    real = household_world._draw_alfworld_world
+    monkeypatch.setattr(household_world, "_draw_alfworld_world",
+                        lambda *a: draws.append(1) or (None if len(draws) < 3 else real(*a)))
+    world, parts = household_world.generate_alfworld_world(np.random.default_rng(0), ("player_0", "player_1"),
+                                                           "train")
+    assert len(draws) == 3 and len(parts) == 2
+
+
 def test_household_on_the_alfworld_generator() -> None:
     from hiergym.envs.alfworld import world as alfworld
     from hiergym.envs.multiagent.household_world import generate_alfworld_world
