@@ -47,9 +47,13 @@ GENERATION_MODES = ("plain", "cached")
 DEFAULT_PREFIX_CACHE_TOKENS = 262_144
 #: Rows x (cached + new tokens) per forward when computing the prefix tree (bounds the cache and attention size).
 PREFILL_BUDGET = 65_536
-#: Rows x (prompt + new tokens) a decode batch may hold: the plain path's micro-batches of ``batch_size`` rows
-#: decode together while they fit (a row samples the same in any batch), so short prompts take fewer steps.
-DECODE_BUDGET = 65_536
+#: Default bytes of KV cache a decode batch may hold (``CausalLMPolicy(decode_batch_bytes=...)``): the plain path's
+#: micro-batches of ``batch_size`` rows decode together while their rows x (longest prompt + new tokens) x the
+#: model's KV bytes per token fit (a row samples the same in any batch), so short prompts take fewer steps.
+DEFAULT_DECODE_BATCH_BYTES = 256 * 2**20
+#: A merged decode batch holds at most this many of the plain path's micro-batches (the rows x vocabulary
+#: temporaries of sampling grow with it).
+MAX_MERGED_MICRO_BATCHES = 8
 
 #: ``generation_config`` fields that would make ``model.generate`` apply logits processors the hand-written loop
 #: does not (compared with a default ``GenerationConfig``); a model that sets one is sampled with ``"plain"``.
@@ -500,7 +504,7 @@ class PrefixCache:
 
 def _gather_past(ends: list[_Node], width: int, room: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Per-layer (keys, values) [rows, heads, width, dim] of the paths from the root to each of ``ends``,
-    left-padded with zeros (and ``room`` more columns, unset, to decode into). Without gradients every node's
+    left-padded with zeros (and ``room`` more columns, zeros, to decode into). Without gradients every node's
     states are copied once per row straight into place;
     with gradients each distinct path is concatenated once and indexed per row (slice assignments would make
     the backward pass copy the whole buffer once per assignment)."""
@@ -641,11 +645,13 @@ def compute_nodes(model: Any, pad_id: int, nodes: list[_Node], budget: int = PRE
 def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], order: list[int],
                     batch_size: int, pad_id: int, sampler: Sampler, stops: _Stops,
                     stats: dict[str, int] | None = None, tries: Sequence[Any] | None = None,
-                    seeds: Sequence[int] | None = None) -> list[tuple[list[int], list[float], str]]:
+                    seeds: Sequence[int] | None = None, decode_batch_bytes: int = DEFAULT_DECODE_BATCH_BYTES
+                    ) -> list[tuple[list[int], list[float], str]]:
     """All prompts of a call: the tree of their prefixes (all but the last token) computed once, then each
     micro-batch (the plain path's, in its order) decoded from it, starting with the prompt's last token.
     ``tries`` (per prompt, a :class:`~hiergym.agents.constraint.ChoiceTrie` or None) constrain the responses;
-    ``seeds`` (per prompt; needed when sampling) key each row's random stream (:class:`RowKeys`)."""
+    ``seeds`` (per prompt; needed when sampling) key each row's random stream (:class:`RowKeys`);
+    ``decode_batch_bytes``: see :data:`DEFAULT_DECODE_BATCH_BYTES` (0: decode in the plain micro-batches)."""
     store.check(model)
     created: list[_Node] = []
     ends = [store.insert(e[:-1], created) for e in encoded]
@@ -656,11 +662,24 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
         stats["prompt_tokens_computed"] = stats.get("prompt_tokens_computed", 0) + computed + len(encoded)
     results: list[tuple[list[int], list[float], str] | None] = [None] * len(encoded)
     device = next(model.parameters()).device
-    for rows in _decode_batches(order, [ends[i].length + 1 for i in range(len(encoded))], batch_size,
-                                stops.max_new_tokens):
+    lengths = [len(e) for e in encoded]
+    # Whether generate would see a row left-padded: shorter than the longest prompt of its plain micro-batch
+    # (a repetition penalty then counts the pad token as present, whatever batch the row decodes in).
+    padded = [False] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        longest = max(lengths[i] for i in rows)
+        for i in rows:
+            padded[i] = lengths[i] < longest
+    computed_node = next((n for n in ends if n.kv is not None), None)
+    token_bytes = (computed_node.kv[:, :, :, :1].numel() * computed_node.kv.element_size()
+                   if computed_node is not None else 0)
+    budget = decode_batch_bytes // token_bytes if token_bytes else 0
+    for rows in _decode_batches(order, lengths, batch_size, stops.max_new_tokens, budget):
         keys = RowKeys([seeds[i] for i in rows], device) if seeds is not None else None
         outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], pad_id, sampler, stops,
-                       device, [tries[i] for i in rows] if tries is not None else None, keys)
+                       device, [tries[i] for i in rows] if tries is not None else None, keys,
+                       [padded[i] for i in rows])
         for i, out in zip(rows, outs, strict=True):
             results[i] = out
     store.evict()
@@ -668,16 +687,17 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
 
 
 def _decode_batches(order: list[int], lengths: list[int], batch_size: int, max_new_tokens: int,
-                    budget: int = DECODE_BUDGET) -> list[list[int]]:
-    """``order`` in the plain path's micro-batches of ``batch_size``, consecutive ones merged while the merged
-    batch's rows x (its longest prompt + ``max_new_tokens``) stay within ``budget`` (a batch one micro-batch
-    long may exceed it)."""
+                    budget: int) -> list[list[int]]:
+    """``order`` in the plain path's micro-batches of ``batch_size``, consecutive ones merged (at most
+    :data:`MAX_MERGED_MICRO_BATCHES`) while the merged batch's rows x (its longest prompt + ``max_new_tokens``)
+    stay within ``budget`` tokens (a batch one micro-batch long may exceed it; 0: no merging)."""
     batches: list[list[int]] = []
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         if batches:
             merged = batches[-1] + rows
-            if len(merged) * (max(lengths[i] for i in merged) + max_new_tokens) <= budget:
+            if (len(merged) <= MAX_MERGED_MICRO_BATCHES * batch_size
+                    and len(merged) * (max(lengths[i] for i in merged) + max_new_tokens) <= budget):
                 batches[-1] = merged
                 continue
         batches.append(rows)
@@ -686,7 +706,8 @@ def _decode_batches(order: list[int], lengths: list[int], batch_size: int, max_n
 
 def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], pad_id: int,
             sampler: Sampler, stops: _Stops, device: torch.device, tries: Sequence[Any] | None = None,
-            keys: RowKeys | None = None) -> list[tuple[list[int], list[float], str]]:
+            keys: RowKeys | None = None, padded: Sequence[bool] | None = None
+            ) -> list[tuple[list[int], list[float], str]]:
     rows = len(encoded)
     constrained = tries is not None and any(t is not None for t in tries)
     lengths = [n.length for n in ends]
@@ -696,6 +717,9 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
     # SDPA attends over the whole buffers (the mask hides what is not written yet; `_gather_past` zeroes it).
     whole = past is not None and getattr(model.config, "_attn_implementation", None) == "sdpa"
     cache = _decode_cache(past, width, whole)
+    # Only the buffer-backed layers return whole buffers (a DynamicCache fallback returns the written columns).
+    whole = whole and _growing_layer is not None and all(
+        isinstance(layer, _growing_layer) for layer in getattr(cache, "layers", None) or [None])
     attention = torch.zeros((rows, width + (room if whole else 1)), dtype=torch.long)
     for r, length in enumerate(lengths):
         attention[r, width - length:width + 1] = 1
@@ -718,7 +742,8 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
                                           if r is not None and tries[r] is not None else None
                                           for r in batch_rows])
         if sampler.penalty != 1.0 and present is None:
-            present = _prompt_tokens(encoded, lengths, width, pad_id, logits.shape[-1], device)
+            present = _prompt_tokens(encoded, padded if padded is not None else [n < width for n in lengths],
+                                     pad_id, logits.shape[-1], device)
         tokens, logprobs = sampler(logits, keys, step, present)
         step += 1
         for k, (r, token, logprob) in enumerate(zip(batch_rows, tokens.tolist(), logprobs.tolist(), strict=True)):
@@ -747,14 +772,14 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
     return [(s.tokens, s.logprobs, s.reason or "length") for s in states]
 
 
-def _prompt_tokens(encoded: list[list[int]], lengths: list[int], width: int, pad_id: int, vocab: int,
+def _prompt_tokens(encoded: list[list[int]], padded: Sequence[bool], pad_id: int, vocab: int,
                    device: torch.device) -> torch.Tensor:
     """[rows, vocab] True where a token is in a row's input as ``generate`` sees it: the prompt, and the pad
-    token for a row shorter than the micro-batch's longest (left padding)."""
+    token for a row ``generate`` left-pads (shorter than its micro-batch's longest prompt)."""
     present = torch.zeros((len(encoded), vocab), dtype=torch.bool)
-    for row, (ids, length) in enumerate(zip(encoded, lengths, strict=True)):
+    for row, (ids, pads) in enumerate(zip(encoded, padded, strict=True)):
         present[row, [i for i in ids if i < vocab]] = True
-        if length < width:
+        if pads:
             present[row, pad_id] = True
     return present.to(device)
 

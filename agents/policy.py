@@ -30,6 +30,7 @@ import torch
 from hiergym.agents.base import Completion
 from hiergym.agents.constraint import TrieLogitsProcessor, build_trie, masked_log_softmax
 from hiergym.agents.generation import (
+    DEFAULT_DECODE_BATCH_BYTES,
     DEFAULT_PREFIX_CACHE_TOKENS,
     GENERATION_MODES,
     PrefixCache,
@@ -149,6 +150,9 @@ class CausalLMPolicy:
             is not a plain key/value cache or whose generation config sets logits processors beyond
             temperature / top-k / top-p.
         prefix_cache_tokens: ``"cached"``: tokens of KV states kept between calls (0: none).
+        decode_batch_bytes: ``"cached"``: bytes of KV cache a decode batch may hold; consecutive micro-batches of
+            ``batch_size`` decode together while they fit (at most 8 of them; 0: each on its own). A prompt
+            samples the same either way.
     """
 
     def __init__(
@@ -163,12 +167,14 @@ class CausalLMPolicy:
         name: str = "",
         generation: str = "cached",
         prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS,
+        decode_batch_bytes: int = DEFAULT_DECODE_BATCH_BYTES,
     ):
         if generation not in GENERATION_MODES:
             raise ValueError(f"generation must be one of {', '.join(GENERATION_MODES)}, got {generation!r}")
         self.model = model
         self.generation = generation
         self.prefix_cache = PrefixCache(prefix_cache_tokens)
+        self.decode_batch_bytes = decode_batch_bytes
         #: Counters of :meth:`generate` (``prompt_tokens_seen``, ``prompt_tokens_computed``, ``generated_tokens``,
         #: ``calls``); reset them freely.
         self.generation_stats: dict[str, int] = {}
@@ -357,6 +363,8 @@ class CausalLMPolicy:
         ``response_allowed`` the allowed tokens at each position. ``max_new_tokens`` is raised to the longest
         choice, so a constrained response always completes.
         """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         row_seeds = self.row_seeds(len(prompts), seed, seeds) if temperature > 0 else None
         texts = [self.format_prompt(p) for p in prompts]
         encoded = self._encode_texts(texts)
@@ -450,7 +458,8 @@ class CausalLMPolicy:
         self.model.eval()
         try:
             return cached_generate(self.model, self.prefix_cache, encoded, order, self.batch_size, pad, sampler,
-                                   ending, self.generation_stats, tries=tries, seeds=seeds)
+                                   ending, self.generation_stats, tries=tries, seeds=seeds,
+                                   decode_batch_bytes=self.decode_batch_bytes)
         finally:
             self.model.train(was_training)
 

@@ -57,8 +57,8 @@ class EstimatorOptions:
         return False
 
     #: The separate turn critic the estimator reads (``training/critic.py``): ``"archer"`` (Q and V, trained
-    #: off-policy by TD from a replay buffer), ``"value"`` (V, regressed on the batch's turn-level lambda-returns)
-    #: or None.
+    #: off-policy by TD from a replay buffer), ``"value"`` (V, regressed on the batch's lambda-returns: Turn-PPO's
+    #: turn-level ones, or hiper's advantages plus V) or None.
     @property
     def turn_critic(self) -> str | None:
         return None

@@ -226,8 +226,8 @@ class Trainer:
         self.allocator = make_allocator(config)
         self.credit = build_credit(config, self.policy)  # SPA's progress estimator, turn critics (or None)
         if self.dist.enabled and self.credit is not None:
-            raise ValueError("archer, turn_ppo and reward_shaping=spa train their critics in one process for now; "
-                             "run them without torchrun")
+            raise ValueError("archer, turn_ppo, hiper with critic='separate' and reward_shaping=spa train their "
+                             "critics in one process for now; run them without torchrun")
         self.reference = None
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:

@@ -53,24 +53,53 @@ def test_same_seed_same_samples_as_plain_generate(policies, settings) -> None:
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_samples_do_not_depend_on_how_the_decode_is_batched(monkeypatch, attention) -> None:
-    """Micro-batches decoded one by one (budget 0) or merged, rows leaving the batch late (after a quarter of it
-    has finished) or at once, SDPA over the whole buffers or eager attention over the written columns: the same
-    samples as ``model.generate``."""
+    """Micro-batches decoded one by one (``decode_batch_bytes=0``) or merged, rows leaving the batch late (after
+    a quarter of it has finished), SDPA over the whole buffers or eager attention over the written columns: the
+    same samples as ``model.generate``, in a first call and in a second that reuses what the first cached."""
     from hiergym.agents import generation
 
-    pair = _policies()
-    for policy in pair.values():
-        policy.model.set_attn_implementation(attention)
     settings = {"max_new_tokens": 10, "temperature": 1.2, "seed": 7, "stop": ["p", "\n"]}
-    plain = pair["plain"].generate(PROMPTS, **settings)
-    for budget in (0, generation.DECODE_BUDGET):
-        monkeypatch.setattr(generation, "DECODE_BUDGET", budget)
-        pair["cached"].prefix_cache.clear()
-        cached = pair["cached"].generate(PROMPTS, **settings)
-        assert [o.response_token_ids for o in cached] == [o.response_token_ids for o in plain]
+    batches: list[int] = []
+    real = generation._decode
+    monkeypatch.setattr(generation, "_decode", lambda *a, **k: batches.append(len(a[2])) or real(*a, **k))
+    decoded = []
+    for budget in (0, 2**30):
+        pair = _policies(decode_batch_bytes=budget)
+        for policy in pair.values():
+            policy.model.set_attn_implementation(attention)
+        plain = pair["plain"].generate(PROMPTS, **settings)
         assert len({len(o.response_token_ids) for o in plain}) > 2  # rows finish at different steps
-        for a, b in zip(cached, plain, strict=True):
-            assert a.response_logprobs == pytest.approx(b.response_logprobs, abs=1e-5)
+        batches.clear()
+        for _ in range(2):  # the second call decodes from the states the first one remembered
+            cached = pair["cached"].generate(PROMPTS, **settings)
+            assert [o.response_token_ids for o in cached] == [o.response_token_ids for o in plain]
+            for a, b in zip(cached, plain, strict=True):
+                assert a.response_logprobs == pytest.approx(b.response_logprobs, abs=1e-5)
+        decoded.append(list(batches))
+    assert decoded == [[4, 4, 4, 1] * 2, [len(PROMPTS)] * 2]
+
+
+def test_a_repetition_penalty_counts_the_pad_token_as_generate_does_in_merged_batches() -> None:
+    """generate penalises the pad token for a row its micro-batch left-pads; a merged decode batch pads other
+    rows too, but the penalty follows the plain micro-batch. The pad token's logit is made to tie the best one,
+    so whether it is penalised decides the greedy choice."""
+    pair = _policies()
+    tokenizer = pair["plain"].tokenizer
+    with torch.no_grad():
+        out = pair["plain"].model(tokenizer(PROMPTS[0], return_tensors="pt").input_ids, output_hidden_states=True)
+    hidden, best = out.hidden_states[-1][0, -1], out.logits[0, -1].max()
+    for policy in pair.values():
+        policy.model.generation_config.repetition_penalty = 1.3
+        with torch.no_grad():
+            policy.model.get_output_embeddings().weight[tokenizer.pad_token_id] = best * hidden / hidden.dot(hidden)
+    outs = {mode: p.generate(PROMPTS, max_new_tokens=10, temperature=0.0) for mode, p in pair.items()}
+    assert [o.response_token_ids for o in outs["cached"]] == [o.response_token_ids for o in outs["plain"]]
+    assert any(tokenizer.pad_token_id in o.response_token_ids for o in outs["plain"])  # the tie matters
+
+
+def test_max_new_tokens_below_one_is_refused(policies) -> None:
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
+        policies["cached"].generate(PROMPTS[:2], max_new_tokens=0)
 
 
 def test_decode_batches_merge_the_plain_micro_batches_within_the_budget() -> None:
@@ -81,6 +110,8 @@ def test_decode_batches_merge_the_plain_micro_batches_within_the_budget() -> Non
     # [3, 0, 1, 2]: 4 rows x (20 + 5) = 100 fits; adding [4] would make 5 x 35.
     assert _decode_batches(order, lengths, 2, 5, budget=100) == [[3, 0, 1, 2], [4]]
     assert _decode_batches(order, lengths, 2, 5, budget=10**6) == [order]
+    many = list(range(40))
+    assert [len(b) for b in _decode_batches(many, [1] * 40, 2, 1, budget=10**6)] == [16, 16, 8]
 
 
 def test_prefill_chunks_keep_long_and_short_segments_apart() -> None:
