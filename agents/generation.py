@@ -647,8 +647,9 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
                     stats: dict[str, int] | None = None, tries: Sequence[Any] | None = None,
                     seeds: Sequence[int] | None = None, decode_batch_bytes: int = DEFAULT_DECODE_BATCH_BYTES
                     ) -> list[tuple[list[int], list[float], str]]:
-    """All prompts of a call: the tree of their prefixes (all but the last token) computed once, then each
-    micro-batch (the plain path's, in its order) decoded from it, starting with the prompt's last token.
+    """All prompts of a call: the tree of their prefixes (all but the last token) computed once, then the plain
+    path's micro-batches, in its order and merged while they fit ``decode_batch_bytes``, decoded from it,
+    starting with the prompts' last tokens.
     ``tries`` (per prompt, a :class:`~hiergym.agents.constraint.ChoiceTrie` or None) constrain the responses;
     ``seeds`` (per prompt; needed when sampling) key each row's random stream (:class:`RowKeys`);
     ``decode_batch_bytes``: see :data:`DEFAULT_DECODE_BATCH_BYTES` (0: decode in the plain micro-batches)."""
