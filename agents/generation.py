@@ -13,7 +13,8 @@
   level is one batched forward of the new segments with their ancestors' KV as a ``DynamicCache`` (left-padded,
   the holes masked, explicit positions).
 
-The loop samples as the plain path does: the same micro-batches in the same order, HF's temperature / top-k /
+The loop samples as the plain path does: the same micro-batches in the same order (consecutive ones decoded
+together while their cache fits ``decode_batch_bytes``, which changes no sample), HF's temperature / top-k /
 top-p warpers, ``argmax`` when greedy, EOS and stop strings checked the same way. Sampling is **per row** in
 both paths (:class:`Sampler`, which the plain path runs as ``model.generate``'s last logits processor): each
 row's token is the Gumbel-max of its warped scores with counter-based noise keyed by the row's seed, the
