@@ -447,7 +447,22 @@ _CRITIC_INIT_HELP = ("'policy': the critic's transformer starts as a copy of the
 
 
 @dataclass(frozen=True)
-class HiPEROptions(EstimatorOptions):
+class SeparateCriticOptions(EstimatorOptions):
+    """The options of a separate turn critic (``critic="separate"``: ``training/critic.py``'s
+    :class:`~hiergym.training.critic.TurnValueCritic`), shared by the estimators that can use one."""
+
+    critic_learning_rate: float = option(1e-3, "critic='separate': AdamW learning rate of the critic (Turn-PPO: "
+                                         "the critic learns faster than the actor)", low=0.0)
+    critic_updates: int = option(16, "critic='separate': gradient steps per iteration on the batch's "
+                                 "lambda-returns", low=0)
+    critic_batch_size: int = option(32, "critic='separate': turns per critic minibatch", low=1)
+    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
+    critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
+    critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
+
+
+@dataclass(frozen=True)
+class HiPEROptions(SeparateCriticOptions):
     form: str = option("relative", "'relative' (critic-free, group-relative) or 'value' (GAE at both levels with "
                        "a value head)", choices=("relative", "value"))
     gamma: float = option(DEFAULT_GAMMA, "executor discount per environment step", low=0.0, high=1.0)
@@ -460,13 +475,6 @@ class HiPEROptions(EstimatorOptions):
                          "the policy's trunk, as gae's); 'separate': a turn critic of its own (see critic_init), "
                          "regressed on the same lambda-returns with its own learning rate and updates",
                          choices=("policy", "separate"))
-    critic_learning_rate: float = option(1e-3, "critic='separate': AdamW learning rate of the critic", low=0.0)
-    critic_updates: int = option(16, "critic='separate': gradient steps per iteration on the batch's "
-                                 "lambda-returns", low=0)
-    critic_batch_size: int = option(32, "critic='separate': turns per critic minibatch", low=1)
-    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
-    critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
-    critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -689,21 +697,13 @@ def _whiten(advantages: np.ndarray, normalize: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TurnPPOOptions(EstimatorOptions):
+class TurnPPOOptions(SeparateCriticOptions):
     gamma: float = option(DEFAULT_GAMMA, "discount per environment step", low=0.0, high=1.0)
     lam: float = option(0.9, "GAE lambda per turn (the Turn-PPO paper's ablation favours about 0.9)",
                         low=0.0, high=1.0)
     critic: str = option("separate", "'separate': a turn critic of its own (see critic_init) with its own learning "
                          "rate and updates; 'policy': the value head on the policy's hidden states that gae uses",
                          choices=("separate", "policy"))
-    critic_learning_rate: float = option(1e-3, "critic='separate': AdamW learning rate of the critic (Turn-PPO: "
-                                         "the critic learns faster than the actor)", low=0.0)
-    critic_updates: int = option(16, "critic='separate': gradient steps per iteration on the batch's turn-level "
-                                 "lambda-returns", low=0)
-    critic_batch_size: int = option(32, "critic='separate': turns per critic minibatch", low=1)
-    critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
-    critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
-    critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
     normalize: str = option("none", "'std': divide the advantages by their standard deviation over the batch "
                             "(critic='separate' only: the policy's value head regresses on the returned "
                             "advantages); 'none': as gae", choices=("std", "none"))
