@@ -679,9 +679,8 @@ def cached_generate(model: Any, store: PrefixCache, encoded: list[list[int]], or
     budget = decode_batch_bytes // token_bytes if token_bytes else 0
     for rows in _decode_batches(order, lengths, batch_size, stops.max_new_tokens, budget):
         keys = RowKeys([seeds[i] for i in rows], device) if seeds is not None else None
-        outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], pad_id, sampler, stops,
-                       device, [tries[i] for i in rows] if tries is not None else None, keys,
-                       [padded[i] for i in rows])
+        outs = _decode(model, store, [encoded[i] for i in rows], [ends[i] for i in rows], [padded[i] for i in rows],
+                       pad_id, sampler, stops, device, [tries[i] for i in rows] if tries is not None else None, keys)
         for i, out in zip(rows, outs, strict=True):
             results[i] = out
     store.evict()
@@ -706,10 +705,9 @@ def _decode_batches(order: list[int], lengths: list[int], batch_size: int, max_n
     return batches
 
 
-def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], pad_id: int,
-            sampler: Sampler, stops: _Stops, device: torch.device, tries: Sequence[Any] | None = None,
-            keys: RowKeys | None = None, padded: Sequence[bool] | None = None
-            ) -> list[tuple[list[int], list[float], str]]:
+def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list[_Node], padded: Sequence[bool],
+            pad_id: int, sampler: Sampler, stops: _Stops, device: torch.device, tries: Sequence[Any] | None = None,
+            keys: RowKeys | None = None) -> list[tuple[list[int], list[float], str]]:
     rows = len(encoded)
     constrained = tries is not None and any(t is not None for t in tries)
     lengths = [n.length for n in ends]
@@ -744,8 +742,7 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
                                           if r is not None and tries[r] is not None else None
                                           for r in batch_rows])
         if sampler.penalty != 1.0 and present is None:
-            present = _prompt_tokens(encoded, padded if padded is not None else [n < width for n in lengths],
-                                     pad_id, logits.shape[-1], device)
+            present = _prompt_tokens(encoded, padded, pad_id, logits.shape[-1], device)
         tokens, logprobs = sampler(logits, keys, step, present)
         step += 1
         for k, (r, token, logprob) in enumerate(zip(batch_rows, tokens.tolist(), logprobs.tolist(), strict=True)):
