@@ -715,11 +715,9 @@ def _decode(model: Any, store: PrefixCache, encoded: list[list[int]], ends: list
     room = stops.max_new_tokens
     past = _gather_past(ends, width, room=room)
     # SDPA attends over the whole buffers (the mask hides what is not written yet; `_gather_past` zeroes it).
-    whole = past is not None and getattr(model.config, "_attn_implementation", None) == "sdpa"
-    cache = _decode_cache(past, width, whole)
+    cache = _decode_cache(past, width, getattr(model.config, "_attn_implementation", None) == "sdpa")
     # Only the buffer-backed layers return whole buffers (a DynamicCache fallback returns the written columns).
-    whole = whole and _growing_layer is not None and all(
-        isinstance(layer, _growing_layer) for layer in getattr(cache, "layers", None) or [None])
+    whole = all(getattr(layer, "whole", False) for layer in getattr(cache, "layers", None) or [None])
     attention = torch.zeros((rows, width + (room if whole else 1)), dtype=torch.long)
     for r, length in enumerate(lengths):
         attention[r, width - length:width + 1] = 1
