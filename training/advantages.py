@@ -459,6 +459,17 @@ class SeparateCriticOptions(EstimatorOptions):
     critic_init: str = option("policy", _CRITIC_INIT_HELP, choices=("policy", "fresh"))
     critic_hidden_size: int = option(64, _CRITIC_HIDDEN_HELP, low=8)
     critic_layers: int = option(2, _CRITIC_LAYERS_HELP, low=1)
+    critic_warmup_iterations: int = option(0, "critic='separate': first iterations that fit only the critic (the "
+                                           "policy is not updated while a young critic's values are noise)", low=0)
+
+    def _check_critic_options(self, uses_critic: bool, how: str) -> None:
+        """The critic options of a run without a separate critic are a mistake, not a no-op: name them."""
+        if uses_critic:
+            return
+        given = [f.name for f in dataclasses.fields(SeparateCriticOptions)
+                 if getattr(self, f.name) != f.default]
+        if given:
+            raise ValueError(f"{', '.join(given)} set a separate critic, which this run has none of: {how}")
 
 
 @dataclass(frozen=True)
@@ -480,6 +491,8 @@ class HiPEROptions(SeparateCriticOptions):
         super().__post_init__()
         if self.critic == "separate" and self.form != "value":
             raise ValueError("critic='separate' needs form='value' (the relative form has no critic)")
+        self._check_critic_options(self.turn_critic is not None,
+                                   "add form=value,critic=separate or drop them")
 
     @property
     def needs_value_head(self) -> bool:
@@ -713,6 +726,7 @@ class TurnPPOOptions(SeparateCriticOptions):
         if self.critic == "policy" and self.normalize != "none":
             raise ValueError("normalize='std' needs critic='separate' (the value head's targets are the returned "
                              "advantages plus the values)")
+        self._check_critic_options(self.critic == "separate", "add critic=separate or drop them")
 
     @property
     def needs_value_head(self) -> bool:

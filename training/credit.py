@@ -52,6 +52,11 @@ class CreditModels:
             metrics.update(model.after_advantages(batch, advantages))
         return metrics
 
+    def warming_up(self) -> bool:
+        """Whether a critic fitted on this batch is still warming up (``critic_warmup_iterations``): the trainer
+        then updates no policy level. Read after :meth:`after_advantages`, which counts the batch."""
+        return any(getattr(model, "warmup_batch", False) for model in self.models.values())
+
     def state_dict(self) -> dict[str, Any]:
         return {name: model.state_dict() for name, model in self.models.items()}
 

@@ -295,6 +295,10 @@ class TurnValueCritic:
                                   layers=options.critic_layers, seed=seed, trunk=trunk).to(device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=options.critic_learning_rate, weight_decay=0.0)
         self.rng = np.random.default_rng(seed)
+        #: Batches the critic has been fitted on, and whether the last one was among the first
+        #: ``critic_warmup_iterations`` (the trainer then updates no policy level on it).
+        self.iterations = 0
+        self.warmup_batch = False
 
     @torch.no_grad()
     def values(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
@@ -338,13 +342,17 @@ class TurnValueCritic:
         else:
             targets = value_targets(batch, advantages)[keep]
         losses = self.fit([batch.records[i].prompt_token_ids for i in keep], targets)
-        return {"critic_loss": float(np.mean(losses)) if losses else float("nan")}
+        self.warmup_batch = self.iterations < o.critic_warmup_iterations
+        self.iterations += 1
+        return {"critic_loss": float(np.mean(losses)) if losses else float("nan"),
+                "critic_warmup": float(self.warmup_batch)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state, "iterations": self.iterations}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
+        self.iterations = int(state.get("iterations", 0))  # checkpoints from before the warm-up option

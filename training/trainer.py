@@ -377,7 +377,8 @@ class Trainer:
         advantages = compute_advantages(cfg.estimator, batch, **cfg.estimator_options)
         if self.credit is not None:
             credit.update(self.credit.after_advantages(batch, advantages))
-        sequences = self._sequences(batch, advantages, self._trained_levels(iteration))
+        warming_up = self.credit is not None and self.credit.warming_up()
+        sequences = self._sequences(batch, advantages, [] if warming_up else self._trained_levels(iteration))
         update = policy_update(
             self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
             micro_batch_size=cfg.micro_batch_size, loss=cfg.loss_config(), reference=self.reference,

@@ -212,6 +212,16 @@ def test_critic_options_are_checked() -> None:
     assert estimator_options("hiper", {"form": "value"}).needs_value_head
     assert estimator_options("hiper", {"form": "value"}).turn_critic is None
     assert estimator_options("archer").gamma == estimator_options("gae").gamma
+    # The critic options of a run without a separate critic would do nothing: refused, by name.
+    with pytest.raises(ValueError, match="critic_learning_rate, critic_warmup_iterations set a separate critic.*"
+                       "form=value,critic=separate"):
+        estimator_options("hiper", {"form": "value", "critic_learning_rate": 0.1, "critic_warmup_iterations": 2})
+    with pytest.raises(ValueError, match="critic_updates set a separate critic"):
+        estimator_options("hiper", {"critic_updates": 2})
+    with pytest.raises(ValueError, match="critic_layers set a separate critic.*add critic=separate"):
+        estimator_options("turn_ppo", {"critic": "policy", "critic_layers": 3})
+    assert estimator_options("hiper", {"form": "value", "critic": "separate",
+                                       "critic_warmup_iterations": 2}).critic_warmup_iterations == 2
     with pytest.raises(ValueError, match="spa_mix must be <= 1"):
         choice_config(Path("/tmp/unused"), reward_shaping="spa", spa_mix=2.0)
     with pytest.raises(ValueError, match="reward_shaping"):
@@ -325,3 +335,28 @@ def test_hipers_separate_critic_regresses_on_hipers_own_lambda_returns(monkeypat
     monkeypatch.setattr(critic, "fit", fit)
     critic.after_advantages(batch, advantages)
     np.testing.assert_allclose(seen["t"], advantages + batch.value)
+
+
+def test_a_warming_critic_is_fitted_while_the_policy_stays(tmp_path) -> None:
+    """``critic_warmup_iterations=1``: the first batch fits the critic and updates no policy level (the policy's
+    weights are bit-identical after it), the second updates both; the count survives a checkpoint."""
+    from hiergym.training.trainer import Trainer
+
+    options = {"form": "value", "critic": "separate", "critic_updates": 2, "critic_warmup_iterations": 1}
+    config = choice_config(tmp_path, estimator="hiper", iterations=2, sft_episodes=0, sft_steps=0, num_tasks=2,
+                           group_size=2, agent="hierarchical", estimator_options=options)
+    trainer = Trainer(config)
+    critic = trainer.credit.models["critic"]
+    policy_before = {k: v.clone() for k, v in trainer.policy.model.state_dict().items()}
+    critic_before = {k: v.clone() for k, v in critic.net.state_dict().items()}
+    first = trainer.train_iteration(0)
+    assert first["critic_warmup"] == 1.0 and first["update_sequences"] == 0
+    assert all(torch.equal(v, policy_before[k]) for k, v in trainer.policy.model.state_dict().items())
+    assert any(not torch.equal(v, critic_before[k]) for k, v in critic.net.state_dict().items())
+    second = trainer.train_iteration(1)
+    assert second["critic_warmup"] == 0.0 and second["update_sequences"] > 0
+    assert any(not torch.equal(v, policy_before[k]) for k, v in trainer.policy.model.state_dict().items())
+    state = critic.state_dict()
+    critic.iterations = 0
+    critic.load_state_dict(state)
+    assert critic.iterations == 2
