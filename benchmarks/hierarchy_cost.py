@@ -3,6 +3,7 @@
     python -m hiergym.benchmarks.hierarchy_cost                          # the ALFWorld and WebShop presets
     python -m hiergym.benchmarks.hierarchy_cost --envs alfworld --episodes 50 --iterations 2
     python -m hiergym.benchmarks.hierarchy_cost --envs sokoban-7x7     # the learning benchmark's 7x7, two boxes
+    python -m hiergym.benchmarks.hierarchy_cost --envs sokoban-7x7 --sft-steps 600 --set tokenizer=env
 
 1. **Prompt tokens per decision**, on identical environment trajectories: the env's expert played through the
    flat agent and through the hierarchical one (``ExpertDemonstrator``: each agent builds its own prompts with
@@ -11,6 +12,9 @@
 2. **Seconds per RL iteration**: each agent's preset (``alfworld`` / ``alfworld-hierarchical``, ...) from the same
    fresh tiny model, ``--sft-steps`` of behaviour cloning, then ``--iterations`` RL iterations on the preset's
    batch; the rollout and update seconds from the run's metrics, and their ratio hierarchical / flat.
+   ``--set key=value`` (repeatable) overrides a training option of both agents' runs (``tokenizer=env``).
+   A model cloned for only ``--sft-steps 100`` rarely ends its answers, so its decodes run to
+   ``max_new_tokens``; the preset's cloning steps give the answers the runs really generate.
 """
 
 from __future__ import annotations
@@ -61,8 +65,10 @@ def prompt_tokens(env: str, episodes: int, seed: int = 0) -> dict[str, dict[str,
     return out
 
 
-def iteration_seconds(env: str, iterations: int, sft_steps: int, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Rollout and update seconds per RL iteration of each agent's preset, from the same fresh model."""
+def iteration_seconds(env: str, iterations: int, sft_steps: int, seed: int = 0,
+                      overrides: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """Rollout and update seconds per RL iteration of each agent's preset (with ``overrides`` on both), from
+    the same fresh model."""
     from hiergym.training.config import load_config
     from hiergym.training.trainer import Trainer
 
@@ -72,7 +78,7 @@ def iteration_seconds(env: str, iterations: int, sft_steps: int, seed: int = 0) 
             config = load_config(preset, overrides={
                 **OVERRIDES.get(env, {}), "iterations": iterations, "sft_steps": sft_steps, "eval_episodes": 1,
                 "eval_out_episodes": 0, "eval_every": 0, "seed": seed, "progress": False,
-                "out_dir": str(Path(tmp) / agent)})
+                "out_dir": str(Path(tmp) / agent), **(overrides or {})})
             Trainer(config).run()
             rows = [json.loads(line) for line in (Path(tmp) / agent / "metrics.jsonl").read_text().splitlines()]
             rl = [r for r in rows if r.get("phase") == "rl"]
@@ -91,8 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=50, help="expert episodes for the prompt lengths")
     parser.add_argument("--iterations", type=int, default=2, help="RL iterations timed per agent (0: skip)")
     parser.add_argument("--sft-steps", type=int, default=100)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training option for both agents' timed runs (repeatable), e.g. tokenizer=env")
     parser.add_argument("--out", default="", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    from hiergym.training.config import load_config, parse_overrides
+
+    try:
+        overrides = parse_overrides(args.set)
+        for preset in {p for env in args.envs for p in PRESETS[env]}:
+            load_config(preset, overrides=overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     import torch
 
@@ -107,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{agent:<14}{row['executor']:>10.1f}{row['planner']:>10.1f}{row['per_decision']:>14.1f}"
                   f"{row['per_env_step']:>14.1f}{row['decisions']:>11}")
         if args.iterations:
-            seconds = iteration_seconds(env, args.iterations, args.sft_steps)
+            seconds = iteration_seconds(env, args.iterations, args.sft_steps, overrides=overrides)
             figures[env]["iteration_seconds"] = seconds
             print(f"{env}: seconds per RL iteration (mean of {args.iterations}, same fresh model, "
-                  f"{args.sft_steps} BC steps)")
+                  f"{args.sft_steps} BC steps{''.join(f', {item}' for item in args.set)})")
             for agent, row in seconds.items():
                 print(f"{agent:<14}rollout {row['rollout_seconds']:6.1f}  update {row['update_seconds']:6.1f}  "
                       f"total {row['seconds']:6.1f}  ({row['env_steps']:.0f} env steps, "
-                      f"{row['prompt_tokens']:.0f} prompt tokens)")
+                      f"{row['prompt_tokens']:.0f} prompt tokens, {row['generated_tokens']:.0f} generated)")
             ratio = seconds["hierarchical"]["seconds"] / seconds["flat"]["seconds"]
             figures[env]["hierarchical_over_flat"] = ratio
             print(f"hierarchical / flat: {ratio:.2f}x per iteration")

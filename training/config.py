@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -506,6 +507,17 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
     return dataclasses.replace(config, **changes)
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["key=value", ...]`` (the CLI's form) as a dict of unparsed values (:func:`apply_overrides` reads them)."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. iterations=10)")
+        pairs[key.strip()] = value
+    return pairs
+
+
 def load_config(preset: str | None = None, yaml_file: str | Path | None = None,
                 overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
     """Defaults < preset < YAML < overrides (``["key=value", ...]`` or a dict); validated."""
@@ -533,13 +545,7 @@ def load_config(preset: str | None = None, yaml_file: str | Path | None = None,
             raise ValueError(f"config file {str(path)!r} must hold a mapping of option: value")
         config = apply_overrides(config, data)
     if isinstance(overrides, list):
-        pairs = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"override {item!r} is not of the form key=value (e.g. iterations=10)")
-            pairs[key.strip()] = value
-        overrides = pairs
+        overrides = parse_overrides(overrides)
     if overrides:
         config = apply_overrides(config, overrides)
     config.validate()
