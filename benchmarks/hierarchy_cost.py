@@ -11,8 +11,8 @@
    tokenizer fitted to both agents' text. Executor and planner decisions apart, and all decisions together.
 2. **Seconds per RL iteration**: each agent's preset (``alfworld`` / ``alfworld-hierarchical``, ...) from the same
    fresh tiny model, the preset's behaviour cloning (``--sft-steps N``: N steps instead), then ``--iterations``
-   RL iterations on the preset's
-   batch; the rollout and update seconds from the run's metrics, and their ratio hierarchical / flat.
+   RL iterations on the preset's batch; the rollout and update seconds from the run's metrics, and their ratio
+   hierarchical / flat.
    ``--set key=value`` (repeatable) overrides a training option of both agents' runs (``tokenizer=env``).
    Fewer cloning steps are quicker but mislead: a model cloned for 100 steps rarely ends its answers, so its
    decodes run to ``max_new_tokens`` (Sokoban 7x7: 2.1x hierarchical / flat after 100 steps, 4.7x after the
@@ -74,12 +74,12 @@ def iteration_seconds(env: str, iterations: int, sft_steps: int | None = None, s
     from hiergym.training.config import load_config
     from hiergym.training.trainer import Trainer
 
+    cloning = {"sft_steps": sft_steps} if sft_steps is not None else {}
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for agent, preset in zip(("flat", "hierarchical"), PRESETS[env], strict=True):
             config = load_config(preset, overrides={
-                **OVERRIDES.get(env, {}), "iterations": iterations, **({"sft_steps": sft_steps} if sft_steps is not None else {}),
-                "eval_episodes": 1,
+                **OVERRIDES.get(env, {}), "iterations": iterations, **cloning, "eval_episodes": 1,
                 "eval_out_episodes": 0, "eval_every": 0, "seed": seed, "progress": False,
                 "out_dir": str(Path(tmp) / agent), **(overrides or {})})
             Trainer(config).run()

@@ -295,10 +295,14 @@ class TurnValueCritic:
                                   layers=options.critic_layers, seed=seed, trunk=trunk).to(device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=options.critic_learning_rate, weight_decay=0.0)
         self.rng = np.random.default_rng(seed)
-        #: Batches the critic has been fitted on, and whether the last one was among the first
-        #: ``critic_warmup_iterations`` (the trainer then updates no policy level on it).
+        #: Batches the critic has been fitted on.
         self.iterations = 0
-        self.warmup_batch = False
+
+    @property
+    def warmup_batch(self) -> bool:
+        """Whether the batch fitted last was among the first ``critic_warmup_iterations`` (the trainer then
+        updates no policy level on it)."""
+        return 0 < self.iterations <= self.options.critic_warmup_iterations
 
     @torch.no_grad()
     def values(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
@@ -342,7 +346,6 @@ class TurnValueCritic:
         else:
             targets = value_targets(batch, advantages)[keep]
         losses = self.fit([batch.records[i].prompt_token_ids for i in keep], targets)
-        self.warmup_batch = self.iterations < o.critic_warmup_iterations
         self.iterations += 1
         return {"critic_loss": float(np.mean(losses)) if losses else float("nan"),
                 "critic_warmup": float(self.warmup_batch)}
