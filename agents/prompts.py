@@ -57,6 +57,10 @@ class EnvPrompt:
     #: Free-text actions the env accepts but ``admissible_actions`` does not list (it cannot enumerate them),
     #: with ``<...>`` placeholders: full prompts say the admissible list is partial and show these too.
     action_templates: tuple[str, ...] = field(default_factory=tuple)
+    #: Compact hierarchical prompts put the observation before the subgoal lines: where observations of one
+    #: task share a long start (a Sokoban room's rows above the player), the rollout's prefix cache and the
+    #: update's packed scoring compute it once for every subgoal (the subgoal first splits them at its line).
+    subgoal_after_state: bool = False
 
     @property
     def planner_role(self) -> str:
@@ -79,6 +83,7 @@ FAMILIES: dict[str, EnvPrompt] = {
                    "target without trapping it",
         subgoal_example="push box 2 left 3 times",
         compact_drop_prefixes=("Legend:",),
+        subgoal_after_state=True,
     ),
     "alfworld": EnvPrompt(
         family="alfworld",
@@ -273,14 +278,17 @@ def executor_prompt(
         obs = compact_observation(family, observation)
         if task and task not in obs and subgoal is None:
             lines.append(f"task: {task}")
-        if subgoal is not None:
-            lines.append(f"subgoal: {subgoal}")
+        subgoal_line = [f"subgoal: {subgoal}"] if subgoal is not None else []
+        if not spec.subgoal_after_state:
+            lines += subgoal_line
         past = _history_lines(history, history_window, 60)
         if past:
             lines.append("recent: " + " | ".join(p.split(". ", 1)[1] for p in past))
         lines.append(obs)
         if actions:
             lines.append(f"actions: {actions}")
+        if spec.subgoal_after_state:
+            lines += subgoal_line
         return "\n".join(lines) + "\n"
     parts = [spec.role, spec.rules]
     if task:
@@ -332,9 +340,12 @@ def planner_prompt(
         obs = compact_observation(family, observation)
         if task and task not in obs:
             lines.append(f"task: {task}")
-        if subgoals:
-            lines.append("subgoals: " + " | ".join(f"{s.subgoal} ({s.outcome})" for s in subgoals[-3:]))
-        lines.append(obs)
+        subgoal_line = (["subgoals: " + " | ".join(f"{s.subgoal} ({s.outcome})" for s in subgoals[-3:])]
+                        if subgoals else [])
+        if spec.subgoal_after_state:
+            lines += [obs, *subgoal_line]
+        else:
+            lines += [*subgoal_line, obs]
         lines.append("plan:")
         return "\n".join(lines) + "\n"
     parts = [spec.planner_role, spec.rules]

@@ -6,6 +6,9 @@ entirely in code (no download), trainable from scratch on a CPU.
   checkpoint (``save_pretrained`` / ``AutoTokenizer.from_pretrained``) and needs no vocabulary file.
 - Or (``tokenizer="env"`` in the trainer) a byte-level BPE tokenizer trained offline on the environment's own
   text (:func:`build_text_tokenizer`), so an object name is a token or two; saved with the checkpoint the same way.
+- Either can hold the output format's tags as tokens of their own (``format_tokens=True``, :data:`FORMAT_TOKENS`):
+  a hierarchical answer's ``<subgoal>...</subgoal>`` and ``<subgoal_done/>`` cost one decode step each instead
+  of 10, 11 and 15 bytes.
 - Model: ``LlamaForCausalLM`` from :class:`TinyModelConfig` (4 layers, width 128, tied embeddings; about 0.8M
   parameters), so the trainer treats it exactly like any Hugging Face causal LM.
 
@@ -19,7 +22,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hiergym.agents.parsing import SUBGOAL_DONE, SUBGOAL_FAILED
+
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+#: The output format's tags (``docs/agents.md``), one token each under ``format_tokens=True``; ids after the
+#: base vocabulary, in this order. Ordinary (not special) tokens: decoded text keeps them.
+FORMAT_TOKENS = ("<think>", "</think>", "<action>", "</action>", "<subgoal>", "</subgoal>", SUBGOAL_DONE,
+                 SUBGOAL_FAILED)
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 BYTE_OFFSET = len(SPECIAL_TOKENS)
 VOCAB_SIZE = BYTE_OFFSET + 256
@@ -40,8 +49,9 @@ class TinyModelConfig:
     tie_word_embeddings: bool = True
 
 
-def build_byte_tokenizer():
-    """The byte-level fast tokenizer (``<bos>`` prepended, no merges: one token per byte)."""
+def build_byte_tokenizer(format_tokens: bool = False):
+    """The byte-level fast tokenizer (``<bos>`` prepended, no merges: one token per byte); with
+    ``format_tokens``, :data:`FORMAT_TOKENS` are one token each."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -54,15 +64,17 @@ def build_byte_tokenizer():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
-    return _fast_tokenizer(tokenizer)
+    return _fast_tokenizer(tokenizer, format_tokens)
 
 
-def _fast_tokenizer(tokenizer: Any) -> Any:
-    """A ``tokenizers`` byte-level model with the special tokens, BOS template and left padding, as a fast
-    tokenizer that saves and loads with ``AutoTokenizer``."""
-    from tokenizers import processors
+def _fast_tokenizer(tokenizer: Any, format_tokens: bool = False) -> Any:
+    """A ``tokenizers`` byte-level model with the special tokens, BOS template and left padding (and the
+    format tags as tokens), as a fast tokenizer that saves and loads with ``AutoTokenizer``."""
+    from tokenizers import AddedToken, processors
     from transformers import PreTrainedTokenizerFast
 
+    if format_tokens:  # matched on the raw text before the byte-level split, wherever they occur
+        tokenizer.add_tokens([AddedToken(t, normalized=False, single_word=False) for t in FORMAT_TOKENS])
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", BOS_ID)]
     )
@@ -74,11 +86,12 @@ def _fast_tokenizer(tokenizer: Any) -> Any:
     return fast
 
 
-def build_text_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
+def build_text_tokenizer(texts: Iterable[str], vocab_size: int = 2048, format_tokens: bool = False):
     """A byte-level BPE tokenizer trained on ``texts`` (an environment's own prompts and answers): words the env
     repeats ("cabinet", "soapbar", " go to") become single tokens, and any other text still round-trips (the
     256 bytes are in the vocabulary). Special tokens as the byte tokenizer's (``<pad>`` 0, ``<bos>`` 1,
-    ``<eos>`` 2). Deterministic for the same texts."""
+    ``<eos>`` 2); ``format_tokens`` as :func:`build_byte_tokenizer`'s, after the ``vocab_size`` learned ones.
+    Deterministic for the same texts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < BYTE_OFFSET + 256:
@@ -91,7 +104,7 @@ def build_text_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts, trainer)
-    return _fast_tokenizer(tokenizer)
+    return _fast_tokenizer(tokenizer, format_tokens)
 
 
 def build_tiny_model(config: TinyModelConfig | None = None, seed: int = 0, *, vocab_size: int = VOCAB_SIZE,

@@ -89,6 +89,9 @@ class TrainConfig:
                             "offline on the env's expert prompts and answers, saved with the checkpoint; tiny:DIR "
                             "keeps the checkpoint's)",
                             choices=("byte", "env"))
+    format_tokens: bool = option(False, "fresh tiny model: the output format's tags (<subgoal>, </subgoal>, "
+                                 "<subgoal_done/>, <action>, ...) are one token each in its tokenizer, byte or env "
+                                 "(agents/tiny.py FORMAT_TOKENS)")
     tokenizer_vocab_size: int = option(2048, "tokenizer=env: vocabulary size", low=259, high=65536)
     tokenizer_episodes: int = option(200, "tokenizer=env: expert episodes whose text trains it", low=1)
     generation: str = option("cached", "rollout sampling: cached (prefix-shared KV cache kept between calls) or "
@@ -234,6 +237,9 @@ class TrainConfig:
             (self.tokenizer == "byte" or self.model.partition(":")[0] == "tiny",
              f"tokenizer=env builds a fresh tiny model's tokenizer; model={self.model!r} brings its own: drop "
              "tokenizer=env"),
+            (not self.format_tokens or self.model.partition(":")[0] == "tiny",
+             f"format_tokens=true builds a fresh tiny model's tokenizer; model={self.model!r} brings its own: drop "
+             "format_tokens=true"),
             (self.task_pool == 0 or self.task_pool >= self.num_tasks,
              f"task_pool ({self.task_pool}) must be 0 or at least num_tasks ({self.num_tasks})"),
             (self.rollout_allocation != "knapsack" or self.task_pool > 0,
@@ -452,9 +458,11 @@ PRESETS.update({
 })
 # Subgoals are pushes (the env's expert_subgoals: "push box 2 left 2 times"), the walk to the box the executor's;
 # the planner is asked again when the executor marks a push done, or after 8 steps (a walk and a push across the
-# benchmark's 7x7 rooms; a longer subgoal continues, named again, in the next segment).
+# benchmark's 7x7 rooms; a longer subgoal continues, named again, in the next segment). The format's tags are
+# tokens of their own (format_tokens): the byte tokenizer spelled them out, 10-15 decode steps each, and the
+# planner's answer and the done marker were most of what the agent generated (README, "hierarchy cost").
 PRESETS["sokoban-hierarchical"] = {**PRESETS["sokoban"], "agent": "hierarchical", "estimator": "hiper",
-                                   "planner_max_new_tokens": 64, "replan_every": 8}
+                                   "planner_max_new_tokens": 64, "replan_every": 8, "format_tokens": True}
 # Subgoals as the env's expert decomposes them (ALFWorld: up to an interaction with an object); the planner is
 # asked again when the executor marks one done, or after 6 steps.
 PRESETS["alfworld-hierarchical"] = {**PRESETS["alfworld"], "agent": "hierarchical", "estimator": "hiper",

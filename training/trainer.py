@@ -64,13 +64,19 @@ def resolve_prompt_style(config: TrainConfig) -> str:
 def build_policy(config: TrainConfig, checkpoint_model: Path | None = None):
     """The policy to train: a checkpoint's weights when resuming, else ``config.model``."""
     from hiergym.agents.policy import CausalLMPolicy, resolve_device
+    from hiergym.agents.tiny import build_byte_tokenizer
 
     device = resolve_device(config.device)
     source = str(checkpoint_model) if checkpoint_model is not None else config.model
     kind, _, path = source.partition(":")
     options = {"generation": config.generation, "prefix_cache_tokens": config.prefix_cache_tokens}
     if checkpoint_model is None and kind == "tiny":
-        tokenizer = env_tokenizer(config) if config.tokenizer == "env" and not path else None
+        if path:  # tiny:DIR keeps the checkpoint's tokenizer
+            tokenizer = None
+        elif config.tokenizer == "env":
+            tokenizer = env_tokenizer(config)
+        else:
+            tokenizer = build_byte_tokenizer(config.format_tokens)
         policy = CausalLMPolicy.tiny(path or None, seed=config.seed, device=device,
                                      architecture=config.model_architecture or None, tokenizer=tokenizer, **options)
     else:
@@ -103,14 +109,14 @@ def env_tokenizer(config: TrainConfig):
     if config.game:  # a multi-agent game: the scripted teacher's games through the agent (training/selfplay.py)
         from hiergym.training.selfplay import game_tokenizer_texts
 
-        return build_text_tokenizer(game_tokenizer_texts(config), config.tokenizer_vocab_size)
+        return build_text_tokenizer(game_tokenizer_texts(config), config.tokenizer_vocab_size, config.format_tokens)
     demos, _ = expert_demonstrations(
         config.env_id, build_agent(config, None, temperature=0.0), episodes=config.tokenizer_episodes,
         seed=config.seed + 20_000_000, split=config.train_split, env_kwargs=config.env_kwargs,
         max_steps=config.max_episode_steps)
     # Under task_spans a search step's choices are hundreds of runs of its task (a larger corpus, the same words).
     texts = [text for d in demos for text in (d.prompt, d.response, *(d.choices or ()))]
-    return build_text_tokenizer(texts, config.tokenizer_vocab_size)
+    return build_text_tokenizer(texts, config.tokenizer_vocab_size, config.format_tokens)
 
 
 def _with_lora(model, rank: int):
@@ -554,6 +560,7 @@ class Trainer:
             "rl_gain": self.rl_gain(), "by_task_type": self.success_by_task_type(),
             "eval_out": self.held_out_gain(),
             "decoding": {"action_constraint": self.config.action_constraint, "tokenizer": self.config.tokenizer,
+                         "format_tokens": self.config.format_tokens,
                          "eval_temperature": self.config.eval_temperature},
             "evaluations": self.state["evaluations"], "out_dir": str(self.out),
         }

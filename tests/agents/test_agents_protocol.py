@@ -24,6 +24,7 @@ from hiergym.agents.hierarchical import HierarchicalAgent, HierarchicalAgentConf
 from hiergym.agents.llm import LLMAgent, LLMAgentConfig
 from hiergym.agents.prompts import (
     Step,
+    SubgoalRecord,
     executor_prompt,
     family_for_env,
     format_action_response,
@@ -166,6 +167,25 @@ def test_prompts_carry_the_state_and_the_format():
     assert format_action_response("up", think="x") == "<think>x</think><action>up</action>"
     with pytest.raises(ValueError, match="style"):
         executor_prompt(style="long", task="", observation="", admissible=None)
+
+
+def test_compact_sokoban_prompts_put_the_subgoal_after_the_grid():
+    """Prompts of one room share the grid's first rows, so the subgoal lines come after it (the prefix cache and
+    the packed update compute the shared start once); ALFWorld's compact prompts keep the subgoal first."""
+    grid = "#######\n#__X__#\n#_P___#\n#######"
+    subgoals = [SubgoalRecord("push box 1 right", "done", 3)]
+    executors = [executor_prompt(family="sokoban", style="compact", task="", observation=grid, admissible=["up"],
+                                 subgoal=subgoal) for subgoal in ("push box 1 right", "push box 2 up 2 times")]
+    assert all(p.startswith(grid) and p.endswith(f"subgoal: {s}\n")
+               for p, s in zip(executors, ("push box 1 right", "push box 2 up 2 times"), strict=True))
+    plan = planner_prompt(family="sokoban", style="compact", task="", observation=grid, admissible=None,
+                          subgoals=subgoals)
+    assert plan == f"{grid}\nsubgoals: push box 1 right (done)\nplan:\n"
+    household = executor_prompt(family="alfworld", style="compact", task="t", observation="You see a pan.",
+                                admissible=None, subgoal="take pan")
+    assert household.startswith("subgoal: take pan\n")
+    assert planner_prompt(family="alfworld", style="compact", task="t", observation="You see a pan.",
+                          admissible=None, subgoals=subgoals).startswith("task: t\nsubgoals: ")
 
 
 # -------------------------------------------------------------------------------------------- flat LLM

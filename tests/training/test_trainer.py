@@ -275,6 +275,23 @@ def test_a_short_hierarchical_run_with_constrained_decoding_and_env_tokenizer_le
     assert note["agent"]["action_constraint"] == "admissible"
 
 
+def test_format_tokens_reach_the_policy_and_its_demonstrations(tmp_path) -> None:
+    from hiergym.agents.tiny import FORMAT_TOKENS, VOCAB_SIZE
+    from hiergym.training.demonstrations import expert_demonstrations
+
+    config = choice_config(tmp_path, agent="hierarchical", estimator="hiper", format_tokens=True, replan_every=1)
+    trainer = Trainer(config)
+    tokenizer = trainer.policy.tokenizer
+    assert trainer.policy.model.config.vocab_size == len(tokenizer) == VOCAB_SIZE + len(FORMAT_TOKENS)
+    demos, _ = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0), episodes=2, seed=0,
+                                     max_steps=config.max_episode_steps)
+    plan = next(d for d in demos if d.level == "planner")
+    _, response, _ = trainer.demonstration_pair(plan)
+    opened, closed = tokenizer.convert_tokens_to_ids(["<subgoal>", "</subgoal>"])
+    assert plan.response.startswith("<subgoal>") and response[0] == opened and response[-2:] == [closed,
+                                                                                              tokenizer.eos_token_id]
+
+
 @pytest.mark.parametrize("name", sorted(__import__("hiergym.training.config", fromlist=["PRESETS"]).PRESETS))
 def test_every_preset_loads(name, tmp_path) -> None:
     config = load_config(name, None, {"out_dir": str(tmp_path)})
