@@ -234,7 +234,7 @@ class _LLMProposer:
             tokens += completion.num_response_tokens
             if completion.error:
                 continue
-            parsed = parse_action(completion.response_text, node.info.get("admissible_actions"))
+            parsed = parse_action(completion.response_text, self.agent.readable_actions(node.info))
             actions.append(parsed.action or "" if parsed.ok else "")
         return actions, tokens
 

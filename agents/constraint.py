@@ -1,4 +1,5 @@
-"""Decoding restricted to a set of allowed responses (``action_constraint="admissible"`` or ``"task_spans"``).
+"""Decoding restricted to a set of allowed responses (``action_constraint="admissible"``, ``"task_spans"`` or
+``"observation_spans"``).
 
 An agent that constrains its executor passes, per prompt, the responses it may write (the admissible actions
 in its output format, :func:`admissible_choices`). The policy tokenizes them and walks a token-prefix trie
@@ -29,11 +30,16 @@ import torch
 from hiergym.agents.prompts import format_action_response
 
 #: Values of the agents' ``action_constraint`` option.
-ACTION_CONSTRAINTS = ("none", "admissible", "task_spans")
+ACTION_CONSTRAINTS = ("none", "admissible", "task_spans", "observation_spans")
 #: A free-text slot in an admissible-action template (``search[<query>]``).
 TEMPLATE_SLOT = re.compile(r"<[a-z_ ]+>")
 #: ``task_spans`` fills a slot from the task's first words only (the spans grow as the square of the words).
 MAX_SPAN_WORDS = 64
+#: ``observation_spans`` fills an answer slot with runs of at most this many words of what the episode has
+#: shown (names, values: "Ida Rasdoberg", "1107", "2,294,000"); longer runs are not answers.
+MAX_ANSWER_WORDS = 4
+#: A number as the envs write it (thousands separators allowed).
+_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\d,])|(?<![\w.,])\d+(?![\d,])")
 
 
 def task_spans(task: str) -> list[str]:
@@ -44,26 +50,67 @@ def task_spans(task: str) -> list[str]:
     return [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
 
 
+def text_spans(texts: Sequence[str], max_words: int = MAX_ANSWER_WORDS) -> list[str]:
+    """Every run of 1..``max_words`` consecutive words within a sentence of ``texts``, in order of first
+    appearance, without duplicates. Words lose the punctuation around them ("1107." -> "1107", "[Ida
+    Rasdoberg]" -> "Ida Rasdoberg"; a number keeps its separators, "2,294,000"); a sentence or line ends a run."""
+    spans: dict[str, None] = {}
+    for text in texts:
+        for sentence in re.split(r"(?<=[.!?])\s+|\n", text):
+            words = [w for w in (w.strip(".,;:!?\"'()[]<>") for w in sentence.split()) if w]
+            for i in range(len(words)):
+                for j in range(i + 1, min(i + max_words, len(words)) + 1):
+                    spans.setdefault(" ".join(words[i:j]))
+    return list(spans)
+
+
+def number_differences(texts: Sequence[str]) -> list[str]:
+    """``a - b`` for every ordered pair of different numbers written in ``texts`` (separators dropped): the
+    arithmetic ToolQA's difference questions ask for, as a ``calculate[<expression>]`` slot's values."""
+    numbers = list(dict.fromkeys(m.group(0).replace(",", "") for text in texts for m in _NUMBER.finditer(text)))
+    return [f"{a} - {b}" for a in numbers for b in numbers if a != b]
+
+
+def slot_values(slot: str, task: str, seen: Sequence[str] | None) -> list[str]:
+    """What a template's free-text ``slot`` may hold: under ``task_spans`` (``seen`` None) a run of the task's
+    words, whatever the slot; under ``observation_spans`` a search query still a run of the task's words, an
+    expression a difference of two numbers seen (:func:`number_differences`), and any other slot (an answer) a
+    run of at most :data:`MAX_ANSWER_WORDS` words of the task or of what the episode has shown (``seen``)."""
+    if seen is None or slot == "<query>":
+        return task_spans(task)
+    if slot == "<expression>":
+        return number_differences([task, *seen])
+    return text_spans([task, *seen])
+
+
 def admissible_choices(admissible: Sequence[str] | None, style: str, *, subgoal_done: bool = False,
-                       task: str | None = None) -> list[str] | None:
+                       task: str | None = None, seen: Sequence[str] | None = None) -> list[str] | None:
     """The responses an executor may write under ``action_constraint="admissible"``: every admissible action
     in the output format of ``style`` (and, for a hierarchical executor, each also with ``<subgoal_done/>``).
     None when the env lists no admissible actions, or lists a template with a free-text slot (WebShop's
     ``search[<query>]``): the response is then unconstrained, unless ``task`` is given
     (``action_constraint="task_spans"``): a template with one slot then stands for itself with the slot
     filled by each run of consecutive words of the task (:func:`task_spans`), so WebShop's query is copied
-    from the instruction, which a small model otherwise fails to do on product types it was not trained on."""
+    from the instruction, which a small model otherwise fails to do on product types it was not trained on.
+    With ``seen`` too (the episode's observations, ``action_constraint="observation_spans"``), each slot holds
+    what :func:`slot_values` gives it: ToolQA's ``answer[<answer>]`` a run of words it was shown."""
     actions = [a for a in dict.fromkeys(admissible or []) if a]
     if not actions:
         return None
     if any(TEMPLATE_SLOT.search(a) for a in actions):
-        spans = task_spans(task) if task is not None else []
-        if not spans or any(len(TEMPLATE_SLOT.findall(a)) > 1 for a in actions):
+        if task is None or any(len(TEMPLATE_SLOT.findall(a)) > 1 for a in actions):
             return None
-        actions = list(dict.fromkeys(
-            filled for a in actions
-            for filled in ([TEMPLATE_SLOT.sub(lambda _, span=span: span, a) for span in spans]
-                           if TEMPLATE_SLOT.search(a) else [a])))
+        filled_actions: list[str] = []
+        for action in actions:
+            slot = TEMPLATE_SLOT.search(action)
+            if slot is None:
+                filled_actions.append(action)
+                continue
+            filled_actions += [action[:slot.start()] + value + action[slot.end():]
+                               for value in slot_values(slot.group(0), task, seen)]
+        actions = list(dict.fromkeys(filled_actions))
+        if not actions:
+            return None
     choices = [format_action_response(a, style=style) for a in actions]
     if subgoal_done:
         choices += [format_action_response(a, style=style, subgoal_done=True) for a in actions]

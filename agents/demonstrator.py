@@ -142,9 +142,10 @@ class ExpertDemonstrator(BatchedAgent):
             # A renamed cut is not done: its segment ends at replan_every and the planner names the rest.
             done_marker = self.hierarchical and not self.chunks[index] and not self.renamed_cut[index]
             response = format_action_response(action, style=style, subgoal_done=done_marker)
-            if parse_action(response, infos[row].get("admissible_actions")).action != action:
-                # A bare compact answer reads back only as an admissible action; a free-text one (a search
-                # query the admissible list does not spell out) is demonstrated in tags, which always read back.
+            if parse_action(response, self.agent.readable_actions(infos[row])).action != action:
+                # A bare compact answer reads back only as an admissible action or a family's template; any
+                # other free-text one (a search query no list spells out) is demonstrated in tags, which
+                # always read back.
                 response = format_action_response(action, style="full", subgoal_done=done_marker)
             self.backend.executor_responses.append(response)
             self.expected[index] = action

@@ -171,7 +171,8 @@ class HierarchicalAgent(LLMAgent):
                 stop=list(ACTION_STOP),
                 **self.seed_arguments(self.executor_backend, self.sampling_seeds(
                     [memories[r] for r in pending], "executor", attempt)),
-                **self.choice_arguments([infos[r] for r in pending], subgoal_done=True),
+                **self.choice_arguments([infos[r] for r in pending], [memories[r] for r in pending],
+                                        subgoal_done=True),
             )
             retry = []
             for r, completion in zip(pending, completions, strict=True):
@@ -182,7 +183,7 @@ class HierarchicalAgent(LLMAgent):
                         temperature=cfg.temperature))
                     decisions[r] = error_decision(completion, generations[r], memory)
                     continue
-                parsed = parse_action(completion.response_text, infos[r].get("admissible_actions"))
+                parsed = parse_action(completion.response_text, self.readable_actions(infos[r]))
                 generations[r].append(Generation.from_completion(
                     completion, level="executor", segment=memory.segment, parse_ok=parsed.ok,
                     temperature=cfg.temperature))

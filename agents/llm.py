@@ -24,7 +24,7 @@ from hiergym.agents.base import (
 )
 from hiergym.agents.constraint import ACTION_CONSTRAINTS, admissible_choices
 from hiergym.agents.parsing import ParsedAction, parse_action
-from hiergym.agents.prompts import STYLES, Step, executor_prompt, family_for_env
+from hiergym.agents.prompts import STYLES, Step, env_prompt, executor_prompt, family_for_env
 from hiergym.envs.core import stable_seed
 
 #: Generation stops at the end of the action; what a model writes after it would be wasted tokens.
@@ -52,7 +52,9 @@ class LLMAgentConfig:
             flag) or ``"admissible"`` (decoding restricted to the admissible actions in the output format, see
             :mod:`hiergym.agents.constraint`; the backend must accept ``choices``: the local models do, an
             OpenAI-compatible server through its guided-choice field) or ``"task_spans"`` (the same, and a
-            template's free-text slot, WebShop's ``search[<query>]``, holds a run of the task's words).
+            template's free-text slot, WebShop's ``search[<query>]``, holds a run of the task's words) or
+            ``"observation_spans"`` (the same, with the family's free-text templates, and an answer slot holds
+            a run of words the episode has shown; :func:`~hiergym.agents.constraint.slot_values`).
         list_actions: whether the executor's prompt lists the admissible actions (``False`` shortens the
             prompts where decoding is restricted to them anyway: a negotiation lists 30 proposals).
     """
@@ -157,15 +159,31 @@ class LLMAgent(BatchedAgent):
             history_window=self.config.history_window, list_actions=self.config.list_actions,
         )
 
-    def choice_arguments(self, infos: list[dict[str, Any]], *, subgoal_done: bool = False) -> dict[str, Any]:
-        """``generate``'s ``choices`` under ``action_constraint="admissible"`` or ``"task_spans"`` (nothing
-        otherwise, so a backend that knows no constraint is called as before)."""
-        if self.config.action_constraint == "none":
+    def readable_actions(self, info: dict[str, Any]) -> list[str]:
+        """The env's admissible actions and the family's free-text templates (ToolQA's ``answer[<answer>]``,
+        which the env cannot list): what a bare compact answer may be (:func:`parse_action`)."""
+        return [*(info.get("admissible_actions") or []), *env_prompt(self.family).action_templates]
+
+    def choice_arguments(self, infos: list[dict[str, Any]], memories: list[EpisodeMemory] | None = None, *,
+                         subgoal_done: bool = False) -> dict[str, Any]:
+        """``generate``'s ``choices`` under ``action_constraint="admissible"``, ``"task_spans"`` or
+        ``"observation_spans"`` (nothing otherwise, so a backend that knows no constraint is called as before).
+        ``observation_spans`` adds the family's free-text templates (ToolQA's ``answer[<answer>]``, which the
+        env cannot list) and fills their slots from the task and the observations in ``memories``' histories
+        (without ``memories``, from the task alone)."""
+        mode = self.config.action_constraint
+        if mode == "none":
             return {}
-        spans = self.config.action_constraint == "task_spans"
-        return {"choices": [admissible_choices(i.get("admissible_actions"), self.config.style,
-                                               subgoal_done=subgoal_done, task=str(i.get("task") or "") if spans
-                                               else None) for i in infos]}
+        choices = []
+        for k, info in enumerate(infos):
+            task = str(info.get("task") or "") if mode != "admissible" else None
+            actions, seen = info.get("admissible_actions"), None
+            if mode == "observation_spans":
+                actions = self.readable_actions(info)
+                seen = [step.observation for step in memories[k].history] if memories is not None else []
+            choices.append(admissible_choices(actions, self.config.style, subgoal_done=subgoal_done, task=task,
+                                              seen=seen))
+        return {"choices": choices}
 
     def act(self, observations: list[str], infos: list[dict[str, Any]]) -> list[str | Decision]:
         memories = [self.states[i] for i in episode_indices(infos)]
@@ -176,7 +194,7 @@ class LLMAgent(BatchedAgent):
         completions = self.backend.generate(
             prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
             stop=list(ACTION_STOP), **self.seed_arguments(self.backend, self.sampling_seeds(memories)),
-            **self.choice_arguments(infos),
+            **self.choice_arguments(infos, memories),
         )
         decisions: list[str | Decision] = []
         for memory, info, completion in zip(memories, infos, completions, strict=True):
@@ -185,7 +203,7 @@ class LLMAgent(BatchedAgent):
                                                         temperature=cfg.temperature)
                 decisions.append(error_decision(completion, [generation], memory))
                 continue
-            parsed = parse_action(completion.response_text, info.get("admissible_actions"))
+            parsed = parse_action(completion.response_text, self.readable_actions(info))
             generation = Generation.from_completion(completion, level="executor", segment=0, parse_ok=parsed.ok,
                                                     temperature=cfg.temperature)
             decision = decision_from_parse(parsed, [generation], finish_reason=completion.finish_reason)

@@ -150,10 +150,12 @@ def family_for_env(env_id: str | None) -> str:
     return "generic"
 
 
-def _family(family: str) -> EnvPrompt:
+def env_prompt(family: str) -> EnvPrompt:
+    """The prompt specification of a family (its role, rules and free-text action templates)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown prompt family {family!r}; choose one of {', '.join(FAMILIES)}")
     return FAMILIES[family]
+
 
 
 def _check_style(style: str) -> None:
@@ -180,7 +182,7 @@ def _admissible_text(admissible: Sequence[str] | None, limit: int) -> str | None
 
 def compact_observation(family: str, observation: str) -> str:
     """The observation without static lines (legends) the compact style drops."""
-    drops = _family(family).compact_drop_prefixes
+    drops = env_prompt(family).compact_drop_prefixes
     lines = [line for line in observation.strip().split("\n") if not line.startswith(drops)] if drops else \
         observation.strip().split("\n")
     return "\n".join(lines)
@@ -271,7 +273,7 @@ def executor_prompt(
     (under constrained decoding the sampler holds it; the observation's own text is kept).
     """
     _check_style(style)
-    spec = _family(family)
+    spec = env_prompt(family)
     actions = _admissible_text(admissible, max_admissible if style == "full" else 30) if list_actions else None
     if style == "compact":
         lines = []
@@ -333,7 +335,7 @@ def planner_prompt(
 ) -> str:
     """The prompt for writing the next subgoal, given the subgoals so far and how they ended."""
     _check_style(style)
-    spec = _family(family)
+    spec = env_prompt(family)
     actions = _admissible_text(admissible, max_admissible if style == "full" else 30)
     if style == "compact":
         lines = []

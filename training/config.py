@@ -79,9 +79,10 @@ class TrainConfig:
                                          "hierarchical: longest subgoal generation", low=1)
     action_constraint: str = option("none", "none (the benchmark's rules: any text), admissible (the executor's "
                                     "decoding restricted to the admissible actions; behaviour log-probs and the "
-                                    "update under the same masks; agents/constraint.py) or task_spans (the same, "
+                                    "update under the same masks; agents/constraint.py), task_spans (the same, "
                                     "and a free-text slot such as WebShop's search query holds a run of the "
-                                    "task's words)",
+                                    "task's words) or observation_spans (the same with the family's free-text "
+                                    "templates, an answer holding a run of words the episode has shown: ToolQA)",
                                     choices=ACTION_CONSTRAINTS)
     list_actions: bool = option(True, "the executor's prompt lists the admissible actions; false shortens prompts "
                                 "whose decoding action_constraint=admissible restricts to them anyway")
@@ -394,7 +395,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "sft_steps": 2500, "sft_learning_rate": 3e-3, "num_tasks": 16, "group_size": 8, "iterations": 30,
                 "eval_every": 0, "eval_episodes": 200, "eval_out_episodes": 100, "eval_temperature": 0.4},
     "webshop-hierarchical": {},
-    "toolqa": {"env_id": "hiergym/ToolQA-v0", "max_episode_steps": 10, "max_new_tokens": 48},
+    # ToolQA's answers and expressions are free text the env cannot list (only lookup[...] is admissible), so
+    # the household recipe needs a slot filled from what the episode has shown (observation_spans: answer[...]
+    # holds a run of up to 4 words of the question or a result, calculate[...] a difference of two numbers
+    # seen) and a teacher whose answers are such text (expert_answers=shown: the page's spelling, a difference
+    # through the calculator).
+    "toolqa": {"env_id": "hiergym/ToolQA-v0", "env_kwargs": {"expert_answers": "shown"}, "max_episode_steps": 10,
+               "action_constraint": "observation_spans", "list_actions": False, "tokenizer": "env",
+               "tokenizer_episodes": 100,
+               "model_architecture": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2},
+               "history_window": 1, "max_new_tokens": 64, "sft_episodes": 300, "sft_steps": 600,
+               "sft_learning_rate": 3e-3, "num_tasks": 16, "group_size": 8, "iterations": 30,
+               "learning_rate": 1e-3, "mini_batches": 2, "eval_every": 0, "eval_episodes": 200,
+               "eval_out_episodes": 100, "eval_temperature": 0.4},
     "tictactoe": {"env_id": "hiergym/TicTacToe-v0", "max_episode_steps": 9},
 }
 # Multi-agent self-play (training/selfplay.py, docs/training.md "Self-play"): behaviour cloning from a scripted

@@ -32,6 +32,8 @@ TOOL_HELP = (
     "Tools: search[query] (top matching sentences), lookup[entity] (an entity's full page), "
     "calculate[expression] (arithmetic), answer[text] (your final answer; ends the episode)."
 )
+EXPERT_ANSWERS = ("gold", "shown")
+_SHOWN_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+|\d+")
 _TOOL_CALL = re.compile(r"^(search|lookup|calculate|answer)\[(.*)\]$")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
@@ -78,7 +80,10 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
     rest of the solution. ``admissible_actions`` lists ``lookup[...]`` for every entity the agent knows of
     (named in the question or in a tool result so far; ``[]`` once the episode is over); free-text actions (search, calculate, answer) cannot
     be enumerated and are not listed. ``expert_plan()`` looks up each page with a needed fact not yet seen,
-    then answers: ``minimal_tool_calls`` lookups from reset.
+    then answers: ``minimal_tool_calls`` lookups from reset. With ``expert_answers="shown"`` every answer it
+    gives is text it has been shown, which a policy restricted to what it has seen can imitate
+    (``action_constraint="observation_spans"``): before a difference it calls ``calculate[larger - smaller]``
+    on the two values it read (once), and it writes a number as the page did (``2,294,000``).
 
     Splits: ``eval_out`` questions use a held-out composition of two relations
     (:data:`~hiergym.envs.toolqa.questions.HELD_OUT_COMPOSITIONS`), never seen in ``train`` / ``eval_in``;
@@ -88,7 +93,11 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         hops: pages a question needs, an int in 1..4 or a sequence to draw from (default: 1 to 4).
         top_k: search results shown per query.
         max_steps: steps before truncation.
+        expert_answers: ``"gold"`` (``expert_plan`` answers the gold answer's text, a difference at once:
+            arithmetic needs no tool) or ``"shown"`` (text it has been shown, above).
         render_mode: ``"ansi"`` or None.
+
+    Version history: v0, ``expert_answers`` added without changing the default expert.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -100,6 +109,7 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         hops: int | Sequence[int] = (1, 2, 3, 4),
         top_k: int = 3,
         max_steps: int = 20,
+        expert_answers: str = "gold",
         render_mode: str | None = None,
     ) -> None:
         self.hops_choices = self._validate_hops(hops)
@@ -111,6 +121,9 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.top_k = top_k
         self.max_steps = max_steps
+        if expert_answers not in EXPERT_ANSWERS:
+            raise ValueError(f"expert_answers must be one of {', '.join(EXPERT_ANSWERS)}, got {expert_answers!r}")
+        self.expert_answers = expert_answers
         self.render_mode = render_mode
         self.observation_space = text_observation_space()
         self.action_space = text_action_space()
@@ -125,6 +138,8 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         self._steps = 0
         self._tool_calls = 0
         self._answered = False
+        self._calculated = False  # a calculate call returned the answer (the "shown" expert's step)
+        self._shown: list[str] = []  # every observation of the episode ("shown" answers are spelled as there)
         self._em = False
         self._f1 = 0.0
         self._done = False
@@ -150,9 +165,10 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         self._seen_facts = set()
         self._known_entities = {p.anchor for p in self.question.paths}
         self._steps = self._tool_calls = 0
-        self._answered = self._em = self._done = False
+        self._answered = self._em = self._done = self._calculated = False
         self._f1 = 0.0
         self._last_observation = f"Question: {self.question.text}\n{TOOL_HELP}"
+        self._shown = [self._last_observation]
         return self._last_observation, self._info(action_valid=True)
 
     def step(self, action: Any):
@@ -183,6 +199,7 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         truncated = not terminated and self._steps >= self.max_steps
         self._done = terminated or truncated
         self._last_observation = observation
+        self._shown.append(observation)
         return observation, reward, terminated, truncated, self._info(action_valid=valid)
 
     def render(self) -> str:
@@ -201,7 +218,15 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
             for page in self.question.pages
             if any(fact not in self._seen_facts for fact in self.question.needed_facts if fact[0] == page)
         ]
-        return [*plan, f"answer[{self.question.answer}]"]
+        answer = self.question.answer
+        if self.expert_answers == "shown":
+            if self.question.kind == "difference" and not self._calculated:
+                larger, smaller = sorted((int(p.value(self.world)) for p in self.question.paths), reverse=True)
+                plan.append(f"calculate[{larger} - {smaller}]")
+            elif not plan and answer.isdigit():  # the spelling of the page it read the number on
+                answer = next((m.group(0) for text in reversed(self._shown) for m in _SHOWN_NUMBER.finditer(text)
+                               if m.group(0).replace(",", "") == answer), answer)
+        return [*plan, f"answer[{answer}]"]
 
     # ------------------------------------------------------------------------------------------ tools
     def _build_index(self) -> None:
@@ -252,7 +277,9 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
 
     def _calculate(self, expression: str) -> tuple[str, bool]:
         try:
-            return f"{expression} = {format_number(calculate(expression))}", True
+            result = format_number(calculate(expression))
+            self._calculated = self._calculated or exact_match(result, self.question.answer)
+            return f"{expression} = {result}", True
         except CalculatorError as error:
             return f"Calculator error: {error}.", False
 

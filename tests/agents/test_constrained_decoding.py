@@ -16,7 +16,9 @@ from hiergym.agents.constraint import (
     choice_sequences,
     mask_logits,
     masked_log_softmax,
+    number_differences,
     task_spans,
+    text_spans,
 )
 from hiergym.agents.generation import packed_logprobs
 from hiergym.agents.llm import LLMAgent, LLMAgentConfig
@@ -171,6 +173,45 @@ def test_task_spans_agent_searches_with_a_run_of_the_instruction(policy):
             scored = policy.sequence_logprobs([generation.prompt_token_ids], [generation.response_token_ids],
                                               temperature=1.0, allowed=[generation.response_allowed])[0]
         assert torch.allclose(scored, torch.tensor(generation.response_logprobs), atol=1e-4)
+
+
+def test_observation_spans_fill_answers_from_what_was_shown_and_expressions_from_its_numbers():
+    page = "Torhaven (city)\nTorhaven was founded in 1107. It has a population of 2,294,000."
+    spans = text_spans([page])
+    assert {"Torhaven", "1107", "2,294,000", "founded in 1107", "city"} <= set(spans)
+    assert "1107 It" not in spans and "Torhaven city Torhaven" not in spans  # runs stay inside a sentence/line
+    assert all(1 <= len(s.split()) <= 4 for s in spans) and len(spans) == len(set(spans))
+    assert number_differences([page, "born in 1989"]) == [
+        "1107 - 2294000", "1107 - 1989", "2294000 - 1107", "2294000 - 1989", "1989 - 1107", "1989 - 2294000"]
+    choices = admissible_choices(["lookup[Torhaven]", "search[<query>]", "calculate[<expression>]",
+                                  "answer[<answer>]"], "compact", task="When was Torhaven founded?", seen=[page])
+    assert "lookup[Torhaven]" in choices and "search[was Torhaven]" in choices
+    assert "answer[1107]" in choices and "answer[2,294,000]" in choices and "calculate[2294000 - 1107]" in choices
+    assert "answer[1108]" not in choices and "search[1107]" not in choices  # queries still copy the task
+
+
+def test_observation_spans_agent_answers_with_text_the_episode_showed(policy):
+    """ToolQA lists only lookups; under observation_spans the agent also gets the family's templates, and an
+    answer it writes is a run of words from the question or a tool result of its own episode."""
+    from hiergym.driver import EnvEpisodes, play_episodes
+
+    agent = LLMAgent(policy, LLMAgentConfig(style="compact", max_new_tokens=200, temperature=1.0,
+                                            action_constraint="observation_spans"), env_id="hiergym/ToolQA-v0")
+    envs = [gym.make("hiergym/ToolQA-v0") for _ in range(4)]
+    played = play_episodes(EnvEpisodes(envs, [{"seed": s} for s in range(4)]), agent, max_steps=4)
+    shown: dict[int, list[str]] = {}
+    for step in played.steps:
+        episode = shown.setdefault(step.episode, [])
+        action, task = step.decision.action, step.transition.info["task"]
+        tool, argument = action.split("[", 1)
+        argument = argument.removesuffix("]")
+        assert tool in ("lookup", "search", "calculate", "answer"), action
+        if tool == "answer":
+            assert argument in text_spans([task, *episode])
+        if tool == "calculate":
+            assert argument in number_differences([task, *episode])
+        episode.append(step.transition.observation)
+    assert {s.decision.action.split("[")[0] for s in played.steps} - {"lookup"}  # not only the listed lookups
 
 
 @pytest.mark.parametrize("mode", ["flat", "hierarchical"])

@@ -148,3 +148,37 @@ def test_calculator_refuses_malicious_or_malformed(expression: str) -> None:
     with pytest.raises(CalculatorError):
         calculate(expression)
     assert time.perf_counter() - start < 1.0  # refused quickly, never evaluated at length
+
+
+def test_the_shown_expert_answers_only_with_text_it_was_shown() -> None:
+    """expert_answers="shown": a number spelled as its page wrote it, a difference through the calculator, and
+    every action one the observation_spans constraint allows; it still solves every task, in one more call
+    for a difference."""
+    from hiergym.agents.constraint import admissible_choices
+    from hiergym.agents.prompts import env_prompt
+
+    env = gym.make("hiergym/ToolQA-v0", expert_answers="shown")
+    templates = env_prompt("toolqa").action_templates
+    kinds = set()
+    for seed in range(150):
+        _, info = env.reset(seed=seed)
+        kinds.add(info["question_kind"])
+        seen, actions = [], []
+        while env.unwrapped.expert_plan():
+            action = env.unwrapped.expert_plan()[0]
+            assert action in admissible_choices([*info["admissible_actions"], *templates], "compact",
+                                                task=info["task"], seen=seen)
+            observation, _, terminated, truncated, info = env.step(action)
+            seen.append(observation)
+            actions.append(action)
+            if terminated or truncated:
+                break
+        assert info["won"], (seed, actions)
+        calls = sum(not a.startswith("answer[") for a in actions)
+        assert calls == info["minimal_tool_calls"] + (info["question_kind"] == "difference")
+    assert kinds == {"value", "comparison", "difference"}
+    gold = gym.make("hiergym/ToolQA-v0")
+    gold.reset(seed=3)
+    assert gold.unwrapped.expert_plan()[-1] == f"answer[{gold.unwrapped.question.answer}]"  # the default
+    with pytest.raises(ValueError, match="expert_answers"):
+        gym.make("hiergym/ToolQA-v0", expert_answers="mental")
