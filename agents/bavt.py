@@ -228,7 +228,7 @@ class _LLMProposer:
         completions = self.agent.backend.generate(
             [prompt] * self.config.candidates, max_new_tokens=cfg.max_new_tokens,
             temperature=self.config.proposal_temperature, top_p=cfg.top_p, stop=list(ACTION_STOP), seed=seed,
-            **self.agent.choice_arguments([node.info] * self.config.candidates))
+            **self.agent.choice_arguments([node.info] * self.config.candidates, [memory] * self.config.candidates))
         actions, tokens = [], 0
         for completion in completions:
             tokens += completion.num_response_tokens

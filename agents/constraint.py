@@ -39,7 +39,7 @@ MAX_SPAN_WORDS = 64
 #: shown (names, values: "Ida Rasdoberg", "1107", "2,294,000"); longer runs are not answers.
 MAX_ANSWER_WORDS = 4
 #: A number as the envs write it (thousands separators allowed).
-_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\d,])|(?<![\w.,])\d+(?![\d,])")
+_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?!\d|,\d)|(?<![\w.,])\d+(?!\d|,\d)")
 
 
 def task_spans(task: str) -> list[str]:
@@ -93,12 +93,15 @@ def admissible_choices(admissible: Sequence[str] | None, style: str, *, subgoal_
     filled by each run of consecutive words of the task (:func:`task_spans`), so WebShop's query is copied
     from the instruction, which a small model otherwise fails to do on product types it was not trained on.
     With ``seen`` too (the episode's observations, ``action_constraint="observation_spans"``), each slot holds
-    what :func:`slot_values` gives it: ToolQA's ``answer[<answer>]`` a run of words it was shown."""
+    what :func:`slot_values` gives it: ToolQA's ``answer[<answer>]`` a run of words it was shown; a template
+    that gets no value (no two numbers seen yet) is left out."""
     actions = [a for a in dict.fromkeys(admissible or []) if a]
     if not actions:
         return None
     if any(TEMPLATE_SLOT.search(a) for a in actions):
         if task is None or any(len(TEMPLATE_SLOT.findall(a)) > 1 for a in actions):
+            return None
+        if seen is None and not task_spans(task):  # task_spans with nothing to copy: unconstrained
             return None
         filled_actions: list[str] = []
         for action in actions:

@@ -160,9 +160,13 @@ class LLMAgent(BatchedAgent):
         )
 
     def readable_actions(self, info: dict[str, Any]) -> list[str]:
-        """The env's admissible actions and the family's free-text templates (ToolQA's ``answer[<answer>]``,
-        which the env cannot list): what a bare compact answer may be (:func:`parse_action`)."""
-        return [*(info.get("admissible_actions") or []), *env_prompt(self.family).action_templates]
+        """What a bare compact answer may be (:func:`parse_action`): the env's admissible actions, and under
+        ``action_constraint="observation_spans"`` also the family's free-text templates (ToolQA's
+        ``answer[<answer>]``, which the env cannot list; the other modes keep such answers in tags)."""
+        admissible = list(info.get("admissible_actions") or [])
+        if self.config.action_constraint == "observation_spans":
+            admissible += env_prompt(self.family).action_templates
+        return admissible
 
     def choice_arguments(self, infos: list[dict[str, Any]], memories: list[EpisodeMemory] | None = None, *,
                          subgoal_done: bool = False) -> dict[str, Any]:

@@ -8,7 +8,7 @@ entirely in code (no download), trainable from scratch on a CPU.
   text (:func:`build_text_tokenizer`), so an object name is a token or two; saved with the checkpoint the same way.
 - Either can hold the output format's tags as tokens of their own (``format_tokens=True``, :data:`FORMAT_TOKENS`):
   a hierarchical answer's ``<subgoal>...</subgoal>`` and ``<subgoal_done/>`` cost one decode step each instead
-  of 10, 11 and 15 bytes.
+  of 9, 10 and 15 bytes.
 - Model: ``LlamaForCausalLM`` from :class:`TinyModelConfig` (4 layers, width 128, tied embeddings; about 0.8M
   parameters), so the trainer treats it exactly like any Hugging Face causal LM.
 

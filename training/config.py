@@ -238,7 +238,7 @@ class TrainConfig:
             (self.tokenizer == "byte" or self.model.partition(":")[0] == "tiny",
              f"tokenizer=env builds a fresh tiny model's tokenizer; model={self.model!r} brings its own: drop "
              "tokenizer=env"),
-            (not self.format_tokens or self.model.partition(":")[0] == "tiny",
+            (not self.format_tokens or self.model == "tiny",
              f"format_tokens=true builds a fresh tiny model's tokenizer; model={self.model!r} brings its own: drop "
              "format_tokens=true"),
             (self.task_pool == 0 or self.task_pool >= self.num_tasks,

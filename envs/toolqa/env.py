@@ -139,7 +139,6 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         self._tool_calls = 0
         self._answered = False
         self._calculated = False  # a calculate call returned the answer (the "shown" expert's step)
-        self._shown: list[str] = []  # every observation of the episode ("shown" answers are spelled as there)
         self._em = False
         self._f1 = 0.0
         self._done = False
@@ -168,7 +167,6 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         self._answered = self._em = self._done = self._calculated = False
         self._f1 = 0.0
         self._last_observation = f"Question: {self.question.text}\n{TOOL_HELP}"
-        self._shown = [self._last_observation]
         return self._last_observation, self._info(action_valid=True)
 
     def step(self, action: Any):
@@ -199,7 +197,6 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
         truncated = not terminated and self._steps >= self.max_steps
         self._done = terminated or truncated
         self._last_observation = observation
-        self._shown.append(observation)
         return observation, reward, terminated, truncated, self._info(action_valid=valid)
 
     def render(self) -> str:
@@ -223,8 +220,9 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
             if self.question.kind == "difference" and not self._calculated:
                 larger, smaller = sorted((int(p.value(self.world)) for p in self.question.paths), reverse=True)
                 plan.append(f"calculate[{larger} - {smaller}]")
-            elif not plan and answer.isdigit():  # the spelling of the page it read the number on
-                answer = next((m.group(0) for text in reversed(self._shown) for m in _SHOWN_NUMBER.finditer(text)
+            elif answer.isdigit():  # spelled as the page holding the answer writes it (known from reset on)
+                page = self.question.needed_facts[-1][0]
+                answer = next((m.group(0) for m in _SHOWN_NUMBER.finditer(self.world.page_text(page))
                                if m.group(0).replace(",", "") == answer), answer)
         return [*plan, f"answer[{answer}]"]
 

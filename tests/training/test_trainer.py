@@ -292,6 +292,19 @@ def test_format_tokens_reach_the_policy_and_its_demonstrations(tmp_path) -> None
                                                                                               tokenizer.eos_token_id]
 
 
+def test_toolqa_demonstrations_are_choices_of_the_observation_spans_constraint(tmp_path) -> None:
+    """The toolqa preset's teacher (expert_answers=shown) through the constrained agent: every demonstrated
+    response is one of the step's choices, so cloning trains under the masks the policy samples with."""
+    from hiergym.training.demonstrations import expert_demonstrations
+
+    config = load_config("toolqa", None, {"out_dir": str(tmp_path)})
+    demos, success = expert_demonstrations(config.env_id, build_agent(config, None, temperature=0.0), episodes=40,
+                                           seed=0, env_kwargs=config.env_kwargs, max_steps=config.max_episode_steps)
+    assert success == 1.0
+    assert demos and all(d.choices and d.response in d.choices for d in demos)
+    assert any(d.response.startswith("answer[") and "," in d.response for d in demos)  # a number as shown
+
+
 @pytest.mark.parametrize("name", sorted(__import__("hiergym.training.config", fromlist=["PRESETS"]).PRESETS))
 def test_every_preset_loads(name, tmp_path) -> None:
     config = load_config(name, None, {"out_dir": str(tmp_path)})
