@@ -140,6 +140,9 @@ class TrainConfig:
                               "geometric mean of its token ratios) clipped as a whole, Turn-PPO's turn-level clip",
                               choices=RATIO_LEVELS)
     max_grad_norm: float = option(1.0, "gradient clipping", low=0.0)
+    lr_warmup_steps: int = option(0, "RL optimizer steps over which the learning rate rises linearly to "
+                                  "learning_rate (0: none; a fresh Adam's first step moves every weight by about "
+                                  "the learning rate)", low=0)
     packed_update: bool = option(True, "score each micro-batch with its prompts' shared prefixes forwarded once "
                                  "(the same log-probs and gradients as unpacked, fewer forwarded tokens)")
     tis_cap: float = option(0.0, "truncated importance sampling against the training forward's log-probs, weights "

@@ -115,6 +115,8 @@ def policy_update(
     sharding: Any = None,
     packed: bool = True,
     tis_cap: float | None = None,
+    lr_warmup_steps: int = 0,
+    learning_rate: float | None = None,
     **loss_overrides: Any,
 ) -> dict[str, float]:
     """One PPO-style update on a finished batch of generations. Returns averaged metrics.
@@ -132,7 +134,8 @@ def policy_update(
 
     ``packed`` scores each micro-batch with its prompts' shared prefixes forwarded once (the module docstring;
     unpacked when the model uses gradient checkpointing, which drops the cache); ``tis_cap`` turns on
-    truncated importance sampling against the training forward's log-probs.
+    truncated importance sampling against the training forward's log-probs. ``lr_warmup_steps`` (with
+    ``learning_rate``): see :func:`warm_up_learning_rate`.
     """
     loss = dataclasses.replace(loss or LossConfig(), **loss_overrides)
     usable = [s for s in sequences if s.response_ids]
@@ -168,6 +171,8 @@ def policy_update(
         for mini in np.array_split(np.array(order), max(1, min(mini_batches, len(order)))):
             batch, totals = (([[usable[i] for i in identical_sets[g]] for g in mini], None) if shards is None
                              else shards.mini_batch(usable, mini))
+            if lr_warmup_steps and learning_rate is not None:
+                warm_up_learning_rate(optimizer, learning_rate, lr_warmup_steps)
             _accumulate_and_step(
                 policy, optimizer, batch, metrics,
                 micro_batch_size=micro_batch_size, aggregation=loss.aggregation,
@@ -353,6 +358,17 @@ def _accumulate_and_step(policy, optimizer, batch: list[list[TrainSequence]], me
         finish(policy, parameters, micro_batch_size)
     metrics["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)))
     optimizer.step()
+
+
+def warm_up_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float, warmup_steps: int) -> float:
+    """Set the learning rate of the optimizer's next step to ``learning_rate * min(1, (k + 1) / warmup_steps)``,
+    ``k`` the steps it has taken (Adam's own count, so a resumed run continues the ramp); returns it. A fresh
+    Adam's first step moves every weight by about the learning rate whatever the gradient's size."""
+    taken = max((float(state["step"]) for state in optimizer.state.values() if "step" in state), default=0.0)
+    rate = learning_rate * min(1.0, (taken + 1) / max(warmup_steps, 1))
+    for group in optimizer.param_groups:
+        group["lr"] = rate
+    return rate
 
 
 def behaviour_cloning(

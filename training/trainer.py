@@ -389,7 +389,8 @@ class Trainer:
             self.policy, self.optimizer, sequences, epochs=cfg.epochs, mini_batches=cfg.mini_batches,
             micro_batch_size=cfg.micro_batch_size, loss=cfg.loss_config(), reference=self.reference,
             max_grad_norm=cfg.max_grad_norm, value_head=self.value_head, rng=self.rng,
-            sharding=self.dist.update_sharding(), packed=cfg.packed_update, tis_cap=cfg.tis_cap or None)
+            sharding=self.dist.update_sharding(), packed=cfg.packed_update, tis_cap=cfg.tis_cap or None,
+            lr_warmup_steps=cfg.lr_warmup_steps, learning_rate=cfg.learning_rate)
         tokens = sum(len(r.response_token_ids) for r in batch.records)
         prompt_tokens = sum(len(r.prompt_token_ids) for r in batch.records)
         metrics = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from hiergym.agents.policy import CausalLMPolicy
@@ -82,3 +83,30 @@ def test_update_counts_the_tokens_it_runs_through_the_model() -> None:
     distinct = [first, second]  # the repeated row shares its forward (packed scoring: tests/training/test_packed_scoring.py)
     assert summary["unique_sequences"] == 2 and summary["sequences"] == 3
     assert summary["forward_tokens"] == 2 * sum(len(s.prompt_ids) + len(s.response_ids) for s in distinct)
+
+
+def test_learning_rate_warm_up_ramps_over_the_optimizers_own_steps_and_resumes():
+    from hiergym.training.optimize import warm_up_learning_rate
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=1e-3, weight_decay=0.0)
+    rates = []
+    for _ in range(3):
+        rates.append(warm_up_learning_rate(optimizer, 1e-3, 4))
+        weight.grad = torch.ones(3)
+        optimizer.step()
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+    before = weight.detach().clone()
+    resumed = torch.optim.AdamW([weight], lr=1e-3, weight_decay=0.0)  # a resumed run: the saved state loaded
+    resumed.load_state_dict(optimizer.state_dict())
+    assert warm_up_learning_rate(resumed, 1e-3, 4) == pytest.approx(1e-3)
+    assert warm_up_learning_rate(resumed, 1e-3, 4) == pytest.approx(1e-3)  # no step taken: the same rate
+    weight.grad = torch.ones(3)
+    resumed.step()
+    assert warm_up_learning_rate(resumed, 1e-3, 4) == pytest.approx(1e-3) and not torch.equal(weight, before)
+    # A fresh Adam's first step moves each weight by about the rate, whatever the gradient's size: the reason.
+    tiny = torch.nn.Parameter(torch.zeros(1))
+    fresh = torch.optim.AdamW([tiny], lr=1e-3, weight_decay=0.0)
+    tiny.grad = torch.full((1,), 1e-6)
+    fresh.step()
+    assert float(tiny.detach()) == pytest.approx(-1e-3, rel=1e-2)
