@@ -21,7 +21,7 @@ _NUMBER_WORDS = {
 }
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 # A number with optional thousands separators and decimals, kept whole before punctuation is stripped.
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
+NUMBER_IN_TEXT = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
 
 
 def _canonical_number(text: str) -> str:
@@ -32,7 +32,7 @@ def _canonical_number(text: str) -> str:
 def answer_tokens(text: str) -> list[str]:
     """The normalised tokens of an answer."""
     text = str(text).lower()
-    text = _NUMBER_IN_TEXT.sub(lambda m: f" {_canonical_number(m.group(0))} ", text)
+    text = NUMBER_IN_TEXT.sub(lambda m: f" {_canonical_number(m.group(0))} ", text)
     # Punctuation becomes a space, except a decimal point or minus sign inside a number.
     text = re.sub(r"(?<!\d)\.|\.(?!\d)|-(?!\d)|[^\w\s.\-]", " ", text)
     tokens = []

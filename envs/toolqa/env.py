@@ -21,7 +21,7 @@ from hiergym.envs.core import (
     text_action_space,
     text_observation_space,
 )
-from hiergym.envs.toolqa.answers import exact_match, f1_score, normalize_answer
+from hiergym.envs.toolqa.answers import NUMBER_IN_TEXT, exact_match, f1_score, normalize_answer
 from hiergym.envs.toolqa.calculator import CalculatorError, calculate, format_number
 from hiergym.envs.toolqa.questions import MAX_HOPS, Question, generate_question
 from hiergym.envs.toolqa.world import World, generate_world
@@ -33,7 +33,6 @@ TOOL_HELP = (
     "calculate[expression] (arithmetic), answer[text] (your final answer; ends the episode)."
 )
 EXPERT_ANSWERS = ("gold", "shown")
-_SHOWN_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+|\d+")
 _TOOL_CALL = re.compile(r"^(search|lookup|calculate|answer)\[(.*)\]$")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
@@ -222,8 +221,8 @@ class ToolQAEnv(EpisodeEnd, gym.Env):
                 plan.append(f"calculate[{larger} - {smaller}]")
             elif answer.isdigit():  # spelled as the page holding the answer writes it (known from reset on)
                 page = self.question.needed_facts[-1][0]
-                answer = next((m.group(0) for m in _SHOWN_NUMBER.finditer(self.world.page_text(page))
-                               if m.group(0).replace(",", "") == answer), answer)
+                answer = next((m.group(0) for m in NUMBER_IN_TEXT.finditer(self.world.page_text(page))
+                               if exact_match(m.group(0), answer)), answer)
         return [*plan, f"answer[{answer}]"]
 
     # ------------------------------------------------------------------------------------------ tools
