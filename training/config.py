@@ -148,7 +148,10 @@ class TrainConfig:
     tis_cap: float = option(0.0, "truncated importance sampling against the training forward's log-probs, weights "
                             "capped here (0: off; for engines whose rollout log-probs differ, e.g. bf16 on GPU; "
                             "one process only)", low=0.0)
-    schedule: str = option("joint", "joint, or alternate (HiMAC co-evolution)", choices=("joint", "alternate"))
+    schedule: str = option("joint", "joint (both levels every iteration), alternate (HiMAC co-evolution), or "
+                           "one level's rows only: planner (AgentFlow trains only the planner) or executor (the "
+                           "model is shared, so the other level still changes with it)",
+                           choices=("joint", "alternate", "planner", "executor"))
     alternate_every: int = option(2, "alternate: iterations per level before switching", low=1)
     value_coef: float = option(_LOSS.value_coef, "value loss weight (value-based estimators)", low=0.0)
     invalid_action_penalty: float = option(0.1, "subtracted from the reward of an invalid action")

@@ -240,7 +240,7 @@ class SelfPlayTrainer(Trainer):
             self.save_snapshot(0)
             self.save_checkpoint()
         if cfg.kl_coef > 0:
-            self.reference = self._frozen_copy()
+            self.reference = self.kl_reference()
         self.rl_iterations()
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -10,7 +10,8 @@ then for ``iterations`` iterations:
 1. roll out B tasks x G same-seed copies with the (flat or hierarchical) agent at the sampling temperature;
 2. turn the generations into a :class:`StepBatch` and compute advantages with the configured estimator;
 3. update the policy with the clipped token loss (planner tokens with planner rows' advantages, executor
-   tokens with executor rows'; ``schedule="alternate"`` trains one level at a time, HiMAC's co-evolution);
+   tokens with executor rows'; ``schedule="alternate"`` trains one level at a time, HiMAC's co-evolution,
+   ``"planner"`` or ``"executor"`` only that level's rows);
 
 with periodic evaluation, metrics in ``OUT/metrics.jsonl`` (and TensorBoard when installed), a resumable
 checkpoint in ``OUT/checkpoint`` every ``checkpoint_every`` iterations, and learning curves in
@@ -235,6 +236,7 @@ class Trainer:
             raise ValueError("archer, turn_ppo, hiper with critic='separate' and reward_shaping=spa train their "
                              "critics in one process for now; run them without torchrun")
         self.reference = None
+        self._saved_reference: dict[str, torch.Tensor] | None = None  # the KL reference a checkpoint held
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
         if self.value_head is not None:
             parameters += list(self.value_head.parameters())
@@ -261,10 +263,10 @@ class Trainer:
         if cfg.eval_out_episodes and "before_rl_eval_out" not in self.state and self.state["iteration"] == 0:
             self.state["before_rl_eval_out"] = self.evaluate("before_rl_eval_out", split="eval_out",
                                                              episodes=cfg.eval_out_episodes)
+        if cfg.kl_coef > 0:
+            self.reference = self.kl_reference()
         if cloned_now:
             self.save_checkpoint()
-        if cfg.kl_coef > 0:
-            self.reference = self._frozen_copy()
         self.rl_iterations()
         summary = self.summary()
         if self.dist.is_main:
@@ -469,6 +471,8 @@ class Trainer:
     def _trained_levels(self, iteration: int) -> list[str]:
         if self.config.schedule == "joint" or self.config.agent == "flat":
             return ["planner", "executor"]
+        if self.config.schedule in LEVELS:  # only that level's rows train the (shared) model
+            return [self.config.schedule]
         phase = (iteration // max(self.config.alternate_every, 1)) % 2
         return ["planner"] if phase == 0 else ["executor"]
 
@@ -517,6 +521,15 @@ class Trainer:
 
         return {"reward_fn": reward_fn, "copy_infos": [{"token_budget": b} for b in budgets],
                 "observation_notes": [f"[budget] answer within {b} tokens" for b in budgets]}
+
+    def kl_reference(self):
+        """The frozen policy the KL term pulls towards: the policy RL started from. It is in the checkpoint, so a
+        resumed run pulls towards the same weights, not towards the ones it resumed with."""
+        reference = self._frozen_copy()
+        if self._saved_reference is not None:
+            reference.model.load_state_dict(self._saved_reference)
+            self._saved_reference = None
+        return reference
 
     def _frozen_copy(self):
         reference = copy.copy(self.policy)
@@ -637,6 +650,9 @@ class Trainer:
             "optimizer": optimizer_state,
             "value_head": self.value_head.state_dict() if self.value_head is not None else None,
             "credit": self.credit.state_dict() if self.credit is not None else None,
+            # The KL's reference (one process's copy: under FSDP each rank holds only its shard of it).
+            "reference": (self.reference.model.state_dict()
+                          if self.reference is not None and not (self.dist.fsdp and self.dist.enabled) else None),
             "rng": self.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
             "config": dataclasses.asdict(self.config),
@@ -667,6 +683,9 @@ class Trainer:
             self.value_head.load_state_dict(saved["value_head"])
         if self.credit is not None:
             self.credit.load_state_dict(saved.get("credit"))
+        self._saved_reference = saved.get("reference")
+        if self._saved_reference is None and self.config.kl_coef > 0 and self.state["iteration"] > 0:
+            print("this checkpoint holds no KL reference (an older run): the KL now pulls towards the resumed weights")
         self.rng.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
         if self.dist.is_main:

@@ -347,3 +347,18 @@ def test_a_bad_env_or_eval_size_is_one_line_before_any_work(tmp_path) -> None:
         Trainer(load_config("alfworld", None, {"eval_episodes": 141, "out_dir": str(tmp_path)}))
     with pytest.raises(ValueError, match="eval_out_episodes <= 134"):
         Trainer(load_config("alfworld", None, {"eval_out_episodes": 135, "out_dir": str(tmp_path)}))
+
+
+def test_the_schedule_names_the_levels_whose_rows_train(tmp_path) -> None:
+    """joint: both levels every iteration; alternate: HiMAC's co-evolution, alternate_every iterations per level
+    (planner first); planner / executor: that level's rows only (AgentFlow trains only the planner)."""
+    def levels(schedule: str, agent: str = "hierarchical") -> list[list[str]]:
+        trainer = Trainer.__new__(Trainer)  # _trained_levels reads only the config
+        trainer.config = choice_config(tmp_path, agent=agent, schedule=schedule, alternate_every=2)
+        return [trainer._trained_levels(i) for i in range(4)]
+
+    assert levels("joint") == [["planner", "executor"]] * 4
+    assert levels("alternate") == [["planner"], ["planner"], ["executor"], ["executor"]]
+    assert levels("planner") == [["planner"]] * 4
+    assert levels("executor") == [["executor"]] * 4
+    assert levels("planner", agent="flat") == [["planner", "executor"]] * 4  # a flat agent has executor rows only

@@ -108,3 +108,37 @@ def test_a_finished_run_resumed_with_more_iterations_is_evaluated_again_after_th
     assert summary["eval_out"] is None and not (Path(config.out_dir) / "eval" / "after_rl_eval_out").exists()
     rows = [json.loads(line) for line in (Path(config.out_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows if r["phase"] == "eval" and r["label"] == "after_rl"][-1] == 3
+
+
+def test_a_resumed_run_pulls_towards_the_policy_rl_started_from(tmp_path, monkeypatch) -> None:
+    """With a KL term, the reference is the policy at the start of RL: a killed run resumed from a later
+    checkpoint must pull towards that policy, not towards the weights it resumed with, and end where the
+    uninterrupted run ends."""
+    settings = dict(iterations=3, kl_coef=0.5, num_tasks=2, group_size=4)
+    config = choice_config(tmp_path / "whole", **settings)
+    whole = Trainer(config)
+    whole.run()
+    start = {k: v.clone() for k, v in whole.reference.model.state_dict().items()}
+
+    killed = choice_config(tmp_path / "killed", **settings)
+    trainer = Trainer(killed)
+    save = Trainer.save_checkpoint
+
+    def killed_after_iteration_2(self):
+        result = save(self)
+        if self.state["iteration"] == 2:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", killed_after_iteration_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    resumed = Trainer(killed, resume=True)
+    resumed_weights = {k: v.clone() for k, v in resumed.policy.model.state_dict().items()}
+    resumed.run()
+    reference = resumed.reference.model.state_dict()
+    assert all(torch.equal(reference[k], start[k]) for k in start)
+    assert any(not torch.equal(resumed_weights[k], start[k]) for k in start)  # RL had moved the policy
+    final, uninterrupted = resumed.policy.model.state_dict(), whole.policy.model.state_dict()
+    assert all(torch.allclose(final[k], uninterrupted[k], atol=1e-6) for k in final)
