@@ -15,7 +15,9 @@ expert episodes, steps and model), so ``hiper`` gets the subgoal segments it is 
 of an agent sees the same rows. The table gives each run's paired gain (the same evaluation tasks before and
 after RL: points, 95% interval, McNemar p), ALFWorld's long multi-subgoal types apart, and seconds per iteration.
 
-``NAME+spa`` runs estimator NAME on SPA's shaped step rewards (``reward_shaping=spa``), and
+``NAME+spa`` runs estimator NAME on SPA's shaped step rewards (``reward_shaping=spa``), ``NAME+placebo`` its
+control with the advantages permuted over the batch's rows (``placebo_advantages``: what the updates do without
+credit), and
 ``NAME:key=value,key=value`` with those estimator options (``archer:warmup_iterations=3``). Every run logs the
 environment steps its rollouts consumed (``env_steps`` in ``metrics.jsonl``), and the table and the plot give
 evaluation success against the cumulative RL environment steps as well as against iterations: sample
@@ -69,9 +71,11 @@ def run_config(env: str, seed: int, estimator: str, args: argparse.Namespace, st
     preset = settings["presets"][args.agent]
     name, options = parse_estimator(estimator)
     name, _, shaping = name.partition("+")
+    placebo = shaping == "placebo"  # NAME+placebo: the control run, advantages permuted (placebo_advantages)
+    shaping = "" if placebo else shaping
     batch = {k: v for k, v in (("num_tasks", args.num_tasks), ("group_size", args.group_size)) if v}
     overrides: dict[str, Any] = {**settings["overrides"], **batch, "agent": args.agent,
-                                 "seed": seed, "reward_shaping": shaping or "none",
+                                 "seed": seed, "reward_shaping": shaping or "none", "placebo_advantages": placebo,
                                  "estimator": name, "estimator_options": options, "iterations": args.iterations,
                                  "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
                                  "out_dir": str(out), "progress": False, "checkpoint_every": args.iterations}

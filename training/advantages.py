@@ -606,6 +606,18 @@ def gae(batch: StepBatch, **options: Any) -> np.ndarray:
     return layout.gather(discounted_returns(deltas, gamma * lam))
 
 
+def placebo_advantages(batch: StepBatch, advantages: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """``advantages`` permuted among the rows of each level (a placebo control: the same magnitudes, no credit).
+    The permutation is a function of ``seed`` (the run's seed and batch), so a resumed run draws the same."""
+    rng = np.random.default_rng(list(seed))
+    permuted = advantages.copy()
+    for level in np.unique(batch.level):
+        rows = np.flatnonzero(batch.level == level)
+        permuted[rows] = advantages[rng.permutation(rows)]
+    return permuted
+
+
+
 def value_targets(batch: StepBatch, advantages: np.ndarray) -> np.ndarray:
     """Critic regression targets: advantage + value (the lambda-return for GAE-style advantages)."""
     return advantages + np.nan_to_num(batch.value)

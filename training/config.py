@@ -121,6 +121,9 @@ class TrainConfig:
                                      "before the loss (a failing trajectory has more steps than a winning one; "
                                      "uncentred, its many negative rows push the sampled tokens down on balance "
                                      "and flatten a small policy)")
+    placebo_advantages: bool = option(False, "a control, not a method: permute the estimator's advantages over "
+                                      "each level's rows of the batch, so the update keeps its sizes and loses its "
+                                      "credit; RL that does no better than its placebo has learnt nothing")
 
     # ------------------------------------------------------------------ optimisation
     iterations: int = option(30, "RL iterations (rollout batch + update)", low=0)

@@ -41,7 +41,7 @@ from hiergym.envs.core import stable_seed
 from hiergym.records import append_results, load_results, results_path
 from hiergym.stats import paired_success_difference, summarize
 from hiergym.training import distributed
-from hiergym.training.advantages import compute_advantages, value_targets
+from hiergym.training.advantages import compute_advantages, placebo_advantages, value_targets
 from hiergym.training.allocation import RolloutAllocator, group_signal, nonzero_advantage_groups
 from hiergym.training.config import TrainConfig
 from hiergym.training.credit import build_credit
@@ -385,6 +385,8 @@ class Trainer:
         advantages = compute_advantages(cfg.estimator, batch, **cfg.estimator_options)
         if self.credit is not None:
             credit.update(self.credit.after_advantages(batch, advantages))
+        if cfg.placebo_advantages:
+            advantages = placebo_advantages(batch, advantages, seed=(cfg.seed, self.state["train_batches"]))
         warming_up = self.credit is not None and self.credit.warming_up()
         sequences = self._sequences(batch, advantages, [] if warming_up else self._trained_levels(iteration))
         update = policy_update(

@@ -15,7 +15,9 @@ def test_estimator_specs_become_config(tmp_path) -> None:
     assert (spa.estimator, spa.reward_shaping, spa.num_tasks, spa.group_size) == ("gigpo", "spa", 2, 2)
     archer = run_config("sokoban", 0, "archer:warmup_iterations=3", args, "start", tmp_path)
     assert archer.estimator == "archer" and archer.estimator_options == {"warmup_iterations": 3}
-    assert archer.reward_shaping == "none"
+    assert archer.reward_shaping == "none" and not archer.placebo_advantages
+    placebo = run_config("sokoban", 0, "grpo+placebo", args, "start", tmp_path)
+    assert (placebo.estimator, placebo.reward_shaping, placebo.placebo_advantages) == ("grpo", "none", True)
 
 
 def test_environment_steps_are_cumulative(tmp_path) -> None:

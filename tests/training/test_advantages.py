@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from hiergym.benchmarks.estimator_loops import gigpo_loop, grpo_loop, hgpo_loop
-from hiergym.training.advantages import ESTIMATORS, compute_advantages, gae, gigpo, grpo, hgpo, hiper, rloo
+from hiergym.training.advantages import (
+    ESTIMATORS,
+    compute_advantages,
+    gae,
+    gigpo,
+    grpo,
+    hgpo,
+    hiper,
+    placebo_advantages,
+    rloo,
+)
 from hiergym.training.trajectory import StepBatch, StepRecord
 
 
@@ -172,3 +182,19 @@ def test_bad_options_are_named() -> None:
         gigpo(b, normalize="median")
     with pytest.raises(ValueError, match="form"):
         hiper(b, form="critic")
+
+
+def test_placebo_advantages_permute_each_levels_rows_reproducibly() -> None:
+    """The placebo control keeps every level's advantages (as a multiset) and takes away which row has which;
+    the same run seed and batch draw the same permutation (a resumed run replays it)."""
+    level = np.array([0, 1, 1, 1, 0, 1, 1, 1, 1, 0] * 5, dtype=np.int8)
+    batch = StepBatch.from_arrays(group_id=np.zeros(50, int), traj_id=np.repeat(np.arange(5), 10),
+                                  step=np.tile(np.arange(10), 5), reward=np.zeros(50), level=level)
+    advantages = np.arange(50, dtype=np.float64)
+    permuted = placebo_advantages(batch, advantages, seed=(0, 3))
+    for lv in (0, 1):
+        rows = batch.level == lv
+        assert sorted(permuted[rows]) == sorted(advantages[rows])  # each level keeps its own values
+    assert not np.array_equal(permuted, advantages)
+    assert np.array_equal(permuted, placebo_advantages(batch, advantages, seed=(0, 3)))
+    assert not np.array_equal(permuted, placebo_advantages(batch, advantages, seed=(0, 4)))
